@@ -1,0 +1,5 @@
+"""mmneuron_jax: domain- and modality-specific neurons of multimodal LLMs, in JAX."""
+from mmneuron_jax.api import build_model, convert, load, load_hf
+from mmneuron_jax.models.base import Model, Output
+
+__all__ = ["Model", "Output", "build_model", "convert", "load", "load_hf"]

@@ -1,0 +1,67 @@
+"""Logit lens: read every layer's residual stream through the final norm and the unembedding.
+
+The readout is reduced inside the layer scan to entropy, top-k and a target token's
+log-prob, so `[L, B, P, V]` logits are never held. The last layer's readout equals the
+model's own logits (the scan carries pre-norm residuals; the final norm is applied once).
+"""
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.nn.layers import rms_norm
+
+
+@flax.struct.dataclass
+class Lens:
+  """positions int32[B, P]: token indices to read (-1 = padding, result is garbage there).
+  targets int32[B, P] or None: token whose log-prob to report at each position.
+  """
+  positions: jax.Array
+  targets: jax.Array | None = None
+  top_k: int = flax.struct.field(pytree_node=False, default=10)
+
+
+def readout_logits(h, norm_scale, norm_eps, unembed, precision=jax.lax.Precision.HIGHEST):
+  """h float[B, P, D] residual -> float32[B, P, V] logits = unembed(final_norm(h))."""
+  x = rms_norm(h, norm_scale, norm_eps)
+  return jnp.einsum("bpd,dv->bpv", x, unembed.astype(x.dtype), precision=precision).astype(jnp.float32)
+
+
+def reduce_logits(logits, lens: Lens):
+  """float32[B, P, V] -> {'entropy': [B, P], 'top_ids': int32[B, P, k], 'top_probs': [B, P, k],
+  'target_logprob': [B, P] (if targets)} with entropy in nats."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  probs = jnp.exp(logp)
+  out = {"entropy": -jnp.sum(probs * logp, axis=-1)}
+  top_logp, top_ids = jax.lax.top_k(logp, lens.top_k)
+  out["top_ids"] = top_ids.astype(jnp.int32)
+  out["top_probs"] = jnp.exp(top_logp)
+  if lens.targets is not None:
+    out["target_logprob"] = jnp.take_along_axis(logp, lens.targets[..., None].astype(jnp.int32), -1)[..., 0]
+  return out
+
+
+def lens_readout(h, lens: Lens, norm_scale, norm_eps, unembed, precision=jax.lax.Precision.HIGHEST):
+  """One layer: h float[B, T, D] -> reduced readout at `lens.positions`."""
+  idx = jnp.clip(lens.positions, 0, h.shape[1] - 1).astype(jnp.int32)
+  sel = jnp.take_along_axis(h, idx[..., None], axis=1)
+  return reduce_logits(readout_logits(sel, norm_scale, norm_eps, unembed, precision), lens)
+
+
+def positions_where(mask, pad_to=None):
+  """bool[B, T] -> int32[B, P] indices of True entries per row, padded with -1 (host side)."""
+  mask = np.asarray(mask, bool)
+  rows = [np.nonzero(m)[0] for m in mask]
+  p = max([len(r) for r in rows] + [1]) if pad_to is None else pad_to
+  out = np.full((mask.shape[0], p), -1, np.int32)
+  for i, r in enumerate(rows):
+    out[i, :len(r)] = r[:p]
+  return out
+
+
+def layer_means(values, positions):
+  """values float[L, B, P], positions int32[B, P] -> float64[L] mean over valid positions."""
+  valid = np.asarray(positions) >= 0
+  v = np.asarray(values, np.float64)
+  return (v * valid[None]).sum(axis=(1, 2)) / max(valid.sum(), 1)

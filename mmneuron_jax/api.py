@@ -1,0 +1,56 @@
+"""Public entry points: `load_hf`, `convert`, `load` (DESIGN.md)."""
+import json
+import os
+
+from mmneuron_jax.models.base import Model
+from mmneuron_jax.models.registry import family_for
+from mmneuron_jax.nn.policy import Policy, resolve_dtype
+
+
+def read_config(path: str) -> dict:
+  cfg_path = os.path.join(path, "config.json")
+  if not os.path.isfile(cfg_path):
+    raise FileNotFoundError(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
+  with open(cfg_path) as f:
+    return json.load(f)
+
+
+def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None) -> Model:
+  """A `Model` around converted params for a HF config dict."""
+  family = family_for(config)
+  cfg = family.parse_config(config)
+  policy = Policy(dtype, compute_dtype or dtype)
+  module = family.module(cfg, policy)
+  return Model(family=family.name, module=module, params=params, config=config,
+               probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch))
+
+
+def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None) -> Model:
+  """A HF checkpoint directory (config.json + *.safetensors) -> Model.
+
+  Every checkpoint tensor must be consumed exactly once; unknown config features raise.
+  """
+  from mmneuron_jax.convert.mapping import apply_rules
+  from mmneuron_jax.convert.safetensors_reader import CheckpointReader
+  resolve_dtype(dtype)
+  config = read_config(path)
+  family = family_for(config, os.path.join(path, "config.json"))
+  cfg = family.parse_config(config)
+  params = apply_rules(CheckpointReader(path), family.rules(cfg), dtype, ignore=list(family.ignore),
+                       shardings=shardings)
+  return build_model(config, params, dtype, compute_dtype)
+
+
+def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
+  """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`)."""
+  from mmneuron_jax.io.checkpoint import save_params
+  model = load_hf(path, dtype)
+  save_params(out_dir, model.params, {"hf_config": model.config, "family": model.family, "dtype": dtype})
+  return out_dir
+
+
+def load(out_dir: str, compute_dtype: str | None = None, shardings=None) -> Model:
+  """Restore a `convert`ed checkpoint."""
+  from mmneuron_jax.io.checkpoint import restore_params
+  params, meta = restore_params(out_dir, shardings=shardings)
+  return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype)

@@ -1,0 +1,108 @@
+"""`Model`: a Flax module, its params and config, and the pure `apply` of DESIGN.md."""
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.nn.attention import causal_allowed, mask_to_bias
+
+# Batch keys that reach the jitted forward (everything else is host-side metadata).
+DEVICE_KEYS = ("input_ids", "attention_mask", "position_ids", "pixel_values", "feature_index")
+
+
+@flax.struct.dataclass
+class Output:
+  """logits float32[B, T, V]; aux[name] float[L, B, T, F] captured neurons; probe[name] the
+  stacked probe results [L, ...]; lens the stacked lens readouts [L, B, P, ...] (or None)."""
+  logits: jax.Array
+  aux: dict
+  probe: dict
+  lens: Any = None
+
+
+def split_aux(aux: dict) -> tuple[dict, dict, Any]:
+  """Per-module aux dicts -> (captured neurons, probe results, lens readouts)."""
+  captured = {k: v["neurons"] for k, v in aux.items() if "neurons" in v}
+  probes = {k: v["probe"] for k, v in aux.items() if "probe" in v}
+  return captured, probes, aux.get("llm", {}).get("lens")
+
+
+def attention_bias(attention_mask, sliding_window=None):
+  """Prefill bias: causal by index, padding keys masked. float32[B, T, T]."""
+  t = attention_mask.shape[1]
+  return mask_to_bias(causal_allowed(attention_mask.astype(bool), jnp.arange(t), sliding_window))
+
+
+def forward(module, params, batch, masks=None, probe=None, lens=None):
+  """Pure forward of a prepared batch -> Output. `module` must be static under jit."""
+  ids = batch["input_ids"]
+  am = batch.get("attention_mask")
+  am = jnp.ones_like(ids) if am is None else am
+  positions = batch.get("position_ids")
+  if positions is None:
+    positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+  extra = {k: batch[k] for k in ("pixel_values", "feature_index") if k in batch}
+  logits, aux = module.apply({"params": params}, ids, positions,
+                             attention_bias(am, module.cfg.text.sliding_window),
+                             masks=masks, probe=probe, lens=lens, **extra)
+  captured, probes, lens_out = split_aux(aux)
+  return Output(logits=logits, aux=captured, probe=probes, lens=lens_out)
+
+
+@dataclasses.dataclass
+class Model:
+  """A converted model. `apply(params, batch, masks, capture, probe, lens) -> Output`."""
+  family: str
+  module: Any
+  params: Any
+  config: dict
+  probe_modules: dict
+  prepare_fn: Callable[[dict], dict]
+  _jitted: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def prepare(self, batch: dict) -> dict:
+    """Host-side preprocessing (anyres indices etc.); idempotent."""
+    if "feature_index" in batch or batch.get("pixel_values") is None:
+      return dict(batch)
+    return self.prepare_fn(batch)
+
+  def device_batch(self, batch: dict) -> dict:
+    prepared = self.prepare(batch)
+    return {k: jnp.asarray(prepared[k]) for k in DEVICE_KEYS if prepared.get(k) is not None}
+
+  def check_masks(self, masks):
+    for name, m in (masks or {}).items():
+      if name not in self.probe_modules:
+        raise KeyError(f"masks[{name!r}]: unknown module; probe modules are {sorted(self.probe_modules)}")
+      if tuple(np.shape(m)) != tuple(self.probe_modules[name]):
+        raise ValueError(f"masks[{name!r}] has shape {np.shape(m)}, expected {self.probe_modules[name]}")
+
+  def with_module(self, **changes):
+    return self.module.clone(**changes)
+
+  def jitted_forward(self, capture=(), remat=False):
+    key = (tuple(sorted(capture)), remat)
+    if key not in self._jitted:
+      for name in capture:
+        if name not in self.probe_modules:
+          raise KeyError(f"capture {name!r}: unknown module; probe modules are {sorted(self.probe_modules)}")
+      module = self.module.clone(capture=key[0], remat=remat)
+      self._jitted[key] = jax.jit(functools.partial(forward, module))
+    return self._jitted[key]
+
+  def apply(self, params, batch, masks=None, capture=(), probe=None, lens=None) -> Output:
+    """batch: HF-named arrays; masks {module: float[L, F]}; capture module names; probe
+    {module: probe pytree}; lens: `Lens`. See DESIGN.md."""
+    self.check_masks(masks)
+    masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
+    return self.jitted_forward(capture)(params, self.device_batch(batch), masks, probe, lens)
+
+  def generate(self, params, batch, max_new_tokens=32, masks=None, **kwargs):
+    """Greedy (or seeded sampling) generation with a KV cache; see models/generate.py."""
+    from mmneuron_jax.models.generate import generate
+    self.check_masks(masks)
+    return generate(self, params, batch, max_new_tokens=max_new_tokens, masks=masks, **kwargs)

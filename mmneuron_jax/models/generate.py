@@ -1,0 +1,76 @@
+"""Greedy (or seeded temperature) generation with a KV cache; neuron masks apply at every step.
+
+Prompts must be left-padded (as HF generation expects). Positions follow HF generate:
+cumsum(attention_mask) - 1 for the prompt, then one more per new token.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.models.base import attention_bias
+from mmneuron_jax.nn.attention import causal_allowed, mask_to_bias
+
+
+def _pad_cache(kv, total):
+  """{'k','v': float[L, B, T, K, hd]} -> zero-padded to `total` positions on axis 2."""
+  return jax.tree_util.tree_map(lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, total - a.shape[2]), (0, 0), (0, 0))), kv)
+
+
+def _pick(logits, key, temperature):
+  if temperature <= 0.0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _generate(module, params, batch, max_new_tokens, temperature, masks, eos_ids, seed):
+  ids = batch["input_ids"]
+  am = batch["attention_mask"]
+  b, t = ids.shape
+  total = t + max_new_tokens
+  window = module.cfg.text.sliding_window
+  positions = jnp.maximum(jnp.cumsum(am, axis=1) - 1, 0)
+  extra = {k: batch[k] for k in ("pixel_values", "feature_index") if k in batch}
+  logits, aux = module.apply({"params": params}, ids, positions, attention_bias(am, window), masks=masks, **extra)
+  cache = _pad_cache(aux["llm"]["cache"], total)
+  kv_valid = jnp.concatenate([am.astype(bool), jnp.zeros((b, max_new_tokens), bool)], axis=1)
+  key = jax.random.PRNGKey(seed)
+  llm_mask = None if masks is None else {k: v for k, v in masks.items() if k == "llm"}
+
+  def step(carry, i):
+    last_logits, cache, kv_valid, done, key = carry
+    key, sub = jax.random.split(key)
+    token = _pick(last_logits, sub, temperature)
+    token = jnp.where(done, -1, token)
+    done = done | jnp.isin(token, eos_ids)
+    index = t + i
+    kv_valid = kv_valid.at[:, index].set(True)
+    bias = mask_to_bias(causal_allowed(kv_valid, index[None], window))
+    pos = (positions[:, -1] + 1 + i)[:, None]
+    logits, aux = module.apply({"params": params}, jnp.maximum(token, 0)[:, None], pos, bias, masks=llm_mask,
+                               cache=cache, cache_index=index)
+    return (logits[:, -1], aux["llm"]["cache"], kv_valid, done, key), token
+
+  init = (logits[:, -1], cache, kv_valid, jnp.zeros((b,), bool), key)
+  _, tokens = jax.lax.scan(step, init, jnp.arange(max_new_tokens))
+  return tokens.T
+
+
+def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=None, pad_token_id=0,
+             temperature=0.0, seed=0):
+  """-> int32[B, max_new_tokens] new tokens; after a row's EOS the rest is `pad_token_id`."""
+  dev = model.device_batch(batch)
+  if "attention_mask" not in dev:
+    dev["attention_mask"] = jnp.ones_like(dev["input_ids"])
+  if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
+    raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
+  dev.pop("position_ids", None)
+  if eos_token_id is None:
+    eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)
+  eos = jnp.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), jnp.int32)
+  masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
+  module = model.module.clone(return_kv=True, capture=())
+  tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), float(temperature), masks, eos, seed))
+  return np.where(tokens < 0, pad_token_id, tokens)

@@ -1,0 +1,159 @@
+"""LLaVA-NeXT: CLIP vision tower -> GELU projector -> anyres packing -> Llama/Mistral decoder.
+
+Probe modules: `llm` (decoder MLPs), `vision` (CLIP MLPs, all layers), `projector` (linear_1 -> act).
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.models import anyres
+from mmneuron_jax.models.clip import VisionConfig, VisionTower
+from mmneuron_jax.models.llama import Decoder, DecoderConfig
+from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.policy import Policy
+
+
+@dataclasses.dataclass(frozen=True)
+class LlavaNextConfig:
+  text: DecoderConfig
+  vision: VisionConfig
+  image_token_id: int
+  feature_layers: tuple[int, ...]
+  pinpoints: tuple[tuple[int, int], ...]
+  projector_act: str = "gelu"
+  projector_bias: bool = True
+
+  @classmethod
+  def from_hf(cls, c: dict) -> "LlavaNextConfig":
+    reject_unsupported("config", {
+        "vision_feature_select_strategy": (c.get("vision_feature_select_strategy", "default"), {"default"}),
+        "text_config.model_type": (c["text_config"].get("model_type", "llama"), {"llama", "mistral"}),
+        "projector_hidden_act": (c.get("projector_hidden_act", "gelu"), {"gelu"}),
+    })
+    layers = c.get("vision_feature_layer", -2)
+    layers = (layers,) if isinstance(layers, int) else tuple(layers)
+    vision = VisionConfig.from_hf(c["vision_config"])
+    for k in layers:
+      if not (1 <= (k if k >= 0 else vision.num_layers + 1 + k) <= vision.num_layers):
+        reject_unsupported("config", {"vision_feature_layer": (k, set(range(1, vision.num_layers + 1)))})
+    return cls(text=DecoderConfig.from_hf(c["text_config"]), vision=vision,
+               image_token_id=c.get("image_token_index", c.get("image_token_id", 32000)),
+               feature_layers=layers, pinpoints=tuple(tuple(p) for p in c["image_grid_pinpoints"]),
+               projector_act=c.get("projector_hidden_act", "gelu"),
+               projector_bias=c.get("multimodal_projector_bias", True))
+
+  @property
+  def probe_modules(self) -> dict[str, tuple[int, int]]:
+    return {"llm": (self.text.num_layers, self.text.intermediate_size),
+            "vision": (self.vision.num_layers, self.vision.intermediate_size),
+            "projector": (1, self.text.hidden_size)}
+
+
+class LlavaNext(nn.Module):
+  """Full model. `capture`: module names whose neurons come back in aux[name]['neurons']."""
+  cfg: LlavaNextConfig
+  policy: Policy = Policy()
+  capture: tuple[str, ...] = ()
+  return_kv: bool = False
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, masks=None,
+               probe=None, lens=None, cache=None, cache_index=None):
+    """input_ids int[B, T]; pixel_values float[N, C, H, W] (all tile slots); feature_index int32[B, T].
+
+    Returns (logits float32[B, T, V], aux {'llm': ..., 'vision': ..., 'projector': ...}).
+    """
+    c, p = self.cfg, self.policy
+    masks, probe = masks or {}, probe or {}
+    aux = {}
+    features = None
+    newline = self.param("image_newline", nn.initializers.normal(0.02), (c.text.hidden_size,), p.param)
+    if pixel_values is not None:
+      _, vaux = VisionTower(c.vision, p, "vision" in self.capture, name="vision")(
+          pixel_values, masks.get("vision"), probe.get("vision"))
+      hidden = vaux.pop("hidden")
+      picks = [k - 1 if k > 0 else c.vision.num_layers + k for k in c.feature_layers]
+      selected = jnp.concatenate([hidden[i][:, 1:] for i in picks], axis=-1)
+      pmask = masks.get("projector")
+      feats, neurons = MLP(c.text.hidden_size, c.projector_act, c.text.hidden_size, c.projector_bias, p,
+                           name="projector")(selected, None if pmask is None else pmask[0])
+      paux = {}
+      if "projector" in self.capture:
+        paux["neurons"] = neurons[None]
+      if probe.get("projector") is not None:
+        paux["probe"] = jnp_tree_expand(probe["projector"](neurons))
+      aux["vision"], aux["projector"] = vaux, paux
+      features = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
+    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
+        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+        probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+    return logits, aux
+
+
+def jnp_tree_expand(tree):
+  """Add a leading layer axis of size 1 to every leaf (the projector is a 1-layer module)."""
+  import jax
+  return jax.tree_util.tree_map(lambda a: a[None], tree)
+
+
+def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
+  """Host-side: HF processor outputs -> arrays for the jitted forward.
+
+  Adds `feature_index` int32[B, T] and `tile_valid` bool[N] and flattens 5-D pixel_values
+  [I, S, C, H, W] to [I*S, C, H, W]; drops `image_sizes`.
+  """
+  out = {k: v for k, v in batch.items() if k not in ("image_sizes", "pixel_values")}
+  if batch.get("pixel_values") is None:
+    return out
+  pixel_values = np.asarray(batch["pixel_values"])
+  if "image_sizes" not in batch:
+    raise ValueError("batch has pixel_values but no image_sizes (LLaVA-NeXT needs both)")
+  sizes = np.asarray(batch["image_sizes"]).reshape(-1, 2)
+  v = cfg.vision
+  needed = np.array([anyres.num_tiles(s, cfg.pinpoints, v.image_size) for s in sizes])
+  if pixel_values.ndim == 5:
+    if pixel_values.shape[0] != len(sizes) or pixel_values.shape[1] < needed.max():
+      raise ValueError(f"pixel_values shape {pixel_values.shape} does not fit image_sizes {sizes.tolist()} "
+                       f"(tiles needed per image: {needed.tolist()})")
+    slots = np.full(len(sizes), pixel_values.shape[1])
+    valid = (np.arange(pixel_values.shape[1])[None] < needed[:, None]).reshape(-1)
+    pixel_values = pixel_values.reshape((-1,) + pixel_values.shape[2:])
+  elif pixel_values.ndim == 4:
+    if pixel_values.shape[0] != needed.sum():
+      raise ValueError(f"pixel_values has {pixel_values.shape[0]} tiles; image_sizes need {needed.sum()}")
+    slots, valid = needed, np.ones(pixel_values.shape[0], bool)
+  else:
+    raise ValueError(f"pixel_values must be 4-D or 5-D, got shape {pixel_values.shape}")
+  side = v.image_size // v.patch_size
+  out["pixel_values"] = pixel_values.astype(np.float32)
+  out["feature_index"] = anyres.feature_index(batch["input_ids"], cfg.image_token_id, sizes, list(cfg.pinpoints),
+                                              v.image_size, side, slots)
+  out["tile_valid"] = valid
+  return out
+
+
+def hf_rules(cfg: LlavaNextConfig):
+  """Param path <- HF name, accepting both layouts (hub/v5-saved 'language_model.model.*',
+  'vision_tower.vision_model.*' and in-memory v5 'model.language_model.*', 'model.vision_tower.*')."""
+  from mmneuron_jax.convert.mapping import Rule
+  from mmneuron_jax.convert.transforms import transpose
+  from mmneuron_jax.models import clip, llama
+
+  def nest(prefix, rules):
+    return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
+
+  rules = nest("llm", llama.hf_rules(cfg.text, ("language_model.model.", "model.language_model."),
+                                     ("language_model.lm_head.", "lm_head.")))
+  rules += nest("vision", clip.hf_rules(cfg.vision, ("vision_tower.vision_model.", "vision_tower.",
+                                                     "model.vision_tower.vision_model.", "model.vision_tower.")))
+  for ours, theirs in (("fc1", "linear_1"), ("fc2", "linear_2")):
+    alts = tuple(p + f"multi_modal_projector.{theirs}." for p in ("", "model."))
+    rules.append(Rule(("projector", ours, "kernel"), tuple(a + "weight" for a in alts), transpose))
+    if cfg.projector_bias:
+      rules.append(Rule(("projector", ours, "bias"), tuple(a + "bias" for a in alts)))
+  rules.append(Rule(("image_newline",), ("image_newline", "model.image_newline")))
+  return rules

@@ -1,0 +1,29 @@
+"""HF `model_type` -> family: config parser, module, conversion rules, host-side prepare."""
+import dataclasses
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  parse_config: Callable[[dict], Any]
+  module: Callable[..., Any]
+  rules: Callable[[Any], list]
+  prepare: Callable[[Any, dict], dict]
+  ignore: tuple[str, ...] = ()
+
+
+def _llava_next():
+  from mmneuron_jax.models.mllm import llava_next
+  return Family("llava_next", llava_next.LlavaNextConfig.from_hf, llava_next.LlavaNext, llava_next.hf_rules,
+                llava_next.prepare)
+
+
+FAMILIES: dict[str, Callable[[], Family]] = {"llava_next": _llava_next}
+
+
+def family_for(config: dict, where: str = "config.json") -> Family:
+  model_type = config.get("model_type")
+  if model_type not in FAMILIES:
+    raise ValueError(f"{where}: model_type={model_type!r} is not supported; supported: {sorted(FAMILIES)}")
+  return FAMILIES[model_type]()

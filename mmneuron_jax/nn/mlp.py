@@ -1,0 +1,42 @@
+"""MLPs that return their neuron activations (the post-activation hidden units)."""
+import flax.linen as nn
+
+from mmneuron_jax.nn.layers import Dense, activation
+from mmneuron_jax.nn.policy import Policy
+
+
+class GatedMLP(nn.Module):
+  """SwiGLU: down(act(gate(x)) * up(x)). The neuron is act(gate(x)), before the product."""
+  hidden: int
+  act: str = "silu"
+  use_bias: bool = False
+  policy: Policy = Policy()
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    """x float[B, T, D], mask float[F] or None -> (y float[B, T, D], neurons float[B, T, F])."""
+    p = self.policy
+    a = activation(self.act)(Dense(self.hidden, self.use_bias, p, name="gate")(x))
+    if mask is not None:
+      a = a * mask.astype(a.dtype)
+    y = Dense(x.shape[-1], self.use_bias, p, name="down")(a * Dense(self.hidden, self.use_bias, p, name="up")(x))
+    return y, a
+
+
+class MLP(nn.Module):
+  """fc2(act(fc1(x))). The neuron is act(fc1(x)). `out_features` defaults to the input width."""
+  hidden: int
+  act: str = "gelu"
+  out_features: int | None = None
+  use_bias: bool = True
+  policy: Policy = Policy()
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    """x float[..., D], mask float[F] or None -> (y float[..., D_out], neurons float[..., F])."""
+    p = self.policy
+    a = activation(self.act)(Dense(self.hidden, self.use_bias, p, name="fc1")(x))
+    if mask is not None:
+      a = a * mask.astype(a.dtype)
+    y = Dense(self.out_features or x.shape[-1], self.use_bias, p, name="fc2")(a)
+    return y, a

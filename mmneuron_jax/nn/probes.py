@@ -1,0 +1,35 @@
+"""In-scan reductions of neuron activations, so full activations are never materialised.
+
+A probe is a pytree with `__call__(acts float[..., F]) -> pytree`; the token axes of `acts`
+match the probe's own arrays (e.g. `[B, T]` for the LLM, `[N, P]` for vision tiles).
+Its result is stacked over layers by the scan: `[L, ...]`.
+"""
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class GroupStats:
+  """Per-group neuron statistics: counts of act > 0, sums, sums of squares, token counts.
+
+  groups: int32[...tokens] group id of each token (domain, modality...); -1 = not counted
+    (padding, positions outside the chosen scope).
+  Returns {'count': int32[G, F], 'sum': float32[G, F], 'sumsq': float32[G, F], 'tokens': int32[G]}.
+  Counts are exact as long as a batch holds < 2**24 tokens of one group.
+  """
+  groups: jax.Array
+  num_groups: int = flax.struct.field(pytree_node=False)
+
+  def __call__(self, acts):
+    f = acts.shape[-1]
+    a = acts.reshape(-1, f).astype(jnp.float32)
+    onehot = (self.groups.reshape(-1)[:, None] == jnp.arange(self.num_groups)[None]).astype(jnp.float32)
+    hi = jax.lax.Precision.HIGHEST
+    count = jnp.einsum("ng,nf->gf", onehot, (a > 0).astype(jnp.float32), precision=hi)
+    return {
+        "count": jnp.round(count).astype(jnp.int32),
+        "sum": jnp.einsum("ng,nf->gf", onehot, a, precision=hi),
+        "sumsq": jnp.einsum("ng,nf->gf", onehot, a * a, precision=hi),
+        "tokens": jnp.round(onehot.sum(0)).astype(jnp.int32),
+    }

@@ -1,0 +1,28 @@
+"""Rotary position embeddings in HF's rotate-half convention."""
+import jax.numpy as jnp
+import numpy as np
+
+
+def inv_frequencies(head_dim: int, theta: float, linear_factor: float = 1.0):
+  """float32[head_dim // 2]; linear scaling divides the frequencies (HF 'linear' rope)."""
+  inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+  return jnp.asarray(inv / linear_factor, jnp.float32)
+
+
+def rope_cos_sin(positions, inv_freq):
+  """positions int[B, T] -> (cos, sin) float32[B, T, head_dim]."""
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def rotate_half(x):
+  half = x.shape[-1] // 2
+  return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rope(x, cos, sin):
+  """x float[B, T, H, hd], cos/sin float32[B, T, hd] -> rotated x (in x's dtype)."""
+  cos = cos[:, :, None, :].astype(x.dtype)
+  sin = sin[:, :, None, :].astype(x.dtype)
+  return x * cos + rotate_half(x) * sin
