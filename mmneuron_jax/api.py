@@ -22,7 +22,8 @@ def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str
   policy = Policy(dtype, compute_dtype or dtype)
   module = family.module(cfg, policy)
   return Model(family=family.name, module=module, params=params, config=config,
-               probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch))
+               probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch),
+               groups_fn=lambda prepared, groups, image_only: family.token_groups(cfg, prepared, groups, image_only))
 
 
 def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None) -> Model:

@@ -84,3 +84,11 @@ def feature_index(input_ids, image_token_id, image_sizes, pinpoints, tile_size, 
   out = np.full(input_ids.shape, -1, np.int32)
   out[is_image] = order
   return out
+
+
+def image_rows(input_ids, image_token_id, image_sizes, pinpoints, tile_size, side):
+  """int32[I]: the batch row holding each image's tokens (images fill image tokens row-major)."""
+  rows_of_tokens = np.nonzero(np.asarray(input_ids) == image_token_id)[0]
+  lengths = [len(image_feature_order(s, pinpoints, tile_size, side, 0, -1)) for s in np.asarray(image_sizes)]
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+  return rows_of_tokens[starts].astype(np.int32) if len(lengths) else np.zeros((0,), np.int32)

@@ -62,6 +62,7 @@ class Model:
   config: dict
   probe_modules: dict
   prepare_fn: Callable[[dict], dict]
+  groups_fn: Callable[..., dict]
   _jitted: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def prepare(self, batch: dict) -> dict:
@@ -69,6 +70,10 @@ class Model:
     if "feature_index" in batch or batch.get("pixel_values") is None:
       return dict(batch)
     return self.prepare_fn(batch)
+
+  def token_groups(self, batch: dict, sample_groups, image_only: bool = False) -> dict:
+    """{module: int32[...tokens]} group of every token each probe module sees (-1 = skip)."""
+    return self.groups_fn(self.prepare(batch), sample_groups, image_only)
 
   def device_batch(self, batch: dict) -> dict:
     prepared = self.prepare(batch)

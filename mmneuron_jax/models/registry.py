@@ -10,13 +10,14 @@ class Family:
   module: Callable[..., Any]
   rules: Callable[[Any], list]
   prepare: Callable[[Any, dict], dict]
+  token_groups: Callable[..., dict]
   ignore: tuple[str, ...] = ()
 
 
 def _llava_next():
   from mmneuron_jax.models.mllm import llava_next
   return Family("llava_next", llava_next.LlavaNextConfig.from_hf, llava_next.LlavaNext, llava_next.hf_rules,
-                llava_next.prepare)
+                llava_next.prepare, llava_next.token_groups)
 
 
 FAMILIES: dict[str, Callable[[], Family]] = {"llava_next": _llava_next}

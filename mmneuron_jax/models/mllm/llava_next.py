@@ -133,6 +133,31 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   out["feature_index"] = anyres.feature_index(batch["input_ids"], cfg.image_token_id, sizes, list(cfg.pinpoints),
                                               v.image_size, side, slots)
   out["tile_valid"] = valid
+  out["tile_image"] = np.repeat(np.arange(len(sizes)), slots).astype(np.int32)
+  out["image_rows"] = anyres.image_rows(batch["input_ids"], cfg.image_token_id, sizes, list(cfg.pinpoints),
+                                        v.image_size, side)
+  return out
+
+
+def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+  """Group id of every token each probe module sees; -1 = not counted.
+
+  sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
+  {'llm': int32[B, T], 'vision': int32[N, 1 + P], 'projector': int32[N, P]}: padding never
+  counts, nor padded tile slots; `image_only` keeps only image-token positions in the LLM.
+  """
+  sample_groups = np.asarray(sample_groups, np.int32)
+  ids = np.asarray(prepared["input_ids"])
+  am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
+  keep = am & (np.asarray(prepared["feature_index"]) >= 0) if image_only and "feature_index" in prepared else am
+  if image_only and "feature_index" not in prepared:
+    keep = np.zeros_like(am)
+  out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
+  if "tile_valid" in prepared:
+    per_tile = np.where(prepared["tile_valid"], sample_groups[prepared["image_rows"]][prepared["tile_image"]], -1)
+    n = cfg.vision.num_patches
+    out["vision"] = np.repeat(per_tile[:, None], n + 1, axis=1).astype(np.int32)
+    out["projector"] = np.repeat(per_tile[:, None], n, axis=1).astype(np.int32)
   return out
 
 
