@@ -1,0 +1,64 @@
+"""Per-module, per-group neuron statistics, reduced inside the layer scans.
+
+`step(params, batch, groups)` returns, for every probe module m,
+  count int32[L, G, F] (tokens with activation > 0), sum / sumsq float32[L, G, F],
+  tokens int32[G] (tokens counted; identical for every layer).
+Padded positions and padded tile slots carry group -1 and never count.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.models.base import forward
+from mmneuron_jax.nn.probes import GroupStats
+
+
+def _stats(module, num_groups, modules, params, batch, groups, masks=None):
+  probe = {m: GroupStats(groups[m], num_groups) for m in modules if m in groups}
+  out = forward(module, params, batch, masks=masks, probe=probe)
+  result = {}
+  for m, r in out.probe.items():
+    result[m] = {"count": r["count"], "sum": r["sum"], "sumsq": r["sumsq"], "tokens": r["tokens"][0]}
+  return result
+
+
+def make_step(model, num_groups: int, modules=None):
+  """-> jitted `step(params, device_batch, groups, masks=None) -> {module: stats}`."""
+  modules = tuple(modules or model.probe_modules)
+  return jax.jit(functools.partial(_stats, model.module, num_groups, modules))
+
+
+def to_device_groups(groups: dict) -> dict:
+  return {k: jnp.asarray(v, jnp.int32) for k, v in groups.items()}
+
+
+def flatten(stats: dict) -> dict:
+  """{module: {field: array}} -> {'field/module': np.ndarray} (the StatsStore layout)."""
+  return {f"{field}/{m}": np.asarray(v) for m, fields in stats.items() for field, v in fields.items()}
+
+
+def unflatten(flat: dict) -> dict:
+  out = {}
+  for key, v in flat.items():
+    field, m = key.split("/", 1)
+    out.setdefault(m, {})[field] = v
+  return out
+
+
+def store_spec(probe_modules: dict, num_groups: int) -> dict:
+  """StatsStore spec: name -> (shape, dtype), host totals in int64 / float64."""
+  spec = {}
+  for m, (layers, width) in probe_modules.items():
+    spec[f"count/{m}"] = ((layers, num_groups, width), "int64")
+    spec[f"sum/{m}"] = ((layers, num_groups, width), "float64")
+    spec[f"sumsq/{m}"] = ((layers, num_groups, width), "float64")
+    spec[f"tokens/{m}"] = ((num_groups,), "int64")
+  return spec
+
+
+def counts_for_dape(flat_totals: dict, module: str):
+  """-> (counts float[G, L, F], n_tokens float[G]) for `analysis.dape.select`."""
+  counts = np.transpose(np.asarray(flat_totals[f"count/{module}"]), (1, 0, 2))
+  return counts, np.asarray(flat_totals[f"tokens/{module}"])
