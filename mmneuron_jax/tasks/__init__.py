@@ -1,0 +1,10 @@
+"""One function per experiment; `run(config, workdir)` dispatches on `config.task`."""
+import importlib
+
+TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
+
+
+def run(config, workdir: str):
+  if config.task not in TASKS:
+    raise ValueError(f"config.task={config.task!r}; known tasks: {sorted(TASKS)}")
+  return importlib.import_module(TASKS[config.task]).run(config, workdir)
