@@ -1,0 +1,33 @@
+"""Padding batches to a few fixed shapes so a long statistics run compiles a handful of times."""
+import numpy as np
+
+
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def pad_batch(batch: dict, rows: int, length_multiple: int = 64, tile_slots: int | None = None, pad_id: int = 0):
+  """Pad `input_ids`/`attention_mask` [B, T] to [rows, round_up(T)] on the right (or on the
+  left when the batch is left-padded) and 5-D `pixel_values` to `tile_slots` tiles per image.
+  Padded rows and positions have attention_mask 0 and carry no images."""
+  ids, am = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
+  b, t = ids.shape
+  if rows < b:
+    raise ValueError(f"pad_batch: batch has {b} rows, more than rows={rows}")
+  width = round_up(t, length_multiple)
+  left = bool(am[:, -1].all()) and not bool(am[:, 0].all())
+  out = dict(batch)
+  new_ids = np.full((rows, width), pad_id, ids.dtype)
+  new_am = np.zeros((rows, width), am.dtype)
+  cols = slice(width - t, width) if left else slice(0, t)
+  new_ids[:b, cols], new_am[:b, cols] = ids, am
+  out["input_ids"], out["attention_mask"] = new_ids, new_am
+  pix = batch.get("pixel_values")
+  if pix is not None and tile_slots is not None and pix.ndim == 5 and pix.shape[1] < tile_slots:
+    out["pixel_values"] = np.pad(pix, ((0, 0), (0, tile_slots - pix.shape[1]), (0, 0), (0, 0), (0, 0)))
+  return out
+
+
+def chunks(items, size):
+  for i in range(0, len(items), size):
+    yield items[i:i + size]
