@@ -1,0 +1,40 @@
+"""Shared MMNeuron defaults (REFERENCE.md); the experiment files override a few fields.
+
+`arg` is parsed as `key=value,key2=value2` into dotted config fields, e.g.
+`--config=configs/llava_next_7b.py:stats.batch_size=8,model.dtype=bfloat16`.
+"""
+import ml_collections
+
+DOMAINS = ("auto-driving", "medical", "remote-sensing", "common-scenes", "documents")
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.task = "mmneuron"
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0))
+  c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
+                                          domains=list(DOMAINS)))
+  # positions: 'all' (paper: image, text and BOS tokens) or 'image'.
+  c.stats = ml_collections.ConfigDict(dict(positions="all", max_samples_per_domain=0,
+                                           vision_tokens_per_domain=100_000, batch_size=8, commit_every=10))
+  c.dape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
+  c.eval = ml_collections.ConfigDict(dict(n_per_domain=1001, batch_size=8, max_new_tokens=32, temperature=0.0,
+                                          template="vicuna_v1"))
+  c.lens = ml_collections.ConfigDict(dict(n_per_domain=100, top_k=10))
+  return c
+
+
+def apply_arg(c, arg):
+  """Apply `a.b=v,c=w` overrides (values parsed as int/float/bool when they look like one)."""
+  if not arg:
+    return c
+  for item in arg.split(","):
+    key, value = item.split("=", 1)
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    old = node[leaf]
+    node[leaf] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes")
+  return c

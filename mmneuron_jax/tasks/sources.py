@@ -1,0 +1,63 @@
+"""Where an MMNeuron run gets its model and records, from the config."""
+import os
+
+from absl import logging
+
+import mmneuron_jax
+from mmneuron_jax.data import prompts, records as records_lib
+from mmneuron_jax.data.processors import LlavaNextInputs
+
+load_image = records_lib.load_image
+stats_prompt = prompts.stats_prompt
+
+
+def eval_prompt(record, template):
+  return prompts.eval_prompt(record, template=template)
+
+
+def score(answers, records):
+  from mmneuron_jax.data import metrics
+  return metrics.score_all(answers, records)
+
+
+def image_size(record):
+  """(h, w) of a record's image (after joining multi-frame images)."""
+  w, h = load_image(record).size
+  return h, w
+
+
+def load_records(config, workdir):
+  """-> (good records in a deterministic per-domain order, bad [(id, reason)])."""
+  source = config.data.source
+  if source == "demo":
+    from mmneuron_jax.data import demo
+    recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed)
+  elif source == "records":
+    recs = records_lib.read_records(config.data.path, image_root=config.data.image_root or None)
+  elif source == "paper":
+    from mmneuron_jax.data import datasets
+    recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None)
+  else:
+    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
+  good, bad = records_lib.validate(recs)
+  for rid, why in bad:
+    logging.warning("skipping record %s: %s", rid, why)
+  good = records_lib.deterministic_shuffle(good, config.data.seed)
+  return good, bad
+
+
+def load_model(config, workdir, records):
+  """-> (Model, LlavaNextInputs, model id). Demo: build the tiny checkpoint in the workdir."""
+  path = config.model.path
+  if not path:
+    from mmneuron_jax.data.demo_model import build_demo_checkpoint
+    path = os.path.join(workdir, "demo_checkpoint")
+    texts = [t for r in records for t in [r.question, *r.answers, prompts.eval_prompt(r)]]
+    if not os.path.exists(os.path.join(path, "config.json")):
+      build_demo_checkpoint(path, texts, seed=config.model.seed)
+  model_id = config.model.id or path
+  if os.path.exists(os.path.join(path, "mmneuron.json")):
+    model = mmneuron_jax.load(path, compute_dtype=config.model.compute_dtype or None)
+  else:
+    model = mmneuron_jax.load_hf(path, dtype=config.model.dtype, compute_dtype=config.model.compute_dtype or None)
+  return model, LlavaNextInputs.from_pretrained(path), model_id
