@@ -2,6 +2,11 @@
 
 Flags, config, (multi-host) setup, then one call into `mmneuron_jax.tasks`.
 """
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for `configs.*` imports
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
