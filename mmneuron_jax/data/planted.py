@@ -65,7 +65,7 @@ def edit_state_fn(hues, layer=1, per_domain=3, seed=0, position_scale=3.0):
       w[:, :3] = 0.0
       w[:, 3:] -= w[:, 3:].mean(axis=1, keepdims=True)  # blind to the LayerNorm mean
       w /= np.sqrt(d)
-      b = np.full((f,), -0.4, np.float32)
+      b = np.full((f,), -1.2, np.float32)  # random neurons fire rarely (p well below tau)
       if i == layer:
         for dom, ids in enumerate(planted):
           direction = centred[dom] / np.linalg.norm(centred[dom])
