@@ -12,6 +12,8 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "mmneuron"
   c.seed = 0
+  # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens').
+  c.stages = ("stats", "select", "eval", "lens")
   c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0))
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
                                           domains=list(DOMAINS)))

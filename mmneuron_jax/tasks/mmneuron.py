@@ -53,6 +53,8 @@ def run(config, workdir: str) -> str:
   store = StatsStore.open_or_create(os.path.join(workdir, "stats"), store_spec(model.probe_modules, len(domains)), fp)
   totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step_fn,
                       commit_every=config.stats.commit_every)
+  if "select" not in config.stages:
+    return os.path.join(workdir, "stats")
 
   # 2. DAPE neuron sets
   sets = select_sets(totals, model, model_id, domains, config.dape)
