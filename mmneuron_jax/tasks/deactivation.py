@@ -15,11 +15,11 @@ LLAVA_CONDITIONS = {
 }
 
 
-def condition_masks(neuron_sets: dict, modules, domain: str) -> dict | None:
-  """{module: float32[L, F]} zeroing `domain`'s neurons in `modules` (None for no modules)."""
-  if not modules:
-    return None
-  return {m: neuron_sets[m].to_masks(groups=[domain]) for m in modules}
+def condition_masks(neuron_sets: dict, modules, domain: str) -> dict:
+  """{module: float32[L, F]} for every module: `domain`'s neurons zeroed in `modules`, ones
+  elsewhere (one pytree structure for all conditions, so generation compiles once)."""
+  return {m: (s.to_masks(groups=[domain]) if m in modules else np.ones((s.layers, s.width), np.float32))
+          for m, s in neuron_sets.items()}
 
 
 def generate_answers(model, params, inputs, records, prompt_fn, load_image, masks, batch_size, max_new_tokens,
@@ -54,7 +54,7 @@ def evaluate(model, params, inputs, records_by_domain, neuron_sets, random_sets,
                                  max_new_tokens, temperature, seed, progress)
       predictions[(domain, condition, control)] = answers
       scores = score_fn(answers, records)
-      removed = 0 if masks is None else int(sum((1 - np.asarray(m)).sum() for m in masks.values()))
+      removed = int(sum((1 - np.asarray(m)).sum() for m in masks.values()))
       rows.append({"domain": domain, "condition": condition, "control": control, "n": len(records),
                    "neurons_off": removed, **scores})
   progress.close()
