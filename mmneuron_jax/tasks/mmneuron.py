@@ -52,7 +52,7 @@ def run(config, workdir: str) -> str:
   fp = domain_stats.fingerprint(model_id, domains, [dataclass_key(b) for b in batches], config.stats.positions)
   store = StatsStore.open_or_create(os.path.join(workdir, "stats"), store_spec(model.probe_modules, len(domains)), fp)
   totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step_fn,
-                      commit_every=config.stats.commit_every)
+                      commit_every=config.stats.commit_every, total=len(batches), desc="domain statistics (batches)")
   if "select" not in config.stages:
     return os.path.join(workdir, "stats")
 
