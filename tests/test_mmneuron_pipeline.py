@@ -1,0 +1,88 @@
+"""The main job on the embedded default: a smoke run of the whole MMNeuron pipeline, and a
+statistics run SIGKILLed midway that resumes to totals identical to an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from configs import llava_next_demo
+from mmneuron_jax import tasks
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.io.stats_store import StatsStore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAINS = llava_next_demo.get_config().data.domains
+
+
+def small_config():
+  c = llava_next_demo.get_config()
+  c.data.n_per_domain = 6
+  c.stats.max_samples_per_domain = 4
+  c.eval.n_per_domain = 2
+  c.eval.max_new_tokens = 4
+  c.lens.n_per_domain = 2
+  return c
+
+
+def test_demo_pipeline_writes_report(tmp_path):
+  workdir = str(tmp_path / "run")
+  report = tasks.run(small_config(), workdir)
+  assert report == os.path.join(workdir, "report.md")
+  text = open(report).read()
+  for section in ("Domain-specific neurons", "Deactivation", "Logit lens"):
+    assert section in text
+  plots = os.listdir(os.path.join(workdir, "plots"))
+  assert {"neurons_per_layer.png", "logit_lens.png"} <= set(plots)
+  for name in plots:
+    assert open(os.path.join(workdir, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  sets = {m: NeuronSet.load(os.path.join(workdir, "neurons", f"{m}.json")) for m in ("llm", "vision", "projector")}
+  assert all(s.mask.shape[0] == len(DOMAINS) for s in sets.values())
+  rows = json.load(open(os.path.join(workdir, "deactivation.json")))["rows"]
+  assert len(rows) == len(DOMAINS) * (5 + 4)  # five conditions + four random controls per domain
+  lens = json.load(open(os.path.join(workdir, "logit_lens.json")))
+  assert set(lens) == set(DOMAINS) and all(np.isfinite(lens[d]["entropy"]).all() for d in DOMAINS)
+
+
+def stats_command(workdir):
+  return [sys.executable, os.path.join(ROOT, "launch", "main.py"),
+          f"--config={os.path.join(ROOT, 'configs', 'llava_next_demo.py')}", f"--workdir={workdir}",
+          "--config.stages=('stats',)", "--config.stats.batch_size=1", "--config.stats.commit_every=1",
+          "--config.stats.max_samples_per_domain=6", "--config.data.n_per_domain=6"]
+
+
+def read_cursor(stats_dir):
+  try:
+    with open(os.path.join(stats_dir, "state.json")) as f:
+      return json.load(f)["cursor"]
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+def test_killed_statistics_run_resumes_bit_identical(tmp_path):
+  env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+  killed, clean = str(tmp_path / "killed"), str(tmp_path / "clean")
+  proc = subprocess.Popen(stats_command(killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while read_cursor(os.path.join(killed, "stats")) < 3 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  assert proc.poll() is None, "the statistics run ended before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  at_kill = read_cursor(os.path.join(killed, "stats"))
+  assert 0 < at_kill < 30
+  for workdir in (killed, clean):
+    subprocess.run(stats_command(workdir), env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+  a = StatsStore(os.path.join(killed, "stats"), json.load(open(os.path.join(killed, "stats", "state.json"))))
+  b = StatsStore(os.path.join(clean, "stats"), json.load(open(os.path.join(clean, "stats", "state.json"))))
+  assert a.cursor == b.cursor == 30
+  ta, tb = a.totals(), b.totals()
+  assert sorted(ta) == sorted(tb)
+  for name in ta:
+    assert ta[name].dtype == tb[name].dtype
+    np.testing.assert_array_equal(ta[name], tb[name], err_msg=name)
