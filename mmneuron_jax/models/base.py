@@ -10,8 +10,8 @@ import numpy as np
 
 from mmneuron_jax.nn.attention import causal_allowed, mask_to_bias
 
-# Batch keys that reach the jitted forward (everything else is host-side metadata).
-DEVICE_KEYS = ("input_ids", "attention_mask", "position_ids", "pixel_values", "feature_index")
+# Batch keys that reach every family's jitted forward; a module adds its own in `extra_inputs`.
+DEVICE_KEYS = ("input_ids", "attention_mask", "position_ids")
 
 
 @flax.struct.dataclass
@@ -45,7 +45,7 @@ def forward(module, params, batch, masks=None, probe=None, lens=None):
   positions = batch.get("position_ids")
   if positions is None:
     positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-  extra = {k: batch[k] for k in ("pixel_values", "feature_index") if k in batch}
+  extra = {k: batch[k] for k in module.extra_inputs if k in batch}
   logits, aux = module.apply({"params": params}, ids, positions,
                              attention_bias(am, module.cfg.text.sliding_window),
                              masks=masks, probe=probe, lens=lens, **extra)
@@ -77,7 +77,8 @@ class Model:
 
   def device_batch(self, batch: dict) -> dict:
     prepared = self.prepare(batch)
-    return {k: jnp.asarray(prepared[k]) for k in DEVICE_KEYS if prepared.get(k) is not None}
+    keys = DEVICE_KEYS + tuple(self.module.extra_inputs)
+    return {k: jnp.asarray(prepared[k]) for k in keys if prepared.get(k) is not None}
 
   def check_masks(self, masks):
     for name, m in (masks or {}).items():

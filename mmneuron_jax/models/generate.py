@@ -32,7 +32,7 @@ def _generate(module, params, batch, max_new_tokens, temperature, masks, eos_ids
   total = t + max_new_tokens
   window = module.cfg.text.sliding_window
   positions = jnp.maximum(jnp.cumsum(am, axis=1) - 1, 0)
-  extra = {k: batch[k] for k in ("pixel_values", "feature_index") if k in batch}
+  extra = {k: batch[k] for k in module.extra_inputs if k in batch}
   logits, aux = module.apply({"params": params}, ids, positions, attention_bias(am, window), masks=masks, **extra)
   cache = _pad_cache(aux["llm"]["cache"], total)
   kv_valid = jnp.concatenate([am.astype(bool), jnp.zeros((b, max_new_tokens), bool)], axis=1)

@@ -36,6 +36,7 @@ class DecoderConfig:
   tie_word_embeddings: bool = False
   qkv_bias: bool = False
   hidden_act: str = "silu"
+  mrope_section: tuple[int, ...] | None = None  # Qwen2-VL: positions are int[3, B, T]
 
   @classmethod
   def from_hf(cls, c: dict, where: str = "text_config") -> "DecoderConfig":
@@ -133,7 +134,8 @@ class Decoder(nn.Module):
       unembed = embedding.T
     else:
       unembed = self.param("lm_head", nn.initializers.normal(0.02), (c.hidden_size, c.vocab_size), p.param)
-    cos, sin = rope_cos_sin(positions, inv_frequencies(c.head_dim, c.rope_theta, c.rope_linear_factor))
+    cos, sin = rope_cos_sin(positions, inv_frequencies(c.head_dim, c.rope_theta, c.rope_linear_factor),
+                            c.mrope_section)
     ctx = {"bias": bias, "cos": cos, "sin": sin, "probe": probe, "lens": lens,
            "final_norm": final_norm if lens is not None else None,
            "unembed": unembed if lens is not None else None, "cache_index": cache_index}

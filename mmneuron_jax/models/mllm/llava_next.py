@@ -59,6 +59,7 @@ class LlavaNext(nn.Module):
   capture: tuple[str, ...] = ()
   return_kv: bool = False
   remat: bool = False
+  extra_inputs = ("pixel_values", "feature_index")  # prepared-batch keys this module takes
 
   @nn.compact
   def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, masks=None,
