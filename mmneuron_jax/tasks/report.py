@@ -44,6 +44,20 @@ def plot_deactivation(rows: list, metric: str, path: str):
   plt.close(fig)
 
 
+def condition_keys(rows):
+  return sorted({(r["condition"], r["control"]) for r in rows}, key=[(r["condition"], r["control"]) for r in rows].index)
+
+
+def primary_matrix(rows):
+  """[[domain, 'value (delta)', ...]] for every (condition, control)."""
+  table = []
+  for domain in sorted({r["domain"] for r in rows}, key=[r["domain"] for r in rows].index):
+    mine = {(r["condition"], r["control"]): r["primary"] for r in rows if r["domain"] == domain}
+    base = mine.get(("none", "dape"), float("nan"))
+    table.append([domain] + [f"{mine[k]:.3f} ({mine[k] - base:+.3f})" for k in condition_keys(rows)])
+  return table
+
+
 def md_table(header: list, rows: list) -> str:
   lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
   for r in rows:
@@ -57,7 +71,8 @@ def write(workdir, *, config, model_id, domains, bad, stats_plan, totals, sets, 
   os.makedirs(plots, exist_ok=True)
   plot_layer_distribution(list(sets.values()), os.path.join(plots, "neurons_per_layer.png"))
   plot_lens(lens_results, os.path.join(plots, "logit_lens.png"))
-  metrics = [k for k in ("vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match") if rows and k in rows[0]]
+  metrics = [k for k in ("primary", "vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match")
+             if rows and k in rows[0]]
   for m in metrics:
     plot_deactivation(rows, m, os.path.join(plots, f"deactivation_{m}.png"))
 
@@ -79,6 +94,10 @@ def write(workdir, *, config, model_id, domains, bad, stats_plan, totals, sets, 
           "(list[domain][layer] index tensors, the PyTorch tools' format).", ""]
   out += ["## Deactivation", "", "Each domain is evaluated with its own neurons removed; `random` removes the same "
           "number of random neurons per layer.", ""]
+  if "primary" in metrics:
+    out += ["Primary metric per domain (ANLS for driving and documents, letter accuracy for medical, exact "
+            "match for remote sensing, VQA accuracy for common scenes); change vs `none` in brackets:", "",
+            md_table(["domain"] + [f"{c} ({k})" for c, k in condition_keys(rows)], primary_matrix(rows)), ""]
   header = ["domain", "condition", "control", "neurons off", "n"] + metrics
   out += [md_table(header, [[r["domain"], r["condition"], r["control"], r["neurons_off"], r["n"]] +
                             [r[m] for m in metrics] for r in rows]), ""]
