@@ -12,7 +12,8 @@ PINPOINTS_TALL = [[28, 84], [84, 28], [56, 56], [28, 28]]
 IMAGE_TOKEN = 300
 
 
-def llava_next_config(text="llama", kv_heads=2, pinpoints=PINPOINTS_WIDE, feature_layer=-2, tie=False):
+def llava_next_config(text="llama", kv_heads=2, pinpoints=PINPOINTS_WIDE, feature_layer=-2, tie=False,
+                      sliding_window=None):
   """A tiny LLaVA-NeXT config: 28px tiles of 7px patches (16 patches a tile), odd MLP widths."""
   text_kwargs = dict(vocab_size=320, hidden_size=64, intermediate_size=88, num_hidden_layers=3,
                      num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=512,
@@ -20,7 +21,7 @@ def llava_next_config(text="llama", kv_heads=2, pinpoints=PINPOINTS_WIDE, featur
   if text == "llama":
     text_config = transformers.LlamaConfig(**text_kwargs)
   else:
-    text_config = transformers.MistralConfig(sliding_window=None, rope_theta=1e6, **text_kwargs)
+    text_config = transformers.MistralConfig(sliding_window=sliding_window, rope_theta=1e6, **text_kwargs)
   vision_config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=52, num_hidden_layers=3,
                                                 num_attention_heads=4, image_size=28, patch_size=7,
                                                 projection_dim=16, hidden_act="quick_gelu")
