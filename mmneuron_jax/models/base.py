@@ -87,9 +87,6 @@ class Model:
       if tuple(np.shape(m)) != tuple(self.probe_modules[name]):
         raise ValueError(f"masks[{name!r}] has shape {np.shape(m)}, expected {self.probe_modules[name]}")
 
-  def with_module(self, **changes):
-    return self.module.clone(**changes)
-
   def jitted_forward(self, capture=(), remat=False):
     key = (tuple(sorted(capture)), remat)
     if key not in self._jitted:

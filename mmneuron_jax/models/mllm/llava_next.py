@@ -5,6 +5,7 @@ Probe modules: `llm` (decoder MLPs), `vision` (CLIP MLPs, all layers), `projecto
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -86,19 +87,13 @@ class LlavaNext(nn.Module):
       if "projector" in self.capture:
         paux["neurons"] = neurons[None]
       if probe.get("projector") is not None:
-        paux["probe"] = jnp_tree_expand(probe["projector"](neurons))
+        paux["probe"] = jax.tree_util.tree_map(lambda a: a[None], probe["projector"](neurons))  # 1 layer
       aux["vision"], aux["projector"] = vaux, paux
       features = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
     logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
         input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
-
-
-def jnp_tree_expand(tree):
-  """Add a leading layer axis of size 1 to every leaf (the projector is a 1-layer module)."""
-  import jax
-  return jax.tree_util.tree_map(lambda a: a[None], tree)
 
 
 def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
