@@ -21,9 +21,10 @@ setup(
         "transformers>=4.45",
         "pillow>=10.0",
         "matplotlib>=3.8",
+        "pandas>=2.0",
+        "pyarrow>=15",
     ],
     extras_require={
-        "test": ["torch==2.13.0", "pytest>=8.0", "pyarrow>=15"],
-        "data": ["pyarrow>=15", "pandas>=2.0"],
+        "test": ["torch==2.13.0", "pytest>=8.0"],
     },
 )
