@@ -1,7 +1,10 @@
 """Greedy (or seeded temperature) generation with a KV cache; neuron masks apply at every step.
 
 Prompts must be left-padded (as HF generation expects). Positions follow HF generate:
-cumsum(attention_mask) - 1 for the prompt, then one more per new token.
+cumsum(attention_mask) - 1 for the prompt, then one more per new token. Family hook: a module
+with `generation_keeps_position_ids = True` prefills with its prepared `position_ids` (e.g.
+Qwen2-VL M-RoPE int[3, B, T]); each new token then takes the last prompt position + 1 + i on
+every stream (HF's rope deltas).
 """
 import functools
 
@@ -31,7 +34,7 @@ def _generate(module, params, batch, max_new_tokens, temperature, masks, eos_ids
   b, t = ids.shape
   total = t + max_new_tokens
   window = module.cfg.text.sliding_window
-  positions = jnp.maximum(jnp.cumsum(am, axis=1) - 1, 0)
+  positions = batch["position_ids"] if "position_ids" in batch else jnp.maximum(jnp.cumsum(am, axis=1) - 1, 0)
   extra = {k: batch[k] for k in module.extra_inputs if k in batch}
   logits, aux = module.apply({"params": params}, ids, positions, attention_bias(am, window), masks=masks, **extra)
   cache = _pad_cache(aux["llm"]["cache"], total)
@@ -48,7 +51,7 @@ def _generate(module, params, batch, max_new_tokens, temperature, masks, eos_ids
     index = t + i
     kv_valid = kv_valid.at[:, index].set(True)
     bias = mask_to_bias(causal_allowed(kv_valid, index[None], window))
-    pos = (positions[:, -1] + 1 + i)[:, None]
+    pos = (positions[..., -1] + 1 + i)[..., None]
     logits, aux = module.apply({"params": params}, jnp.maximum(token, 0)[:, None], pos, bias, masks=llm_mask,
                                cache=cache, cache_index=index)
     return (logits[:, -1], aux["llm"]["cache"], kv_valid, done, key), token
@@ -66,7 +69,8 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
     dev["attention_mask"] = jnp.ones_like(dev["input_ids"])
   if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
     raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
-  dev.pop("position_ids", None)
+  if not getattr(model.module, "generation_keeps_position_ids", False):
+    dev.pop("position_ids", None)
   if eos_token_id is None:
     eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)
   eos = jnp.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), jnp.int32)

@@ -39,11 +39,22 @@ class DecoderConfig:
   mrope_section: tuple[int, ...] | None = None  # Qwen2-VL: positions are int[3, B, T]
 
   @classmethod
-  def from_hf(cls, c: dict, where: str = "text_config") -> "DecoderConfig":
-    """From a HF Llama/Mistral/Qwen2 config dict; raises on features we do not implement."""
+  def from_hf(cls, c: dict, where: str = "text_config", allow_mrope: bool = False) -> "DecoderConfig":
+    """From a HF Llama/Mistral/Qwen2 config dict; raises on features we do not implement.
+
+    allow_mrope: accept Qwen2-VL's M-RoPE (rope type 'mrope', or 'default' with an
+    `mrope_section`, in `rope_scaling` / `rope_parameters`); then positions are int[3, B, T].
+    """
     from mmneuron_jax.convert.checks import reject_unsupported
     rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type", "default"))
+    mrope_section = None
+    if allow_mrope:
+      mrope_section = rope.get("mrope_section")
+      if rope_type == "mrope" and mrope_section is None:
+        reject_unsupported(where, {"rope.mrope_section": (None, {"a list of 3 ints"})})
+      rope_type = "default" if rope_type == "mrope" else rope_type
+      mrope_section = None if mrope_section is None else tuple(int(s) for s in mrope_section)
     theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
     reject_unsupported(where, {
         "hidden_act": (c.get("hidden_act", "silu"), {"silu"}),
@@ -68,7 +79,7 @@ class DecoderConfig:
         rms_norm_eps=c.get("rms_norm_eps", 1e-6), rope_theta=float(theta),
         rope_linear_factor=float(rope.get("factor", 1.0)) if rope_type == "linear" else 1.0,
         sliding_window=window, tie_word_embeddings=bool(c.get("tie_word_embeddings", False)),
-        qkv_bias=qkv_bias)
+        qkv_bias=qkv_bias, mrope_section=mrope_section)
 
 
 class DecoderLayer(nn.Module):

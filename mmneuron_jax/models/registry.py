@@ -20,7 +20,23 @@ def _llava_next():
                 llava_next.prepare, llava_next.token_groups)
 
 
-FAMILIES: dict[str, Callable[[], Family]] = {"llava_next": _llava_next}
+def _qwen2_vl():
+  from mmneuron_jax.models.mllm import qwen2_vl
+  # A tied checkpoint may still hold a copy of the embedding as lm_head.weight; HF discards it too.
+  return Family("qwen2_vl", qwen2_vl.Qwen2VLConfig.from_hf, qwen2_vl.Qwen2VL, qwen2_vl.hf_rules, qwen2_vl.prepare,
+                qwen2_vl.token_groups, ignore=(r"^lm_head\.weight$",))
+
+
+FAMILIES: dict[str, Callable[[], Family]] = {"llava_next": _llava_next, "qwen2_vl": _qwen2_vl}
+
+
+def _instructblip():
+  from mmneuron_jax.models.mllm import instructblip
+  return Family("instructblip", instructblip.InstructBlipConfig.from_hf, instructblip.InstructBlip,
+                instructblip.hf_rules, instructblip.prepare, instructblip.token_groups, instructblip.IGNORE)
+
+
+FAMILIES["instructblip"] = _instructblip
 
 
 def family_for(config: dict, where: str = "config.json") -> Family:

@@ -1,0 +1,131 @@
+"""Qwen2-VL model inputs without the HF processor (whose video half needs torchvision).
+
+Images go through `transformers.Qwen2VLImageProcessorPil` (the PIL image processor; the
+default `Qwen2VLImageProcessor` needs torchvision), giving `pixel_values` float32[N, C*Tp*p*p]
+and `image_grid_thw` int[I, 3]. Each image placeholder `<|image_pad|>` in the token ids is
+expanded to t*h*w / merge_size**2 tokens, as the HF processor does, and `mm_token_type_ids`
+(1 at image tokens, 2 at video tokens, else 0), which the HF model needs, is built from the ids.
+"""
+import numpy as np
+
+
+def num_image_tokens(grid_thw, merge_size: int) -> int:
+  """Merged tokens of one image: t * h * w / merge_size**2."""
+  t, h, w = (int(v) for v in grid_thw)
+  return t * h * w // merge_size ** 2
+
+
+def expand_image_pads(row, grids, image_token_id: int, merge_size: int) -> list[int]:
+  """Token ids with one `image_token_id` per image -> each one repeated for its image's tokens.
+
+  grids: int[K, 3] the image_grid_thw rows of this row's K images, in order.
+  """
+  row = [int(t) for t in row]
+  if row.count(image_token_id) != len(grids):
+    raise ValueError(f"a row holds {row.count(image_token_id)} image placeholders ({image_token_id}) "
+                     f"but {len(grids)} images")
+  out, k = [], 0
+  for tok in row:
+    if tok == image_token_id:
+      out += [tok] * num_image_tokens(grids[k], merge_size)
+      k += 1
+    else:
+      out.append(tok)
+  return out
+
+
+def pad_rows(rows, pad_id: int = 0, padding_side: str = "right"):
+  """Lists of ids -> (input_ids int64[B, T], attention_mask int64[B, T])."""
+  if padding_side not in ("left", "right"):
+    raise ValueError(f"padding_side={padding_side!r}; expected 'left' or 'right'")
+  width = max(map(len, rows))
+  ids = np.full((len(rows), width), pad_id, np.int64)
+  mask = np.zeros((len(rows), width), np.int64)
+  for i, r in enumerate(rows):
+    sl = slice(0, len(r)) if padding_side == "right" else slice(width - len(r), width)
+    ids[i, sl], mask[i, sl] = r, 1
+  return ids, mask
+
+
+def mm_token_type_ids(input_ids, image_token_id: int, video_token_id: int) -> np.ndarray:
+  """HF's modality type of every token: 1 image, 2 video, 0 text. int64[B, T]."""
+  ids = np.asarray(input_ids)
+  return np.where(ids == image_token_id, 1, np.where(ids == video_token_id, 2, 0)).astype(np.int64)
+
+
+def build_batch(rows, pixel_values, image_grid_thw, config: dict, padding_side: str = "right",
+                pad_id: int = 0) -> dict:
+  """Rows of token ids holding one `<|image_pad|>` id per image (images in row order) + the
+  image processor outputs -> the HF model's inputs (numpy):
+  {'input_ids', 'attention_mask', 'mm_token_type_ids'} + {'pixel_values', 'image_grid_thw'}
+  when there are images."""
+  image_id, video_id = config.get("image_token_id", 151655), config.get("video_token_id", 151656)
+  merge = (config.get("vision_config") or {}).get("spatial_merge_size", 2)
+  grid = np.asarray(image_grid_thw, np.int64).reshape(-1, 3)
+  expanded, k = [], 0
+  for row in rows:
+    n = sum(int(t) == image_id for t in row)
+    expanded.append(expand_image_pads(row, grid[k:k + n], image_id, merge))
+    k += n
+  if k != len(grid):
+    raise ValueError(f"rows hold {k} image placeholders but image_grid_thw has {len(grid)} images")
+  ids, mask = pad_rows(expanded, pad_id, padding_side)
+  batch = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": mm_token_type_ids(ids, image_id, video_id)}
+  if len(grid):
+    batch.update(pixel_values=np.asarray(pixel_values, np.float32), image_grid_thw=grid)
+  return batch
+
+
+def image_processor(**kwargs):
+  """The PIL Qwen2-VL image processor (no torchvision needed); kwargs as HF's (min_pixels, ...)."""
+  import transformers
+  cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+  return cls(**kwargs)
+
+
+class Qwen2VLInputs:
+  """Prompts + PIL images -> HF-named model inputs (numpy).
+
+  A prompt marks each image with `<image>` (becomes `<|vision_start|><|image_pad|><|vision_end|>`)
+  or with the `<|image_pad|>` token itself; `images[i]` lists prompt i's images (or is one image).
+  """
+
+  def __init__(self, tokenizer, image_processor, config: dict):
+    self.tokenizer = tokenizer
+    self.image_processor = image_processor
+    self.config = config
+    self.pad_token = tokenizer.convert_ids_to_tokens(config.get("image_token_id", 151655))
+    self.start_token = tokenizer.convert_ids_to_tokens(config.get("vision_start_token_id", 151652))
+    self.end_token = tokenizer.convert_ids_to_tokens(config.get("vision_end_token_id", 151653))
+
+  @classmethod
+  def from_pretrained(cls, path: str):
+    import json
+    import os
+
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    cls_ = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+    proc = cls_.from_pretrained(path)
+    with open(os.path.join(path, "config.json")) as f:
+      return cls(tok, proc, json.load(f))
+
+  def __call__(self, prompts, images, padding_side="right"):
+    if len(prompts) != len(images):
+      raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+    per_row = [list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
+    flat = [im.convert("RGB") for row in per_row for im in row]
+    pix = self.image_processor(flat, return_tensors="np") if flat else {"pixel_values": None, "image_grid_thw": []}
+    rows = []
+    for prompt, row_images in zip(prompts, per_row):
+      text = prompt.replace("<image>", self.start_token + self.pad_token + self.end_token)
+      if text.count(self.pad_token) != len(row_images):
+        raise ValueError(f"prompt has {text.count(self.pad_token)} image markers but {len(row_images)} images: "
+                         f"{prompt!r}")
+      rows.append(self.tokenizer(text)["input_ids"])
+    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+    return build_batch(rows, pix["pixel_values"], pix["image_grid_thw"], self.config, padding_side, pad)
+
+  def decode(self, token_ids) -> list[str]:
+    return [self.tokenizer.decode([t for t in row if t >= 0], skip_special_tokens=True).strip()
+            for row in np.asarray(token_ids)]

@@ -1,0 +1,256 @@
+"""Qwen2-VL: Qwen2-VL ViT (+ PatchMerger) -> merged image features spliced into a Qwen2
+decoder with M-RoPE (3-D positions: temporal / height / width).
+
+Probe modules: `llm` (decoder MLPs, neuron = silu(gate_proj(x))), `vision` (ViT MLPs, neuron =
+act(fc1(x)), quick-GELU; token layout `[1, N_patches]`). Images only (no video inputs).
+"""
+import dataclasses
+import itertools
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.models import qwen2_vit
+from mmneuron_jax.models.llama import Decoder, DecoderConfig
+from mmneuron_jax.models.qwen2_vit import Qwen2VisionConfig, Qwen2VisionTransformer
+from mmneuron_jax.nn.policy import Policy
+
+TEXT, IMAGE, VIDEO = 0, 1, 2  # HF mm_token_type_ids values
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen2VLConfig:
+  text: DecoderConfig
+  vision: Qwen2VisionConfig
+  image_token_id: int = 151655
+  video_token_id: int = 151656
+  vision_start_token_id: int = 151652
+  vision_end_token_id: int = 151653
+
+  @classmethod
+  def from_hf(cls, c: dict) -> "Qwen2VLConfig":
+    """From a HF Qwen2-VL config: hub layout (text fields at the top level, `rope_scaling`
+    {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`)."""
+    text = dict(c.get("text_config") or {k: v for k, v in c.items() if k != "vision_config"})
+    heads = text.get("num_attention_heads", 28)
+    layer_types = set(text.get("layer_types") or ["full_attention"])
+    reject_unsupported("config", {
+        "text_config.model_type": (text.get("model_type", "qwen2_vl_text"), {"qwen2_vl", "qwen2_vl_text"}),
+        "text_config.layer_types": (tuple(sorted(layer_types)), {("full_attention",)}),
+        "text_config.head_dim": (text.get("head_dim"), {None, text.get("hidden_size", 0) // heads}),
+    })
+    tie = bool(c.get("tie_word_embeddings", False) or text.get("tie_word_embeddings", False))
+    text.update(model_type="qwen2", tie_word_embeddings=tie)
+    decoder = DecoderConfig.from_hf(text, "text_config", allow_mrope=True)
+    if decoder.mrope_section is None or len(decoder.mrope_section) != 3:
+      reject_unsupported("config", {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
+    vision = Qwen2VisionConfig.from_hf(c.get("vision_config") or {})
+    if vision.out_size != decoder.hidden_size:
+      raise ValueError(f"config: vision_config.hidden_size={vision.out_size} must equal the text hidden_size "
+                       f"{decoder.hidden_size}")
+    return cls(text=decoder, vision=vision, image_token_id=c.get("image_token_id", 151655),
+               video_token_id=c.get("video_token_id", 151656),
+               vision_start_token_id=c.get("vision_start_token_id", 151652),
+               vision_end_token_id=c.get("vision_end_token_id", 151653))
+
+  @property
+  def probe_modules(self) -> dict[str, tuple[int, int]]:
+    return {"llm": (self.text.num_layers, self.text.intermediate_size),
+            "vision": (self.vision.depth, self.vision.intermediate_size)}
+
+
+class Qwen2VL(nn.Module):
+  """Full model. `capture`: module names whose neurons come back in aux[name]['neurons']."""
+  cfg: Qwen2VLConfig
+  policy: Policy = Policy()
+  capture: tuple[str, ...] = ()
+  return_kv: bool = False
+  remat: bool = False
+  extra_inputs = ("pixel_values", "feature_index", "vision_positions", "vision_segments")
+  generation_keeps_position_ids = True  # generate.py: prefill with the prepared M-RoPE positions
+
+  @nn.compact
+  def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, vision_positions=None,
+               vision_segments=None, masks=None, probe=None, lens=None, cache=None, cache_index=None):
+    """input_ids int[B, T]; positions int[3, B, T] (or int[B, T], used on all three streams);
+    pixel_values float[N, C*Tp*p*p]; feature_index int32[B, T]; vision_positions int[N, 2];
+    vision_segments int[N] (see `prepare`).
+
+    Returns (logits float32[B, T, V], aux {'llm': ..., 'vision': ...}).
+    """
+    c, p = self.cfg, self.policy
+    masks, probe = masks or {}, probe or {}
+    if positions.ndim == 2:
+      positions = jnp.broadcast_to(positions[None], (3,) + positions.shape)
+    aux, features = {}, None
+    if pixel_values is not None:
+      features, aux["vision"] = Qwen2VisionTransformer(c.vision, p, "vision" in self.capture, name="vision")(
+          pixel_values, vision_positions, vision_segments, masks.get("vision"), probe.get("vision"))
+    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
+        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+        probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+    return logits, aux
+
+
+def init_inputs(cfg: Qwen2VLConfig, tokens: int = 8) -> tuple[tuple, dict]:
+  """Dummy (args, kwargs) for `Qwen2VL.init` (e.g. under jax.eval_shape): one 2x2-patch image."""
+  m = cfg.vision.spatial_merge_size
+  n = m * m
+  ids = jnp.zeros((1, tokens), jnp.int32)
+  bias = jnp.zeros((1, tokens, tokens), jnp.float32)
+  grid = np.array([[1, m, m]])
+  kwargs = dict(pixel_values=jnp.zeros((n, cfg.vision.patch_dim), jnp.float32),
+                feature_index=jnp.full((1, tokens), -1, jnp.int32).at[0, 0].set(0),
+                vision_positions=jnp.asarray(qwen2_vit.patch_positions(grid, m)),
+                vision_segments=jnp.asarray(qwen2_vit.patch_segments(grid)))
+  return (ids, jnp.zeros((3, 1, tokens), jnp.int32), bias), kwargs
+
+
+# -- host-side preparation (numpy) ----------------------------------------------------------
+
+def token_types(cfg: Qwen2VLConfig, input_ids) -> np.ndarray:
+  """HF `mm_token_type_ids` from ids: 1 at image tokens, 2 at video tokens, else 0. int32[B, T]."""
+  ids = np.asarray(input_ids)
+  return np.where(ids == cfg.image_token_id, IMAGE, np.where(ids == cfg.video_token_id, VIDEO, TEXT)).astype(np.int32)
+
+
+def _runs(types):
+  """Maximal runs of equal values: [(value, start, end)]."""
+  out, start = [], 0
+  for key, group in itertools.groupby(types.tolist()):
+    n = len(list(group))
+    out.append((key, start, start + n))
+    start += n
+  return out
+
+
+def image_position_ids(grid_thw, start: int, merge: int) -> np.ndarray:
+  """3-D positions of one image's merged tokens, offset by `start`: int64[3, t*h*w/merge**2]."""
+  t, h, w = (int(v) for v in grid_thw)
+  tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h // merge), np.arange(w // merge), indexing="ij")
+  return np.stack([tt, hh, ww]).reshape(3, -1) + start
+
+
+def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, grid_thw, attention_mask=None):
+  """HF `get_rope_index` on the host -> (position_ids int32[3, B, T], rope_deltas int32[B], image_rows int32[I]).
+
+  Over each row's valid tokens (attention_mask 1): text runs count up by one on all three
+  streams; an image run (one image, in `grid_thw` order over the batch) gets its (t, h, w)
+  grid positions offset by the current position, which then advances by max(h, w) / merge.
+  Padded positions get 0. rope_deltas = max position + 1 - valid length (HF's decode offset).
+  """
+  ids = np.asarray(input_ids)
+  types = np.asarray(mm_types)
+  am = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+  grid = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+  merge = cfg.vision.spatial_merge_size
+  pos = np.zeros((3,) + ids.shape, np.int64)
+  deltas, rows, used = np.zeros(ids.shape[0], np.int64), [], 0
+  for b in range(ids.shape[0]):
+    chunks, cur = [], 0
+    for key, start, end in _runs(types[b][am[b]]):
+      if key == TEXT:
+        chunks.append(np.broadcast_to(np.arange(end - start) + cur, (3, end - start)))
+        cur += end - start
+        continue
+      if key == VIDEO:
+        raise ValueError(f"input_ids row {b} holds video tokens ({cfg.video_token_id}); video is not supported")
+      if used >= len(grid):
+        raise ValueError(f"input_ids has more image-token spans than image_grid_thw has rows ({len(grid)})")
+      vis = image_position_ids(grid[used], cur, merge)
+      if vis.shape[1] != end - start:
+        raise ValueError(f"input_ids row {b}: an image-token span of {end - start} tokens does not match "
+                         f"image_grid_thw[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens); adjacent images "
+                         f"need tokens between them (<|vision_end|><|vision_start|>)")
+      chunks.append(vis)
+      rows.append(b)
+      used += 1
+      cur += int(max(grid[used - 1][1], grid[used - 1][2])) // merge
+    if chunks:
+      llm = np.concatenate(chunks, axis=1)
+      pos[:, b, am[b]] = llm
+      deltas[b] = llm.max() + 1 - am[b].sum()
+  if used != len(grid):
+    raise ValueError(f"image_grid_thw has {len(grid)} images but input_ids holds {used} image-token spans")
+  return pos.astype(np.int32), deltas.astype(np.int32), np.asarray(rows, np.int32)
+
+
+def prepare(cfg: Qwen2VLConfig, batch: dict) -> dict:
+  """Host-side: HF processor outputs -> arrays for the jitted forward.
+
+  Needs `input_ids`, `pixel_values` float[N, C*Tp*p*p], `image_grid_thw` int[I, 3] (and uses
+  `attention_mask`, `mm_token_type_ids` when given). Adds `feature_index` int32[B, T],
+  `position_ids` int32[3, B, T] (M-RoPE, unless given), `rope_deltas` int32[B],
+  `vision_positions` int32[N, 2], `vision_segments` int32[N], `patch_image` int32[N] and
+  `image_rows` int32[I] (the batch row of each image).
+  """
+  if batch.get("pixel_values_videos") is not None:
+    raise ValueError("batch has pixel_values_videos: Qwen2-VL video inputs are not supported")
+  out = dict(batch)
+  if batch.get("pixel_values") is None:
+    return out
+  if batch.get("image_grid_thw") is None:
+    raise ValueError("batch has pixel_values but no image_grid_thw (Qwen2-VL needs both)")
+  v = cfg.vision
+  pix = np.asarray(batch["pixel_values"], np.float32)
+  grid = np.asarray(batch["image_grid_thw"], np.int64).reshape(-1, 3)
+  n = int(grid.prod(-1).sum())
+  if pix.ndim != 2 or pix.shape != (n, v.patch_dim):
+    raise ValueError(f"pixel_values has shape {pix.shape}; image_grid_thw {grid.tolist()} needs ({n}, {v.patch_dim}) "
+                     f"(patches x C*temporal_patch_size*patch_size**2)")
+  ids = np.asarray(batch["input_ids"])
+  types = batch.get("mm_token_type_ids")
+  types = token_types(cfg, ids) if types is None else np.asarray(types)
+  if types.shape != ids.shape:
+    raise ValueError(f"mm_token_type_ids has shape {types.shape}, input_ids {ids.shape}")
+  positions, deltas, rows = rope_index(cfg, ids, types, grid, batch.get("attention_mask"))
+  image = ids == cfg.image_token_id
+  n_merged = n // v.spatial_merge_size ** 2
+  if image.sum() != n_merged:
+    raise ValueError(f"input_ids holds {int(image.sum())} image tokens ({cfg.image_token_id}); "
+                     f"image_grid_thw {grid.tolist()} gives {n_merged} merged features")
+  out["pixel_values"] = pix
+  out["feature_index"] = np.where(image, np.cumsum(image.reshape(-1)).reshape(ids.shape) - 1, -1).astype(np.int32)
+  if out.get("position_ids") is None:
+    out["position_ids"] = positions
+  out["rope_deltas"] = deltas
+  out["vision_positions"] = qwen2_vit.patch_positions(grid, v.spatial_merge_size)
+  out["vision_segments"] = qwen2_vit.patch_segments(grid)
+  out["patch_image"] = qwen2_vit.patch_images(grid)
+  out["image_rows"] = rows
+  return out
+
+
+def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+  """Group id of every token each probe module sees; -1 = not counted.
+
+  sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
+  {'llm': int32[B, T], 'vision': int32[1, N]}: padding never counts; `image_only` keeps only
+  image-token positions in the LLM. Vision patches take their image's row group.
+  """
+  sample_groups = np.asarray(sample_groups, np.int32)
+  ids = np.asarray(prepared["input_ids"])
+  am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
+  if image_only:
+    keep = am & (np.asarray(prepared["feature_index"]) >= 0) if "feature_index" in prepared else np.zeros_like(am)
+  else:
+    keep = am
+  out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
+  if "patch_image" in prepared:
+    out["vision"] = sample_groups[prepared["image_rows"][prepared["patch_image"]]][None].astype(np.int32)
+  return out
+
+
+def hf_rules(cfg: Qwen2VLConfig):
+  """Param path <- HF name, accepting both layouts (hub / v5-saved 'model.layers.*', 'visual.*'
+  and v5 in-memory 'model.language_model.*', 'model.visual.*'); 'lm_head.weight' unless tied."""
+  from mmneuron_jax.models import llama
+
+  def nest(prefix, rules):
+    return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
+
+  rules = nest("llm", llama.hf_rules(cfg.text, ("model.language_model.", "model."), ("lm_head.",)))
+  rules += nest("vision", qwen2_vit.hf_rules(cfg.vision, ("visual.", "model.visual.")))
+  return rules
