@@ -31,3 +31,16 @@ def pad_batch(batch: dict, rows: int, length_multiple: int = 64, tile_slots: int
 def chunks(items, size):
   for i in range(0, len(items), size):
     yield items[i:i + size]
+
+
+def pad_rows(rows, pad_id: int = 0, padding_side: str = "right"):
+  """Lists of ids -> (input_ids int64[B, T], attention_mask int64[B, T])."""
+  if padding_side not in ("left", "right"):
+    raise ValueError(f"padding_side={padding_side!r}; expected 'left' or 'right'")
+  width = max(map(len, rows))
+  ids = np.full((len(rows), width), pad_id, np.int64)
+  mask = np.zeros((len(rows), width), np.int64)
+  for i, r in enumerate(rows):
+    sl = slice(0, len(r)) if padding_side == "right" else slice(width - len(r), width)
+    ids[i, sl], mask[i, sl] = r, 1
+  return ids, mask

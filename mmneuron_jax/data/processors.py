@@ -2,6 +2,7 @@
 image processor plus our placeholder expansion (each `<image>` becomes one token per feature)."""
 import numpy as np
 
+from mmneuron_jax.data.batching import pad_rows
 from mmneuron_jax.models import anyres
 
 
@@ -47,12 +48,7 @@ class LlavaNextInputs:
       text = prompt.replace("<image>", self.image_token * self.num_image_tokens(size))
       rows.append(self.tokenizer(text)["input_ids"])
     pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-    width = max(map(len, rows))
-    ids = np.full((len(rows), width), pad, np.int64)
-    mask = np.zeros((len(rows), width), np.int64)
-    for i, r in enumerate(rows):
-      sl = slice(0, len(r)) if padding_side == "right" else slice(width - len(r), width)
-      ids[i, sl], mask[i, sl] = r, 1
+    ids, mask = pad_rows(rows, pad, padding_side)
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pix["pixel_values"].astype(np.float32),
             "image_sizes": np.asarray(pix["image_sizes"])}
 

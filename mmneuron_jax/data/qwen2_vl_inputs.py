@@ -8,6 +8,8 @@ expanded to t*h*w / merge_size**2 tokens, as the HF processor does, and `mm_toke
 """
 import numpy as np
 
+from mmneuron_jax.data.batching import pad_rows
+
 
 def num_image_tokens(grid_thw, merge_size: int) -> int:
   """Merged tokens of one image: t * h * w / merge_size**2."""
@@ -32,19 +34,6 @@ def expand_image_pads(row, grids, image_token_id: int, merge_size: int) -> list[
     else:
       out.append(tok)
   return out
-
-
-def pad_rows(rows, pad_id: int = 0, padding_side: str = "right"):
-  """Lists of ids -> (input_ids int64[B, T], attention_mask int64[B, T])."""
-  if padding_side not in ("left", "right"):
-    raise ValueError(f"padding_side={padding_side!r}; expected 'left' or 'right'")
-  width = max(map(len, rows))
-  ids = np.full((len(rows), width), pad_id, np.int64)
-  mask = np.zeros((len(rows), width), np.int64)
-  for i, r in enumerate(rows):
-    sl = slice(0, len(r)) if padding_side == "right" else slice(width - len(r), width)
-    ids[i, sl], mask[i, sl] = r, 1
-  return ids, mask
 
 
 def mm_token_type_ids(input_ids, image_token_id: int, video_token_id: int) -> np.ndarray:
