@@ -1,0 +1,188 @@
+"""EVA ViT as InstructBLIP / BLIP-2 use it (HF `InstructBlipVisionModel`).
+
+Class token + learned positions + patch conv (with bias); pre-norm layers (`layer_norm1/2`) with
+a fused qkv projection whose bias is HF's `cat(q_bias, 0, v_bias)`, a GELU MLP, and
+`post_layernorm` on the output the Q-Former reads. Layers are stacked `[L, ...]` under `nn.scan`;
+each returns `(x, aux)` with probe results / captured neurons (neuron = act(fc1(x))).
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.nn.attention import attend
+from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm
+from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.policy import Policy
+
+
+def _square(value, field, where):
+  """HF allows int or (h, w) for image/patch size; we support square only."""
+  from mmneuron_jax.convert.checks import reject_unsupported
+  if isinstance(value, (list, tuple)):
+    if len(value) != 2 or value[0] != value[1]:
+      reject_unsupported(where, {field: (tuple(value), {"an int or a square (s, s)"})})
+    value = value[0]
+  return int(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaConfig:
+  hidden_size: int
+  intermediate_size: int
+  num_layers: int
+  num_heads: int
+  image_size: int
+  patch_size: int
+  num_channels: int = 3
+  layer_norm_eps: float = 1e-6
+  hidden_act: str = "gelu"
+  qkv_bias: bool = True
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
+  @classmethod
+  def from_hf(cls, c: dict, where: str = "vision_config") -> "EvaConfig":
+    from mmneuron_jax.convert.checks import reject_unsupported
+    reject_unsupported(where, {
+        "model_type": (c.get("model_type", "instructblip_vision_model"), {"instructblip_vision_model"}),
+        "hidden_act": (c.get("hidden_act", "gelu"), set(ACTIVATIONS)),
+    })
+    if c["hidden_size"] % c["num_attention_heads"]:
+      raise ValueError(f"{where}: hidden_size={c['hidden_size']} is not divisible by "
+                       f"num_attention_heads={c['num_attention_heads']}")
+    return cls(hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+               num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+               image_size=_square(c.get("image_size", 224), "image_size", where),
+               patch_size=_square(c.get("patch_size", 14), "patch_size", where),
+               num_channels=c.get("num_channels", 3), layer_norm_eps=c.get("layer_norm_eps", 1e-6),
+               hidden_act=c.get("hidden_act", "gelu"), qkv_bias=bool(c.get("qkv_bias", True)))
+
+
+class FusedAttention(nn.Module):
+  """Bidirectional MHA with one fused `qkv` projection [D, 3D] and an output `proj`."""
+  num_heads: int
+  qkv_bias: bool = True
+  policy: Policy = Policy()
+
+  @nn.compact
+  def __call__(self, x):
+    """x float[N, T, D] -> float[N, T, D]."""
+    n, t, d = x.shape
+    p = self.policy
+    qkv = Dense(3 * d, self.qkv_bias, p, name="qkv")(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
+    out, _ = attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], None, p.precision)
+    return Dense(d, True, p, name="proj")(out)
+
+
+class EvaLayer(nn.Module):
+  """x + attn(ln1(x)); x + mlp(ln2(x)). Returns (x, aux) with probes / captured neurons."""
+  cfg: EvaConfig
+  policy: Policy = Policy()
+  capture: bool = False
+
+  @nn.compact
+  def __call__(self, x, xs, ctx):
+    """x float[N, T, D]; xs {'mask': float[F]} (per layer); ctx {'probe': probe or None}."""
+    c, p = self.cfg, self.policy
+    x = x + FusedAttention(c.num_heads, c.qkv_bias, p, name="attn")(LayerNorm(c.layer_norm_eps, p, name="ln1")(x))
+    h = LayerNorm(c.layer_norm_eps, p, name="ln2")(x)
+    y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    x = x + y
+    aux = {}
+    if self.capture:
+      aux["neurons"] = neurons
+    if ctx.get("probe") is not None:
+      aux["probe"] = ctx["probe"](neurons)
+    return x, aux
+
+
+class EvaVisionTower(nn.Module):
+  """pixel_values float[N, C, H, W] (NCHW, as HF) -> (post-normed float[N, 1 + P, D], aux [L, ...]).
+
+  aux['neurons'] float[L, N, 1 + P, F] when capturing; aux['probe'] the stacked probe results.
+  """
+  cfg: EvaConfig
+  policy: Policy = Policy()
+  capture: bool = False
+
+  @nn.compact
+  def __call__(self, pixel_values, mask=None, probe=None):
+    c, p = self.cfg, self.policy
+    if tuple(pixel_values.shape[1:]) != (c.num_channels, c.image_size, c.image_size):
+      raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}; the vision tower takes "
+                       f"[N, {c.num_channels}, {c.image_size}, {c.image_size}] (no position interpolation)")
+    n, s = pixel_values.shape[0], c.image_size // c.patch_size
+    x = jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(p.compute)
+    x = x.reshape(n, s, c.patch_size, s, c.patch_size, c.num_channels)
+    kernel = self.param("patch_embed", nn.initializers.normal(0.02),
+                        (c.patch_size, c.patch_size, c.num_channels, c.hidden_size), p.param)
+    patch_bias = self.param("patch_bias", nn.initializers.zeros, (c.hidden_size,), p.param)
+    x = jnp.einsum("nhpwqc,pqcd->nhwd", x, kernel.astype(p.compute), precision=p.precision)
+    x = x.reshape(n, s * s, c.hidden_size) + patch_bias.astype(x.dtype)
+    cls = self.param("class_embedding", nn.initializers.normal(0.02), (c.hidden_size,), p.param)
+    pos = self.param("position_embedding", nn.initializers.normal(0.02), (c.num_patches + 1, c.hidden_size),
+                     p.param)
+    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, c.hidden_size)), x], axis=1)
+    x = x + pos.astype(x.dtype)[None]
+    xs = {} if mask is None else {"mask": mask}
+    scanned = nn.scan(EvaLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(0, nn.broadcast), length=c.num_layers)
+    x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"probe": probe})
+    return LayerNorm(c.layer_norm_eps, p, name="post_norm")(x), aux
+
+
+# -- conversion ----------------------------------------------------------------------------
+
+def unbatch(x):
+  """HF parameter with a leading batch axis of 1 ([1, P, D]) -> [P, D]."""
+  if x.shape[0] != 1:
+    raise ValueError(f"expected a leading axis of size 1, got shape {x.shape}")
+  return x[0]
+
+
+def flatten(x):
+  """[1, 1, D] -> [D] (class embedding)."""
+  return np.reshape(x, (-1,))
+
+
+def qkv_bias(*xs):
+  """Fused bias [3D] as saved by transformers, or LAVIS-style (q_bias [D], v_bias [D]) ->
+  cat(q_bias, zeros, v_bias) [3D], which is how HF builds it."""
+  if len(xs) == 1:
+    return xs[0]
+  q, v = xs
+  return np.concatenate([q, np.zeros_like(q), v])
+
+
+def hf_rules(cfg: EvaConfig, prefix: str = "vision_model."):
+  """Declarative map: our param path <- HF name(s) under `prefix`."""
+  from mmneuron_jax.convert.mapping import Rule
+  from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
+  L = cfg.num_layers
+  layer = prefix + "encoder.layers.{i}."
+  rules = [
+      Rule(("patch_embed",), prefix + "embeddings.patch_embedding.weight", conv_to_hwio),
+      Rule(("patch_bias",), prefix + "embeddings.patch_embedding.bias"),
+      Rule(("class_embedding",), prefix + "embeddings.class_embedding", flatten),
+      Rule(("position_embedding",), prefix + "embeddings.position_embedding", unbatch),
+      Rule(("post_norm", "scale"), prefix + "post_layernorm.weight"),
+      Rule(("post_norm", "bias"), prefix + "post_layernorm.bias"),
+  ]
+  linears = {("attn", "qkv"): "self_attn.qkv", ("attn", "proj"): "self_attn.projection",
+             ("mlp", "fc1"): "mlp.fc1", ("mlp", "fc2"): "mlp.fc2"}
+  for path, name in linears.items():
+    rules.append(Rule(("layers",) + path + ("kernel",), layer + f"{name}.weight", transpose, L))
+    if path != ("attn", "qkv"):
+      rules.append(Rule(("layers",) + path + ("bias",), layer + f"{name}.bias", None, L))
+  if cfg.qkv_bias:
+    rules.append(Rule(("layers", "attn", "qkv", "bias"),
+                      (layer + "self_attn.qkv.bias", [layer + "self_attn.q_bias", layer + "self_attn.v_bias"]),
+                      qkv_bias, L))
+  for ours, theirs in (("ln1", "layer_norm1"), ("ln2", "layer_norm2")):
+    rules.append(Rule(("layers", ours, "scale"), layer + f"{theirs}.weight", None, L))
+    rules.append(Rule(("layers", ours, "bias"), layer + f"{theirs}.bias", None, L))
+  return rules
