@@ -12,6 +12,7 @@ import pytest
 import torch
 import transformers
 
+import hf_hooks
 import hf_tiny  # noqa: F401  (sets HF_HUB_OFFLINE)
 import mmneuron_jax
 from mmneuron_jax.analysis.logit_lens import Lens, positions_where
@@ -101,18 +102,7 @@ def act_modules(hf):
 
 
 def hook(hf, masks=None, records=None):
-  """Register hooks that zero masked neurons and/or record activations; returns the handles."""
-  handles = []
-  for name, mods in act_modules(hf).items():
-    for layer, mod in enumerate(mods):
-      def fn(_, __, out, name=name, layer=layer):
-        if masks is not None and name in masks:
-          out = out * torch.tensor(masks[name][layer], dtype=out.dtype)
-        if records is not None:
-          records[name].append(out.detach().numpy().copy())
-        return out
-      handles.append(mod.register_forward_hook(fn))
-  return handles
+  return hf_hooks.neuron_hooks(act_modules(hf), masks, records)
 
 
 def run_hf(hf, batch, masks=None, **kwargs):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import hf_hooks
 import hf_tiny
 import mmneuron_jax
 from mmneuron_jax.analysis.logit_lens import Lens, positions_where
@@ -50,15 +51,7 @@ def act_modules(hf):
 def run_hf(hf, batch, masks=None, output_hidden_states=False):
   """HF forward with hooks that record (and, given masks, zero) neuron activations."""
   records = {name: [] for name in ("llm", "vision", "projector")}
-  handles = []
-  for name, mods in act_modules(hf).items():
-    for layer, mod in enumerate(mods):
-      def hook(_, __, out, name=name, layer=layer):
-        if masks is not None and name in masks:
-          out = out * torch.tensor(masks[name][layer], dtype=out.dtype)
-        records[name].append(out.detach().numpy().copy())
-        return out
-      handles.append(mod.register_forward_hook(hook))
+  handles = hf_hooks.neuron_hooks(act_modules(hf), masks, records)
   try:
     with torch.no_grad():
       out = hf(**torch_batch(batch), output_hidden_states=output_hidden_states)
@@ -145,12 +138,7 @@ def test_greedy_generation_matches_hf(pair, masked):
   masks = random_masks(model, seed=3) if masked else None
   new = 10
   ours = model.generate(model.params, batch, max_new_tokens=new, masks=masks, eos_token_id=-1)
-  handles = []
-  if masked:
-    for name, mods in act_modules(hf).items():
-      for layer, mod in enumerate(mods):
-        m = torch.tensor(masks[name][layer])
-        handles.append(mod.register_forward_hook(lambda _, __, out, m=m: out * m))
+  handles = hf_hooks.neuron_hooks(act_modules(hf), masks) if masked else []
   try:
     with torch.no_grad():
       ref = hf.generate(**torch_batch(batch), max_new_tokens=new, min_new_tokens=new, do_sample=False,

@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 
+import hf_hooks
 import mmneuron_jax
 from mmneuron_jax.data import qwen2_vl_inputs
 from mmneuron_jax.models.mllm import qwen2_vl
@@ -85,18 +86,7 @@ def act_modules(hf):
 
 
 def hook_masks(hf, masks, records=None):
-  """Forward hooks zeroing masked neurons (and recording activations); returns the handles."""
-  handles = []
-  for name, mods in act_modules(hf).items():
-    for layer, mod in enumerate(mods):
-      def hook(_, __, out, name=name, layer=layer):
-        if masks is not None and name in masks:
-          out = out * torch.tensor(masks[name][layer], dtype=out.dtype)
-        if records is not None:
-          records[name].append(out.detach().numpy().copy())
-        return out
-      handles.append(mod.register_forward_hook(hook))
-  return handles
+  return hf_hooks.neuron_hooks(act_modules(hf), masks, records)
 
 
 def run_hf(hf, batch, masks=None):
