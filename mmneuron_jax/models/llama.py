@@ -104,7 +104,11 @@ class DecoderLayer(nn.Module):
     if self.capture:
       aux["neurons"] = neurons
     if ctx.get("probe") is not None:
-      aux["probe"] = ctx["probe"](neurons)
+      probe = ctx["probe"]
+      if getattr(probe, "needs_qk", False):  # e.g. MINER's in-scan scores: post-RoPE q, k of this layer
+        aux["probe"] = probe(neurons, q=kv["q"], k=kv["k"])
+      else:
+        aux["probe"] = probe(neurons)
     if ctx.get("lens") is not None:
       aux["lens"] = lens_readout(x, ctx["lens"], ctx["final_norm"], c.rms_norm_eps, ctx["unembed"], p.precision)
     if self.return_kv or xs.get("cache") is not None:

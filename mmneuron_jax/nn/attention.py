@@ -57,7 +57,8 @@ class SelfAttention(nn.Module):
   def __call__(self, x, bias, cos=None, sin=None, cache=None, cache_index=None):
     """x float[B, T, D]; cache {'k','v': float[B, S, K, hd]} written at `cache_index`.
 
-    Returns (y float[B, T, D], aux) with aux['k'], aux['v'] the (updated) keys/values.
+    Returns (y float[B, T, D], aux) with aux['k'], aux['v'] the (updated) keys/values,
+    aux['q'] float[B, T, H, hd] the post-RoPE queries and aux['probs'] the (masked) probabilities.
     """
     b, t, d = x.shape
     p = self.policy
@@ -75,4 +76,4 @@ class SelfAttention(nn.Module):
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
     out, probs = attend(q, k, v, bias, p.precision)
     y = Dense(d, self.out_bias, p, name="o")(out)
-    return y, {"k": k, "v": v, "probs": probs}
+    return y, {"k": k, "v": v, "probs": probs, "q": q}
