@@ -10,16 +10,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mmneuron_jax import tasks
+from mmneuron_jax import distributed, tasks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, statistics, neuron sets, report.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-host (TPU pod, GPU nodes): flags win over MMNEURON_* / JAX_* env (mmneuron_jax/distributed.py).
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host only).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host only).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host only).")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
+  index, count = distributed.initialize_from_env(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  logging.info("process %d of %d", index, count)
   report = tasks.run(_CONFIG.value, _WORKDIR.value)
   logging.info("report: %s", report)
 
