@@ -39,6 +39,15 @@ def _instructblip():
 FAMILIES["instructblip"] = _instructblip
 
 
+def _qwen2_audio():
+  from mmneuron_jax.models.mllm import qwen2_audio
+  return Family("qwen2_audio", qwen2_audio.Qwen2AudioConfig.from_hf, qwen2_audio.Qwen2Audio, qwen2_audio.hf_rules,
+                qwen2_audio.prepare, qwen2_audio.token_groups)
+
+
+FAMILIES["qwen2_audio"] = _qwen2_audio
+
+
 def family_for(config: dict, where: str = "config.json") -> Family:
   model_type = config.get("model_type")
   if model_type not in FAMILIES:
