@@ -12,6 +12,10 @@ Operations, each on the same batch [B, T] of random token ids (no padding):
   lens        logit lens at P "image-like" positions per row: every layer's residual through the
               final norm + unembedding, reduced to entropy and top-k (PyTorch: hooks on the
               decoder layers gathering those positions, then norm + lm_head per layer)
+  grad        gradient importance d NLL / d ones-mask [L, F] of the next-token loss over every
+              position (`analysis.importance.grad_importance`, layer scan rematerialised; PyTorch:
+              a ones-mask leaf multiplied in by a hook on every `mlp.act_fn`, HF gradient
+              checkpointing, weights frozen, `loss.backward()`)
 The PyTorch reference is HF `LlamaForCausalLM` holding the same weights (copied from the JAX
 params), run in the same process; its outputs are checked against ours (printed under the table).
 
@@ -19,7 +23,9 @@ MFU = model FLOPs / time / peak, where peak is a measured square matmul in the r
 (fp32 at precision HIGHEST, as the fp32 path computes; bf16 at default precision). Model FLOPs
 per token: 2 * (matmul params per layer) * L + 4 * L * T * H * hd (attention, full T x T as
 computed) + 2 * D * V (unembedding; only for `forward` / `masked`) + 2 * D * V * L * P / T
-(`lens`). The statistics pass does not need the logits, so XLA never computes them.
+(`lens`); `grad` counts forward + the backward to the activations, 2x `forward` (weights are
+not differentiated; the rematerialised forward is not counted, as usual for MFU). The
+statistics pass does not need the logits, so XLA never computes them.
 
 Writes the table (markdown) to --out and prints it.
 """
@@ -38,6 +44,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from absl import app, flags
+
+from benchmarks.bench_utils import _git_commit, _timed, measure_peak
 
 SIZES = {  # Llama shapes: layers, width, MLP width, heads, kv heads, vocab; default batch and length
     "tiny": dict(layers=4, hidden=256, intermediate=688, heads=4, kv_heads=4, vocab=4096, batch=4, seq=128),
@@ -60,29 +68,14 @@ _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch (HF + hooks) re
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", None, "torch.set_num_threads (default: torch's own).")
 _TORCH_DEVICE = flags.DEFINE_string("torch_device", None, "cuda / cpu (default: cuda if available).")
 _PEAK_N = flags.DEFINE_integer("peak_n", None, "Matmul size for the peak (default 8192 GPU/TPU, 2048 CPU).")
+_OPS = flags.DEFINE_list("ops", "forward,stats,masked,lens,grad", "Operations to time.")
+_ATTENTION = flags.DEFINE_enum("attention", "xla", ["xla", "cudnn"], "JAX attention kernel (cudnn: bf16 flash).")
 _OUT = flags.DEFINE_string("out", None, "Markdown table path (default benchmarks/results/<backend>_<size>_<dtype>.md).")
-
-
-def _git_commit() -> str:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                           text=True).stdout.strip()
-    return commit + (" (with uncommitted changes)" if dirty else "")
-  except OSError:
-    return "unknown"
-
-
-def _timed(fn, block) -> float:
-  t0 = time.perf_counter()
-  block(fn())
-  return time.perf_counter() - t0
 
 
 # -- JAX side ----------------------------------------------------------------------------------
 
-def build_jax(shape: dict, dtype: str, mesh):
+def build_jax(shape: dict, dtype: str, mesh, attention: str = "xla"):
   """A text-only Llama `Model` (probe module 'llm') with random params placed on `mesh`."""
   import flax.linen as nn
   import jax
@@ -120,7 +113,7 @@ def build_jax(shape: dict, dtype: str, mesh):
       return logits, {"llm": aux}
 
   cfg = TextConfig(DecoderConfig.from_hf(hf))
-  module = TextLM(cfg, Policy(dtype, dtype))
+  module = TextLM(cfg, Policy(dtype, dtype, attention=attention))
   ids = jnp.zeros((1, 8), jnp.int32)
   init = lambda key: module.init(key, ids, jnp.zeros((1, 8), jnp.int32), attention_bias(jnp.ones((1, 8))))["params"]
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -138,21 +131,7 @@ def flops_per_token(shape: dict, seq: int, lens_positions: int) -> dict:
   body = 2 * per_layer * layers + 4 * layers * seq * h * hd
   head = 2 * d * v
   return {"forward": body + head, "masked": body + head, "stats": body,
-          "lens": body + head * layers * lens_positions / seq}
-
-
-def measure_peak(dtype: str, n: int) -> float:
-  """FLOP/s of an n x n matmul in `dtype` (fp32 at precision HIGHEST)."""
-  import jax
-  import jax.numpy as jnp
-  dt = jnp.float32 if dtype == "float32" else jnp.bfloat16
-  prec = jax.lax.Precision.HIGHEST if dtype == "float32" else jax.lax.Precision.DEFAULT
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dt)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dt)
-  mm = jax.jit(lambda a, b: jnp.dot(a, b, precision=prec))
-  jax.block_until_ready(mm(a, b))
-  best = min(_timed(lambda: mm(a, b), jax.block_until_ready) for _ in range(10))
-  return 2 * n ** 3 / best
+          "lens": body + head * layers * lens_positions / seq, "grad": 2 * (body + head)}
 
 
 # -- PyTorch side ------------------------------------------------------------------------------
@@ -260,6 +239,25 @@ class TorchOps:
     self._with_hooks(list(self.layers), make, lambda: self.tm.model(input_ids=self.ids, attention_mask=self.am))
     return {k: torch.stack([r[k] for r in results]) for k in ("entropy", "top_ids")}
 
+  def grad(self):
+    """d NLL / d ones-mask per layer, float32[L, F] (NLL summed over positions 1..T-1)."""
+    torch = self.torch
+    f = self.mask.shape[-1]
+    masks = [torch.ones(f, device=self.ids.device, dtype=torch.float32, requires_grad=True) for _ in self.layers]
+
+    def make(i):
+      return lambda mod, inp, out: out * masks[i].to(out.dtype)
+
+    def run():
+      logits = self.tm(input_ids=self.ids, attention_mask=self.am).logits
+      logp = torch.log_softmax(logits[:, :-1].float(), -1)
+      nll = -torch.take_along_dim(logp, self.ids[:, 1:, None], dim=-1).sum()
+      nll.backward()
+      return torch.stack([m.grad for m in masks])
+
+    with torch.enable_grad():
+      return self._with_hooks([l.mlp.act_fn for l in self.layers], make, run)
+
 
 # -- main --------------------------------------------------------------------------------------
 
@@ -284,7 +282,7 @@ def main(argv):
 
   peak_n = _PEAK_N.value or (2048 if backend == "cpu" else 8192)
   peak_before = measure_peak(dtype, peak_n)
-  model, hf = build_jax(shape, dtype, mesh)
+  model, hf = build_jax(shape, dtype, mesh, _ATTENTION.value)
   rng = np.random.default_rng(0)
   ids = rng.integers(3, shape["vocab"], (b, t)).astype(np.int32)
   batch = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
@@ -298,12 +296,20 @@ def main(argv):
   stats_step = S.sharded_stats_step(model, g, mesh)
   lens_step = S.sharded_lens(model, mesh)
   params = model.params
+  from mmneuron_jax.analysis.importance import grad_importance
+  answer = np.ones_like(ids, bool)
+  answer[:, 0] = False
   jax_ops = {
       "forward": lambda: fwd(params, batch).logits,
       "stats": lambda: stats_step(params, batch, {"llm": groups}),
       "masked": lambda: fwd(params, batch, masks={"llm": mask}).logits,
       "lens": lambda: lens_step(params, batch, lens),
+      "grad": lambda: grad_importance(model, params, batch, answer)["llm"],
   }
+  unknown = set(_OPS.value) - set(jax_ops)
+  if unknown:
+    raise app.UsageError(f"--ops: unknown {sorted(unknown)}; known {sorted(jax_ops)}")
+  jax_ops = {k: v for k, v in jax_ops.items() if k in _OPS.value}
   ops = {("jax", name): (fn, jax.block_until_ready) for name, fn in jax_ops.items()}
   checks = []
   torch_info = "not run (--notorch)"
@@ -313,6 +319,10 @@ def main(argv):
       torch.set_num_threads(_TORCH_THREADS.value)
     device = _TORCH_DEVICE.value or ("cuda" if torch.cuda.is_available() else "cpu")
     tm = build_torch(model, hf, dtype, device)
+    tm.requires_grad_(False)
+    if "grad" in jax_ops:  # activation checkpointing, like our remat (HF only checkpoints in train mode;
+      tm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+      tm.train()  # Llama has no dropout, so train mode changes nothing else)
     to_dev = lambda x: torch.from_numpy(np.asarray(x)).to(device)
     tops = TorchOps(tm, to_dev(ids).long(), to_dev(groups).long(), g, to_dev(mask), to_dev(positions).long())
     sync = (lambda _: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda _: None)
@@ -324,16 +334,25 @@ def main(argv):
       return run
 
     for name in jax_ops:
-      ops[("torch", name)] = (inference(getattr(tops, name)), sync)
+      fn = getattr(tops, name)
+      ops[("torch", name)] = (fn if name == "grad" else inference(fn), sync)
     torch_info = f"torch {torch.__version__} on {device} ({torch.get_num_threads()} threads), HF LlamaForCausalLM " \
                  f"({tm.config._attn_implementation} attention) + forward hooks"
 
-  results, first_s, times = {}, {}, {key: [] for key in ops}
-  for key, (fn, block) in ops.items():  # compile (JAX) / first run
+  results, first_s, failed = {}, {}, []
+  for key, (fn, block) in list(ops.items()):  # compile (JAX) / first run; a failing op is reported, not fatal
     t0 = time.perf_counter()
-    results[key] = fn()
-    block(results[key])
+    try:
+      results[key] = fn()
+      block(results[key])
+    except Exception as e:  # e.g. a kernel this backend lacks, or out of memory
+      failed.append(f"{key[0]} {key[1]} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+      del ops[key]
+      continue
     first_s[key] = time.perf_counter() - t0
+  jax_ops = {name: fn for name, fn in jax_ops.items() if ("jax", name) in ops}
+  ops = {key: v for key, v in ops.items() if key[1] in jax_ops}
+  times = {key: [] for key in ops}
   # Per op: JAX then PyTorch, each warmed up right before its timed runs (the other framework's
   # CPU thread pool may still be spinning just after it ran).
   for name in jax_ops:
@@ -379,13 +398,15 @@ def main(argv):
   text = "\n".join(header) + "\n\n" + "\n".join(lines) + "\n"
   if checks:
     text += "\nJAX vs PyTorch outputs (same weights): " + "; ".join(checks) + "\n"
+  if failed:
+    text += "\nFailed (not timed): " + "; ".join(failed) + "\n"
   out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"{backend}_{_SIZE.value}_{dtype}.md")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
     f.write(text)
   with open(os.path.splitext(out)[0] + ".json", "w") as f:
-    json.dump({"header": header, "rows": table, "checks": checks, "peak_flops": peak}, f, indent=1)
+    json.dump({"header": header, "rows": table, "checks": checks, "failed": failed, "peak_flops": peak}, f, indent=1)
   print(text)
   print(f"wrote {out}")
 
@@ -394,14 +415,25 @@ def compare(results, np) -> list[str]:
   """Agreement of the JAX and PyTorch outputs (sanity: both ran the same computation)."""
   t = lambda x: x.float().cpu().numpy()
   out = []
+  have = lambda name: ("jax", name) in results and ("torch", name) in results
   for name in ("forward", "masked"):
+    if not have(name):
+      continue
     a, b = np.asarray(results[("jax", name)]), t(results[("torch", name)])
     out.append(f"{name} logits max|diff| {np.abs(a - b).max():.2e} (max|logit| {np.abs(b).max():.2f})")
+  if have("grad"):
+    a, b = np.asarray(results[("jax", "grad")]).ravel(), t(results[("torch", "grad")]).ravel()
+    out.append(f"grad importance max rel diff {np.abs(a - b).max() / max(np.abs(b).max(), 1e-30):.1e}, "
+               f"correlation {np.corrcoef(a, b)[0, 1]:.4f}")
+  if not have("stats"):
+    return out
   js, ts = results[("jax", "stats")]["llm"], results[("torch", "stats")]
   count_j, count_t = np.asarray(js["count"]), t(ts["count"])
   out.append(f"stats counts differ in {int((count_j != count_t).sum())} of {count_j.size} "
              f"(max {np.abs(count_j - count_t).max():.0f}), sums max rel diff "
              f"{np.abs(np.asarray(js['sum']) - t(ts['sum'])).max() / max(np.abs(t(ts['sum'])).max(), 1e-9):.1e}")
+  if not have("lens"):
+    return out
   je, te = np.asarray(results[("jax", "lens")]["entropy"]), t(results[("torch", "lens")]["entropy"])
   top_j = np.asarray(results[("jax", "lens")]["top_ids"])[..., 0]
   top_t = results[("torch", "lens")]["top_ids"].cpu().numpy()[..., 0]

@@ -15,21 +15,25 @@ def read_config(path: str) -> dict:
     return json.load(f)
 
 
-def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None) -> Model:
-  """A `Model` around converted params for a HF config dict."""
+def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None,
+                **policy_options) -> Model:
+  """A `Model` around converted params for a HF config dict. `policy_options`: the other
+  `Policy` fields (`fp32_matmul`, `attention`)."""
   family = family_for(config)
   cfg = family.parse_config(config)
-  policy = Policy(dtype, compute_dtype or dtype)
+  policy = Policy(dtype, compute_dtype or dtype, **policy_options)
   module = family.module(cfg, policy)
   return Model(family=family.name, module=module, params=params, config=config,
                probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch),
                groups_fn=lambda prepared, groups, image_only: family.token_groups(cfg, prepared, groups, image_only))
 
 
-def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None) -> Model:
+def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
+            **policy_options) -> Model:
   """A HF checkpoint directory (config.json + *.safetensors) -> Model.
 
   Every checkpoint tensor must be consumed exactly once; unknown config features raise.
+  `policy_options`: `fp32_matmul`, `attention` (see `nn.policy.Policy`).
   """
   from mmneuron_jax.convert.mapping import apply_rules
   from mmneuron_jax.convert.safetensors_reader import CheckpointReader
@@ -39,7 +43,7 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   cfg = family.parse_config(config)
   params = apply_rules(CheckpointReader(path), family.rules(cfg), dtype, ignore=list(family.ignore),
                        shardings=shardings)
-  return build_model(config, params, dtype, compute_dtype)
+  return build_model(config, params, dtype, compute_dtype, **policy_options)
 
 
 def convert(path: str, out_dir: str, dtype: str = "float32") -> str:

@@ -27,12 +27,17 @@ def causal_allowed(kv_valid, q_index, sliding_window=None):
   return allowed[None] & kv_valid[:, None, :]
 
 
-def attend(q, k, v, bias, precision):
+def attend(q, k, v, bias, precision, impl: str = "xla"):
   """q float[B, T, H, hd], k/v float[B, S, K, hd], bias float32[B, T, S] or None.
 
-  Returns (out float[B, T, H*hd], probs float32[B, H, T, S]).
+  Returns (out float[B, T, H*hd], probs float32[B, H, T, S]); impl='cudnn' runs fused flash
+  attention and returns probs=None (nothing downstream may need them).
   """
   b, t, h, hd = q.shape
+  if impl == "cudnn":
+    bias4 = None if bias is None else bias[:, None].astype(q.dtype)
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias4, scale=hd ** -0.5, implementation="cudnn")
+    return out.reshape(b, t, h * hd), None
   kv_heads = k.shape[2]
   qg = q.reshape(b, t, kv_heads, h // kv_heads, hd)
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, precision=precision) * (hd ** -0.5)
@@ -74,6 +79,6 @@ class SelfAttention(nn.Module):
       start = (0, cache_index, 0, 0)
       k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
-    out, probs = attend(q, k, v, bias, p.precision)
+    out, probs = attend(q, k, v, bias, p.precision, p.attention)
     y = Dense(d, self.out_bias, p, name="o")(out)
     return y, {"k": k, "v": v, "probs": probs, "q": q}
