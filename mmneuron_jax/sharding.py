@@ -2,28 +2,34 @@
 
 One code path for 1 CPU device (a 1x1x1 mesh), 8 fake CPU devices, one GPU or a TPU pod:
 
-    mesh = make_mesh(data=2, tensor=4)
-    shardings = param_shardings(abstract_params(config), mesh)          # models.shapes
-    model = mmneuron_jax.load_hf(path, shardings=shardings)             # each device reads its slice
-    step = sharded_stats_step(model, num_groups, mesh)
-    stats = step(model.params, batch, groups)                           # replicated [L, G, F] totals
+    mesh = make_mesh(data=2, tensor=4)                  # or mesh_from_spec("2,1,4"), mesh_from_config(config)
+    model = load_on_mesh(path, mesh)                    # each device reads only its slices
+    # (= load_hf(path, shardings=shardings_for_config(read_config(path), mesh)).on_mesh(mesh))
+    out = model.apply(model.params, batch, masks=..., probe=..., lens=...)   # jit with in/out shardings
+    tokens = model.generate(model.params, batch, max_new_tokens=32)
+    g = analysis.importance.grad_importance(model, model.params, batch, answer_mask)
+    step = stats_step(model, num_groups)                # = analysis.stats.make_step off a mesh
 
 Mesh axes: `data` (batch), `fsdp` (batch and parameter in-dims), `tensor` (vocab, heads, MLP
-width). Params follow `DEFAULT_RULES`: a regex on the param path ('llm/layers/mlp/gate/kernel')
-picks a spec for the param's *trailing* dims; leading dims (the scanned layer axis `L`) stay
-replicated, and any dim not divisible by its mesh axes' size falls back to replicated, so every
-param of every family gets a valid sharding (unknown paths are replicated).
+width). Params follow logical axes: `PARAM_AXES` maps a regex on the param path
+('llm/layers/mlp/gate/kernel') to logical names of the param's *trailing* dims ('embed', 'mlp'),
+`LOGICAL_AXES` maps logical names to mesh axes; `DEFAULT_RULES = logical_rules()` is the
+resolved (regex, mesh spec) table every function takes as `rules`. Leading dims (the scanned
+layer axis `L`) stay replicated, and any dim not divisible by its mesh axes' size falls back to
+replicated, so every param of every family gets a valid sharding (unknown paths: replicated).
 
 Sharding never changes what is computed (jit has global semantics); it changes where. Results
 equal the single-device ones up to float reduction order (fp32: ~1e-6 relative).
 
-Inputs: every batch array (input_ids [B, T], pixel_values [N, ...], probe groups, lens positions)
-is split on its batch axis over ('data', 'fsdp') when divisible, else over 'data' or 'fsdp'
-alone, else replicated. Outputs: probe results (reduced over the batch) come back replicated;
-per-example outputs (logits [B, T, V], lens [L, B, P, ...], captured [L, B, T, F]) stay split on
-their batch axis (`replicated_outputs=True` replicates everything). On a mesh spanning several
-processes every host passes the same global batch and reads results with `to_host`
-(`shard_batch`); `mmneuron_jax.distributed` has the per-host alternative for statistics.
+Inputs: every batch array (input_ids [B, T], position_ids [3, B, T], pixel_values [N, ...],
+probe arrays, lens positions) is split on its batch axis over LOGICAL_AXES['batch'] =
+('data', 'fsdp') when divisible, else over 'data' or 'fsdp' alone, else replicated; masks are
+replicated. Outputs: probe results and logit-lens readouts (small) come back replicated; logits
+[B, T, V], captured neurons [L, B, T, F] and generated tokens stay split on their batch axis
+(`replicated_outputs=True` replicates everything). On a mesh spanning several processes every
+host passes the same global batch; `Model` methods return replicated results as host arrays and
+`to_host` gathers the rest; `mmneuron_jax.distributed` has the per-host alternative for
+statistics (a per-host mesh, `host_shard`, `reduce_stats_across_hosts`).
 """
 import functools
 import re
@@ -34,19 +40,54 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
 
-# (regex searched in the '/'-joined param path, spec of the trailing dims). First match wins.
-# Column-parallel kernels [.., in, out]: in-dim on fsdp, out-dim (heads, MLP width, vocab) on
-# tensor; row-parallel kernels (o, down, fc2) [.., F, D]: the MLP width / heads on tensor.
-DEFAULT_RULES: tuple[tuple[str, tuple], ...] = (
-    (r"(^|/)embed_tokens(/embedding)?$", ("tensor", "fsdp")),     # [V, D]
-    (r"(^|/)lm_head(/kernel)?$", ("fsdp", "tensor")),             # [D, V]
-    (r"(^|/)(q|k|v|qkv|gate|up|fc1)/kernel$", ("fsdp", "tensor")),  # [L?, D, F]
-    (r"(^|/)(o|down|fc2)/kernel$", ("tensor", "fsdp")),           # [L?, F, D]
-    (r"(^|/)(q|k|v|qkv|gate|up|fc1)/bias$", ("tensor",)),         # [L?, F]
-    (r".*", ()),                                                  # norms, biases, embeddings: replicated
+# Logical axes -> mesh axes (a name, a tuple of names, or None = replicated). Swap entries for
+# another layout, e.g. {"embed": None} for pure tensor parallelism, then `logical_rules(...)`.
+LOGICAL_AXES: dict[str, Any] = {
+    "batch": ("data", "fsdp"),   # activations and inputs: the batch axis
+    "embed": "fsdp",             # model width D of params (ZeRO-3 style; gathered per layer)
+    "vocab": "tensor",           # V of the embedding and unembedding
+    "heads": "tensor",           # attention heads (q/k/v out-dim, o in-dim)
+    "mlp": "tensor",             # MLP width F (the neurons)
+    "layers": None,              # the scanned layer axis L
+}
+
+# (regex searched in the '/'-joined param path, logical names of the param's *trailing* dims).
+# First match wins; dims before the named ones (the scanned layer axis) stay replicated. Paths
+# cover every family: decoders (llama / qwen2), CLIP, EVA and Qwen2-ViT towers, the Q-Former,
+# the LLaVA projector, the Qwen2-VL patch merger, Whisper-style audio encoders.
+PARAM_AXES: tuple[tuple[str, tuple], ...] = (
+    (r"(^|/)(embed_tokens|word_embeddings)(/embedding)?$", ("vocab", "embed")),   # [V, D]
+    (r"(^|/)lm_head(/kernel)?$", ("embed", "vocab")),                            # [D, V]
+    (r"(^|/)(q|k|v|qkv|query|key|value)/kernel$", ("embed", "heads")),           # [L?, D, H*hd]
+    (r"(^|/)(gate|up|fc1)/kernel$", ("embed", "mlp")),                           # [L?, D, F]
+    (r"(^|/)(o|proj|out_proj)/kernel$", ("heads", "embed")),                     # [L?, H*hd, D]
+    (r"(^|/)(down|fc2)/kernel$", ("mlp", "embed")),                              # [L?, F, D]
+    (r"(^|/)(q|k|v|qkv|query|key|value)/bias$", ("heads",)),                     # [L?, H*hd]
+    (r"(^|/)(gate|up|fc1)/bias$", ("mlp",)),                                     # [L?, F]
+    (r"(^|/)language_projection/kernel$", (None, "embed")),                      # [Dq, D]
+    (r".*", ()),                                                                 # norms, embeddings: replicated
 )
+
+
+def logical_rules(param_axes=PARAM_AXES, logical=None) -> tuple[tuple[str, tuple], ...]:
+  """(regex, logical names) rules + a logical -> mesh map (default `LOGICAL_AXES`) -> the
+  (regex, mesh-axis spec) rules every function here takes as `rules`."""
+  logical = LOGICAL_AXES if logical is None else {**LOGICAL_AXES, **logical}
+  out = []
+  for pattern, names in param_axes:
+    unknown = [n for n in names if n is not None and n not in logical]
+    if unknown:
+      raise KeyError(f"logical_rules: rule {pattern!r} names unknown logical axes {unknown}; known: "
+                     f"{sorted(logical)}")
+    out.append((pattern, tuple(None if n is None else logical[n] for n in names)))
+  return tuple(out)
+
+
+# Column-parallel kernels [.., in, out]: in-dim on fsdp, out-dim (heads, MLP width, vocab) on
+# tensor; row-parallel kernels (o, proj, down, fc2) [.., F, D]: the MLP width / heads on tensor.
+DEFAULT_RULES: tuple[tuple[str, tuple], ...] = logical_rules()
+BATCH_AXES = tuple(LOGICAL_AXES["batch"])
 
 # Batch-array keys whose batch axis is not the first one (counted from the end: -2 of [3, B, T]).
 BATCH_AXIS_FROM_END = {"position_ids": -2}
@@ -82,6 +123,28 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence 
   if axis_type is None:
     return Mesh(grid, AXES)
   return Mesh(grid, AXES, axis_types=(axis_type.Auto,) * len(AXES))
+
+
+def mesh_from_spec(spec: str, devices: Sequence | None = None) -> Mesh | None:
+  """'data,fsdp,tensor' sizes (e.g. '-1,1,1': every device on data; '2,1,4') -> `make_mesh`;
+  '' or 'none' -> None (no mesh: the plain single-device jit path)."""
+  text = str(spec or "").strip().lower()
+  if text in ("", "none"):
+    return None
+  try:
+    sizes = [int(v) for v in text.split(",")]
+  except ValueError:
+    sizes = []
+  if len(sizes) != 3:
+    raise ValueError(f"mesh={spec!r}: expected three comma-separated sizes 'data,fsdp,tensor' (one may be -1), "
+                     "e.g. '-1,1,1' or '2,1,4'; or '' for no mesh")
+  return make_mesh(*sizes, devices=devices)
+
+
+def mesh_from_config(config, devices: Sequence | None = None) -> Mesh | None:
+  """The run config's `mesh` field (see `mesh_from_spec`); a config without one -> None."""
+  spec = config.get("mesh", "") if hasattr(config, "get") else getattr(config, "mesh", "")
+  return mesh_from_spec(spec, devices)
 
 
 def axis_size(mesh: Mesh, axes) -> int:
@@ -153,15 +216,55 @@ def param_shardings(abstract_params, mesh: Mesh, rules=DEFAULT_RULES):
                                 is_leaf=lambda x: isinstance(x, P))
 
 
+def abstract_params(config: dict, dtype: str = "float32"):
+  """Pytree of jax.ShapeDtypeStruct for any registered family's params (`jax.eval_shape` of the
+  family module's init: no memory, no weights). The family file's `init_inputs(cfg)` supplies
+  dummy inputs when it has one (Qwen2-VL, ...); else `models.shapes.abstract_params`."""
+  import sys
+  from mmneuron_jax.models.registry import family_for
+  from mmneuron_jax.nn.policy import Policy
+  family = family_for(config)
+  init_inputs = getattr(sys.modules.get(family.module.__module__), "init_inputs", None)
+  if init_inputs is None:
+    from mmneuron_jax.models import shapes
+    return shapes.abstract_params(config, dtype)
+  cfg = family.parse_config(config)
+  module = family.module(cfg, Policy(dtype, dtype))
+  args, kwargs = init_inputs(cfg)
+  return jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
+
+
 def shardings_for_config(config: dict, mesh: Mesh, dtype: str = "float32", rules=DEFAULT_RULES):
-  """Param shardings for a HF config dict (shapes from `jax.eval_shape`, no weights)."""
-  from mmneuron_jax.models.shapes import abstract_params
+  """Param shardings for a HF config dict of any family (shapes from `abstract_params`)."""
   return param_shardings(abstract_params(config, dtype), mesh, rules)
 
 
 def place_params(params, mesh: Mesh, rules=DEFAULT_RULES):
   """Move existing params onto `mesh` per `rules` (a no-op for params loaded with them)."""
   return jax.device_put(params, param_shardings(params, mesh, rules))
+
+
+def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwargs):
+  """A HF checkpoint dir (`load_hf`) or a `convert`ed one (`load`: it holds mmneuron.json) ->
+  `Model` on `mesh`: every param is built by `jax.make_array_from_callback` from its slices
+  (safetensors slices / orbax restore against sharded abstract targets), so no host ever holds
+  a whole sharded tensor. mesh None -> the plain load. load_kwargs: dtype, compute_dtype, ..."""
+  import os
+  import mmneuron_jax
+  from mmneuron_jax.api import read_config
+  from mmneuron_jax.io.checkpoint import META_FILE
+  converted = os.path.exists(os.path.join(path, META_FILE))
+  if mesh is None:
+    return mmneuron_jax.load(path, **load_kwargs) if converted else mmneuron_jax.load_hf(path, **load_kwargs)
+  if converted:
+    from mmneuron_jax.io.checkpoint import abstract_params as saved_shapes
+    load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with
+    shardings = param_shardings(saved_shapes(path), mesh, rules)
+    model = mmneuron_jax.load(path, shardings=shardings, **load_kwargs)
+  else:
+    shardings = shardings_for_config(read_config(path), mesh, load_kwargs.get("dtype", "float32"), rules)
+    model = mmneuron_jax.load_hf(path, shardings=shardings, **load_kwargs)
+  return model.on_mesh(mesh, rules)
 
 
 # -- batches and outputs ---------------------------------------------------------------------
@@ -303,7 +406,8 @@ class ShardedStep:
 
 
 def _output_shardings(mesh: Mesh, replicate: bool):
-  """Output -> logits split on B (axis 0), lens / captured on B (axis 1), probe replicated."""
+  """Output -> logits split on B (axis 0), captured neurons on B (axis 1); the small probe and
+  lens readouts replicated (every host can read them)."""
   def rule(out):
     rep = lambda _: replicated(mesh)
     if replicate:
@@ -312,7 +416,7 @@ def _output_shardings(mesh: Mesh, replicate: bool):
         logits=batch_sharding_for(out.logits.shape, mesh, 0),
         aux=jax.tree_util.tree_map(lambda x: batch_sharding_for(x.shape, mesh, 1), out.aux),
         probe=jax.tree_util.tree_map(rep, out.probe),
-        lens=jax.tree_util.tree_map(lambda x: batch_sharding_for(x.shape, mesh, 1), out.lens))
+        lens=jax.tree_util.tree_map(rep, out.lens))
   return rule
 
 
@@ -365,6 +469,36 @@ def sharded_stats_step(model, num_groups: int, mesh: Mesh, modules=None, rules=D
 
   fn.step = step
   return fn
+
+
+def stats_step(model, num_groups: int, modules=None):
+  """The statistics step of `model`: `analysis.stats.make_step` (plain jit) when the model has no
+  mesh, else `sharded_stats_step` on `model.mesh` (explicit in/out shardings, results
+  replicated; host arrays on a mesh spanning processes). Either way
+  `step(params, model.device_batch(batch), groups, masks=None) -> {module: {'count', 'sum',
+  'sumsq', 'tokens'}}` (count int32[L, G, F], sum / sumsq float32[L, G, F], tokens int32[G])."""
+  mesh = getattr(model, "mesh", None)
+  if mesh is None:
+    from mmneuron_jax.analysis import stats
+    return stats.make_step(model, num_groups, modules)
+  step = sharded_stats_step(model, num_groups, mesh, modules, model.rules)
+  if not _spans_processes(mesh):
+    return step
+
+  def fn(params, batch, groups, masks=None):
+    return replicated_to_host(step(params, batch, groups, masks))
+  fn.step = step.step
+  return fn
+
+
+def replicated_to_host(tree):
+  """Replicated jax.Arrays of a mesh spanning processes -> numpy from this host's copy (no
+  communication); everything else unchanged. Single-process arrays are left as they are."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return x
+  return jax.tree_util.tree_map(one, tree)
 
 
 def _lens_fn(module, params, batch, lens, masks):

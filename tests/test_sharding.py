@@ -1,5 +1,7 @@
 """Sharded steps equal single-device ones: 8 fake CPU devices, meshes 2x4 (data x tensor),
-2x4 (fsdp x tensor) and 8x1 (data), on a tiny LLaVA-NeXT loaded with `load_hf(shardings=)`.
+2x4 (fsdp x tensor) and 8x1 (data), on a tiny LLaVA-NeXT: statistics, masked logits and the logit
+lens through `load_on_mesh` + `stats_step` / `model.apply` (2x4, 8x1) and through
+`load_hf(shardings=)` + `sharded_stats_step` / `sharded_forward` (fsdp x tensor).
 
 The 8-device part runs in a subprocess (XLA_FLAGS=--xla_force_host_platform_device_count=8,
 JAX_PLATFORMS=cpu) so this pytest process keeps its single CPU device. Tolerances (fp32, only
@@ -59,10 +61,15 @@ def run_worker(model_dir: str, batch_file: str, out_file: str):
   report = {}
   for name, sizes in MESHES.items():
     mesh = S.make_mesh(**sizes)
-    shardings = S.shardings_for_config(read_config(model_dir), mesh)
-    model = mmneuron_jax.load_hf(model_dir, shardings=shardings)
-    got_stats = S.sharded_stats_step(model, NUM_GROUPS, mesh)(model.params, batch, groups)
-    got = S.sharded_forward(model, mesh)(model.params, batch, masks=masks, lens=lens)
+    if name == "fsdp2_tensor4":  # the explicit route; the others through load_on_mesh / Model.on_mesh
+      model = mmneuron_jax.load_hf(model_dir, shardings=S.shardings_for_config(read_config(model_dir), mesh))
+      got_stats = S.sharded_stats_step(model, NUM_GROUPS, mesh)(model.params, batch, groups)
+      got = S.sharded_forward(model, mesh)(model.params, batch, masks=masks, lens=lens)
+    else:
+      model = S.load_on_mesh(model_dir, mesh)
+      got_stats = S.stats_step(model, NUM_GROUPS)(model.params, model.device_batch(batch),
+                                                  stats.to_device_groups(groups))
+      got = model.apply(model.params, batch, masks=masks, lens=lens)
     r = {"param_specs": {p: _spec(s) for p, _, s in S.describe(model.params, mesh)
                          if p in ("llm/layers/mlp/gate/kernel", "llm/embed_tokens", "vision/layers/mlp/fc1/kernel")},
          "gate_shard_shape": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
@@ -140,6 +147,17 @@ def test_rules_fall_back_to_replicated():
   assert S.spec_for("something/unknown", (64, 64), fake) == P()
   with pytest.raises(ValueError, match="devices"):
     S.make_mesh(data=2, tensor=4)
+  # Logical axes: swapping the logical -> mesh map re-targets every rule at once.
+  assert S.spec_for("vision/layers/attn/proj/kernel", (3, 32, 32), fake) == P(None, "tensor", "fsdp")
+  tp_only = S.logical_rules(logical={"embed": None})
+  assert S.spec_for("llm/layers/mlp/gate/kernel", (3, 64, 88), fake, tp_only) == P(None, None, "tensor")
+  with pytest.raises(KeyError, match="unknown logical"):
+    S.logical_rules(((r"x", ("nope",)),))
+  # The config field: 'data,fsdp,tensor' sizes, '' = no mesh.
+  assert S.mesh_from_spec("") is None and S.mesh_from_config({"mesh": "none"}) is None
+  assert dict(S.mesh_from_spec("-1,1,1").shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+  with pytest.raises(ValueError, match="data,fsdp,tensor"):
+    S.mesh_from_spec("2x4")
 
 
 def test_one_device_mesh_is_the_same_code_path(model_dir):

@@ -12,7 +12,8 @@ it down raises the loss). One backward pass gives all modules at once.
 
 Only the masks are differentiated (params and batch are ordinary jit arguments, never
 differentiated), and the layer scans are rematerialised by default (`Decoder.remat`), so memory
-stays at one layer's activations plus the per-layer carry.
+stays at one layer's activations plus the per-layer carry. A model `on_mesh` runs the same
+gradient as a jit with explicit shardings (params per its rules, batch split on B, result replicated).
 
 Example:
 
@@ -41,10 +42,23 @@ def answer_nll(logits, input_ids, answer_mask):
   return -jnp.sum(jnp.where(answer_mask[:, 1:], target, 0.0))
 
 
+def _loss(module, masks, params, batch, answer_mask):
+  return answer_nll(forward(module, params, batch, masks).logits, batch["input_ids"], answer_mask)
+
+
 def _grad_fn(module):
-  def loss(masks, params, batch, answer_mask):
-    return answer_nll(forward(module, params, batch, masks).logits, batch["input_ids"], answer_mask)
-  return jax.jit(jax.grad(loss))
+  return jax.jit(jax.grad(functools.partial(_loss, module)))
+
+
+def _mesh_grad_fn(model, module):
+  """On `model.mesh`: params per `model.rules`, batch and answer_mask split on B, ones-masks and
+  the gradients replicated."""
+  from mmneuron_jax import sharding
+  grad = jax.grad(functools.partial(_loss, module))
+  step = sharding.ShardedStep(lambda params, batch, answer_mask, masks: grad(masks, params, batch, answer_mask),
+                              model.mesh, ("batch", "batch", "replicated"), None, model.rules)
+  return lambda masks, params, batch, answer_mask: sharding.replicated_to_host(
+      step(params, batch, np.asarray(answer_mask), masks))
 
 
 def grad_importance(model, params, batch, answer_mask, modules=("llm",), remat: bool = True) -> dict:
@@ -58,7 +72,12 @@ def grad_importance(model, params, batch, answer_mask, modules=("llm",), remat: 
   for name in modules:
     if name not in model.probe_modules:
       raise KeyError(f"grad_importance: unknown module {name!r}; probe modules are {sorted(model.probe_modules)}")
-  device_batch = model.device_batch(batch)
+  mesh = getattr(model, "mesh", None)
+  if mesh is None:
+    device_batch = model.device_batch(batch)
+  else:
+    from mmneuron_jax.sharding import host_batch
+    device_batch = host_batch(model, batch)
   am = np.asarray(answer_mask)
   ids_shape = tuple(device_batch["input_ids"].shape)
   if am.shape != ids_shape:
@@ -70,7 +89,12 @@ def grad_importance(model, params, batch, answer_mask, modules=("llm",), remat: 
     raise ValueError("answer_mask marks padding positions (attention_mask == 0)")
   key = ("grad_importance", modules, bool(remat))
   if key not in model._jitted:
-    model._jitted[key] = _grad_fn(model.module.clone(capture=(), remat=bool(remat)))
-  masks = {name: jnp.ones(model.probe_modules[name], jnp.float32) for name in modules}
-  grads = model._jitted[key](masks, params, device_batch, jnp.asarray(am))
+    module = model.module.clone(capture=(), remat=bool(remat))
+    model._jitted[key] = _grad_fn(module) if mesh is None else _mesh_grad_fn(model, module)
+  if mesh is None:
+    masks = {name: jnp.ones(model.probe_modules[name], jnp.float32) for name in modules}
+    grads = model._jitted[key](masks, params, device_batch, jnp.asarray(am))
+  else:
+    masks = {name: np.ones(model.probe_modules[name], np.float32) for name in modules}
+    grads = model._jitted[key](masks, params, device_batch, am)
   return {name: grads[name] for name in modules}

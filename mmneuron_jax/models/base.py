@@ -63,7 +63,21 @@ class Model:
   probe_modules: dict
   prepare_fn: Callable[[dict], dict]
   groups_fn: Callable[..., dict]
+  mesh: Any = None   # a jax.sharding.Mesh after `on_mesh`; None: plain single-device jits
+  rules: Any = None  # the param sharding rules on `mesh` (sharding.DEFAULT_RULES by default)
   _jitted: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def on_mesh(self, mesh, rules=None) -> "Model":
+    """This model on `mesh` (`mmneuron_jax.sharding.make_mesh`): params placed per the logical
+    `rules`; `apply` (masks, capture, probes such as MinerScores, lens), `generate` and
+    `analysis.importance.grad_importance` then run as jits with explicit in/out shardings
+    (batch over data+fsdp). mesh None -> self (the plain path)."""
+    if mesh is None:
+      return self
+    from mmneuron_jax import sharding
+    rules = sharding.DEFAULT_RULES if rules is None else rules
+    return dataclasses.replace(self, params=sharding.place_params(self.params, mesh, rules), mesh=mesh,
+                               rules=rules, _jitted={})
 
   def prepare(self, batch: dict) -> dict:
     """Host-side preprocessing (anyres indices etc.); idempotent."""
@@ -100,9 +114,19 @@ class Model:
   def apply(self, params, batch, masks=None, capture=(), probe=None, lens=None) -> Output:
     """batch: HF-named arrays; masks {module: float[L, F]}; capture module names; probe
     {module: probe pytree}; lens: `Lens`. See DESIGN.md."""
+    if self.mesh is not None:
+      return self._mesh_forward(capture)(params, batch, masks, probe, lens)
     self.check_masks(masks)
     masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
     return self.jitted_forward(capture)(params, self.device_batch(batch), masks, probe, lens)
+
+  def _mesh_forward(self, capture=()):
+    from mmneuron_jax import sharding
+    key = ("mesh", tuple(sorted(capture)))
+    if key not in self._jitted:
+      fn = sharding.sharded_forward(self, self.mesh, capture, rules=self.rules)
+      self._jitted[key] = lambda *args: sharding.replicated_to_host(fn(*args))
+    return self._jitted[key]
 
   def generate(self, params, batch, max_new_tokens=32, masks=None, **kwargs):
     """Greedy (or seeded sampling) generation with a KV cache; see models/generate.py."""

@@ -5,9 +5,10 @@ cumsum(attention_mask) - 1 for the prompt, then one more per new token. Family h
 with `generation_keeps_position_ids = True` prefills with its prepared `position_ids` (e.g.
 Qwen2-VL M-RoPE int[3, B, T]); each new token then takes the last prompt position + 1 + i on
 every stream (HF's rope deltas).
-"""
-import functools
 
+On a model `on_mesh`, the same function runs as a jit with explicit in/out shardings (params per
+the model's rules, prompts split on the batch axis, masks replicated, tokens split on B).
+"""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,8 +28,8 @@ def _pick(logits, key, temperature):
   return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _generate(module, params, batch, max_new_tokens, temperature, masks, eos_ids, seed):
+def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eos_ids, seed):
+  """Prefill + `max_new_tokens` cached decode steps -> int32[B, max_new_tokens] (-1 after EOS)."""
   ids = batch["input_ids"]
   am = batch["attention_mask"]
   b, t = ids.shape
@@ -61,12 +62,34 @@ def _generate(module, params, batch, max_new_tokens, temperature, masks, eos_ids
   return tokens.T
 
 
+_generate = jax.jit(_generate_impl, static_argnums=(0, 3, 4))
+
+
+def _mesh_step(model, module, max_new_tokens, temperature):
+  """`_generate_impl` on `model.mesh` with explicit shardings: params per `model.rules`, batch
+  split on its batch axis, masks / eos / seed replicated, tokens [B, N] split on B."""
+  from mmneuron_jax import sharding
+  key = ("generate", max_new_tokens, temperature)
+  if key not in model._jitted:
+    def fn(params, batch, masks, eos_ids, seed):
+      return _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eos_ids, seed)
+    out = lambda tokens: sharding.batch_sharding_for(tokens.shape, model.mesh, 0)
+    model._jitted[key] = sharding.ShardedStep(fn, model.mesh, ("batch", "replicated", "replicated", "replicated"),
+                                              out, model.rules)
+  return model._jitted[key]
+
+
 def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=None, pad_token_id=0,
              temperature=0.0, seed=0):
   """-> int32[B, max_new_tokens] new tokens; after a row's EOS the rest is `pad_token_id`."""
-  dev = model.device_batch(batch)
+  mesh = getattr(model, "mesh", None)
+  if mesh is None:
+    dev = model.device_batch(batch)
+  else:
+    from mmneuron_jax.sharding import host_batch
+    dev = {k: np.asarray(v) for k, v in host_batch(model, batch).items()}
   if "attention_mask" not in dev:
-    dev["attention_mask"] = jnp.ones_like(dev["input_ids"])
+    dev["attention_mask"] = jnp.ones_like(dev["input_ids"]) if mesh is None else np.ones_like(dev["input_ids"])
   if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
     raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
   if not getattr(model.module, "generation_keeps_position_ids", False):
@@ -74,7 +97,13 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
   if eos_token_id is None:
     eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)
   eos = jnp.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), jnp.int32)
-  masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
   module = model.module.clone(return_kv=True, capture=())
-  tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), float(temperature), masks, eos, seed))
+  if mesh is None:
+    masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
+    tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), float(temperature), masks, eos, seed))
+  else:
+    from mmneuron_jax.sharding import to_host
+    masks = None if masks is None else {k: np.asarray(v, np.float32) for k, v in masks.items()}
+    step = _mesh_step(model, module, int(max_new_tokens), float(temperature))
+    tokens = to_host(step(params, dev, masks, np.asarray(eos), np.asarray(seed, np.int32)))
   return np.where(tokens < 0, pad_token_id, tokens)
