@@ -110,7 +110,8 @@ class DecoderLayer(nn.Module):
       else:
         aux["probe"] = probe(neurons)
     if ctx.get("lens") is not None:
-      aux["lens"] = lens_readout(x, ctx["lens"], ctx["final_norm"], c.rms_norm_eps, ctx["unembed"], p.precision)
+      aux["lens"] = lens_readout(x, ctx["lens"], ctx["final_norm"], c.rms_norm_eps, ctx["unembed"], p.precision,
+                                 xs.get("translator"))
     if self.return_kv or xs.get("cache") is not None:
       aux["cache"] = {"k": kv["k"], "v": kv["v"]}
     return x, aux
@@ -151,10 +152,13 @@ class Decoder(nn.Module):
       unembed = self.param("lm_head", nn.initializers.normal(0.02), (c.hidden_size, c.vocab_size), p.param)
     cos, sin = rope_cos_sin(positions, inv_frequencies(c.head_dim, c.rope_theta, c.rope_linear_factor),
                             c.mrope_section)
+    xs = {}
+    if lens is not None and lens.translator is not None:  # tuned lens: per-layer maps scan with the layers
+      xs["translator"] = lens.translator
+      lens = lens.replace(translator=None)
     ctx = {"bias": bias, "cos": cos, "sin": sin, "probe": probe, "lens": lens,
            "final_norm": final_norm if lens is not None else None,
            "unembed": unembed if lens is not None else None, "cache_index": cache_index}
-    xs = {}
     if mask is not None:
       xs["mask"] = mask
     if cache is not None:
