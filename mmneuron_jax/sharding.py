@@ -126,13 +126,13 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence 
 
 
 def mesh_from_spec(spec: str, devices: Sequence | None = None) -> Mesh | None:
-  """'data,fsdp,tensor' sizes (e.g. '-1,1,1': every device on data; '2,1,4') -> `make_mesh`;
-  '' or 'none' -> None (no mesh: the plain single-device jit path)."""
+  """'data,fsdp,tensor' sizes (e.g. '-1,1,1': every device on data; '2,1,4' or '2x1x4') ->
+  `make_mesh`; '' or 'none' -> None (no mesh: the plain single-device jit path)."""
   text = str(spec or "").strip().lower()
   if text in ("", "none"):
     return None
   try:
-    sizes = [int(v) for v in text.split(",")]
+    sizes = [int(v) for v in text.replace("x", ",").split(",")]
   except ValueError:
     sizes = []
   if len(sizes) != 3:

@@ -4,7 +4,8 @@ give the same statistics as one process over all batches.
   A. host-sharded: each process takes `host_shard` of the ordered batch list, runs the sharded
      stats step on a mesh of its own 2 devices, and `reduce_stats_across_hosts` sums the hosts.
   B. one global mesh (data=2 across the processes x tensor=2 inside each) over all 4 devices:
-     params loaded with `load_hf(shardings=)`, each host passing the same global batches.
+     params loaded with `sharding.load_on_mesh`, `sharding.stats_step`, each host passing the
+     same global batches.
 Both must equal a single-process run: counts and token counts exact, sums atol 1e-4 (fp32).
 """
 import os
@@ -87,11 +88,13 @@ def run_worker(model_dir, batch_file, out_dir):
   # B: one mesh over both processes' devices; every host passes the same global batches.
   mesh = S.make_mesh(data=2, tensor=2)
   assert {d.process_index for d in mesh.devices[0].flat} == {0} and {d.process_index for d in mesh.devices[1].flat} == {1}
-  model = mmneuron_jax.load_hf(model_dir, shardings=S.shardings_for_config(config, mesh))
-  step = S.sharded_stats_step(model, NUM_GROUPS, mesh)
+  model = S.load_on_mesh(model_dir, mesh)  # = load_hf(shardings=shardings_for_config(...)).on_mesh(mesh)
+  step = S.stats_step(model, NUM_GROUPS)   # replicated results come back as this host's numpy copy
   totals = {}
   for b, g in batches:
-    totals = _add(totals, stats.flatten(S.to_host(step(model.params, b, model.token_groups(b, g)))))
+    out = step(model.params, model.device_batch(b), stats.to_device_groups(model.token_groups(b, g)))
+    assert all(isinstance(v, np.ndarray) for v in stats.flatten(out).values())
+    totals = _add(totals, stats.flatten(out))
   distributed.sync("done")
   if distributed.is_writer():
     np.savez(os.path.join(out_dir, "global.npz"), **totals)
