@@ -73,3 +73,106 @@ def residuals_at(model, params, batch, positions):
   """LLM residual stream h_l (output of layer l) at `positions` int[B, P] -> float32[L, B, P, D]."""
   out = model.apply(params, batch, lens=Lens(np.asarray(positions, np.int32), None, 1, hidden=True))
   return np.asarray(out.lens["hidden"], np.float32)
+
+
+def prompt_batches(inputs, records, prompt_fn, load_image, batch_size: int, length_multiple: int = 32):
+  """-> [(records chunk, batch padded to batch_size rows)] for prompts without answers."""
+  out = []
+  for chunk in chunks(records, batch_size):
+    batch = inputs([prompt_fn(r) for r in chunk], [load_image(r) for r in chunk])
+    out.append((chunk, pad_batch(batch, batch_size, length_multiple, None, inputs.tokenizer.pad_token_id or 0)))
+  return out
+
+
+# --------------------------------------------------------------------------- probe features
+
+POOLS = ("token", "mean")
+LABELS = ("domain", "modality")
+
+
+def parse_probe_spec(spec: str, probe_modules) -> tuple[str, str, str]:
+  """'features:pool:label' -> (features, pool, label); features 'hidden' (LLM residual stream) or a
+  probe module (its neurons); pool 'token' | 'mean' (per sample); label 'domain' | 'modality'
+  (image vs text token, LLM only, token pooling only)."""
+  parts = spec.split(":")
+  where = f"config.probes.specs entry {spec!r}"
+  if len(parts) != 3:
+    raise ValueError(f"{where}: expected 'features:pool:label', e.g. 'hidden:mean:domain'")
+  features, pool, label = parts
+  if features != "hidden" and features not in probe_modules:
+    raise ValueError(f"{where}: features must be 'hidden' or a probe module {sorted(probe_modules)}")
+  if pool not in POOLS or label not in LABELS:
+    raise ValueError(f"{where}: pool must be one of {POOLS} and label one of {LABELS}")
+  if label == "modality" and (pool != "token" or features not in ("hidden", "llm")):
+    raise ValueError(f"{where}: modality labels are per LLM token: use 'hidden:token:modality' or 'llm:token:modality'")
+  return features, pool, label
+
+
+def _pick_tokens(groups, per_sample, seed, strata=None):
+  """groups int[n] row of each token (-1 = skip) -> sorted indices of up to per_sample tokens per
+  row, split evenly over the classes of `strata` int[n] when given."""
+  strata = np.zeros_like(groups) if strata is None else np.asarray(strata)
+  keep = []
+  for row in np.unique(groups[groups >= 0]):
+    rng = np.random.default_rng([seed, int(row)])
+    classes = np.unique(strata[groups == row])
+    for c in classes:
+      idx = np.flatnonzero((groups == row) & (strata == c))
+      keep.append(rng.permutation(idx)[:max(per_sample // len(classes), 1)])
+  return np.sort(np.concatenate(keep)) if keep else np.zeros(0, int)
+
+
+def batch_features(model, params, batch, n_rows: int, features: str, pool: str, per_sample: int, seed: int):
+  """One batch -> (x float32[L, n, F], row int[n], is_image bool[n] (LLM tokens; False elsewhere)).
+
+  hidden: the residual stream at sampled positions ('token': stratified over image / text tokens;
+  'mean': the mean over up to `per_sample` uniformly sampled valid positions);
+  module neurons: 'mean' = in-scan per-row means (GroupStats over row ids), 'token' = captured
+  neurons at sampled tokens (small inputs)."""
+  from mmneuron_jax.nn.probes import GroupStats
+  ids = np.asarray(batch["input_ids"])
+  image_id = model.config.get("image_token_index", model.config.get("image_token_id"))
+  is_image_tok = ids == image_id
+  rows = np.where(np.arange(ids.shape[0]) < n_rows, np.arange(ids.shape[0]), -1).astype(np.int32)
+  if features == "hidden":
+    am = np.asarray(batch["attention_mask"]).astype(bool) & (rows >= 0)[:, None]
+    strata = np.where(am, is_image_tok.astype(int), -1) if pool == "token" else None
+    positions = sample_positions(am, per_sample, seed, labels=strata)
+    h = residuals_at(model, params, batch, positions)  # [L, B, P, D]
+    valid = positions >= 0
+    img = np.take_along_axis(is_image_tok, np.maximum(positions, 0), axis=1)
+    if pool == "mean":
+      x = (h * valid[None, ..., None]).sum(2) / np.maximum(valid.sum(1), 1)[None, :, None]
+      return x[:, :n_rows], np.arange(n_rows), np.zeros(n_rows, bool)
+    r = np.repeat(np.arange(ids.shape[0])[:, None], positions.shape[1], 1)
+    return h[:, valid], r[valid], img[valid]
+  groups = model.token_groups(batch, rows)[features]
+  if pool == "mean":
+    out = model.apply(params, batch, probe={features: GroupStats(np.asarray(groups, np.int32), ids.shape[0])})
+    stats = out.probe[features]
+    x = np.asarray(stats["sum"]) / np.maximum(np.asarray(stats["tokens"]), 1)[..., None]
+    return x[:, :n_rows], np.arange(n_rows), np.zeros(n_rows, bool)
+  acts = np.asarray(model.apply(params, batch, capture=(features,)).aux[features])
+  flat_groups = np.asarray(groups).reshape(-1)
+  pick = _pick_tokens(flat_groups, per_sample, seed, is_image_tok.reshape(-1) if features == "llm" else None)
+  x = acts.reshape(acts.shape[0], -1, acts.shape[-1])[:, pick]
+  img = is_image_tok.reshape(-1)[pick] if features == "llm" else np.zeros(len(pick), bool)
+  return x, flat_groups[pick], img
+
+
+def probe_dataset(model, params, batches, domains, spec: str, per_sample: int, seed: int = 0) -> dict:
+  """batches: [(records, padded batch)] -> {'x': float32[L, N, F], 'y': int[N], 'sample': int[N],
+  'classes': [names]} for one probe spec (see `parse_probe_spec`)."""
+  features, pool, label = parse_probe_spec(spec, model.probe_modules)
+  xs, ys, samples = [], [], []
+  offset = 0
+  for b, (recs, batch) in enumerate(batches):
+    x, rows, img = batch_features(model, params, batch, len(recs), features, pool, per_sample, seed + b)
+    xs.append(x)
+    samples.append(offset + rows)
+    ys.append(img.astype(np.int64) if label == "modality" else
+              np.array([domains.index(recs[r].domain) for r in rows], np.int64))
+    offset += len(recs)
+  classes = ["text", "image"] if label == "modality" else list(domains)
+  return {"x": np.concatenate(xs, axis=1), "y": np.concatenate(ys), "sample": np.concatenate(samples),
+          "classes": classes}
