@@ -5,6 +5,15 @@ from mmneuron_jax.nn.layers import Dense, activation
 from mmneuron_jax.nn.policy import Policy
 
 
+def apply_mask(a, mask):
+  """Neuron mask on a float[..., F]: float[F] multiplies (1 keeps, 0 deactivates); a pair
+  (scale float[F], offset float[F]) gives a * scale + offset (e.g. MINER's 'set to the minimum')."""
+  if isinstance(mask, (tuple, list)):
+    scale, offset = mask
+    return a * scale.astype(a.dtype) + offset.astype(a.dtype)
+  return a * mask.astype(a.dtype)
+
+
 class GatedMLP(nn.Module):
   """SwiGLU: down(act(gate(x)) * up(x)). The neuron is act(gate(x)), before the product."""
   hidden: int
@@ -14,11 +23,11 @@ class GatedMLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask=None):
-    """x float[B, T, D], mask float[F] or None -> (y float[B, T, D], neurons float[B, T, F])."""
+    """x float[B, T, D], mask float[F], (scale, offset) or None -> (y float[B, T, D], neurons float[B, T, F])."""
     p = self.policy
     a = activation(self.act)(Dense(self.hidden, self.use_bias, p, name="gate")(x))
     if mask is not None:
-      a = a * mask.astype(a.dtype)
+      a = apply_mask(a, mask)
     y = Dense(x.shape[-1], self.use_bias, p, name="down")(a * Dense(self.hidden, self.use_bias, p, name="up")(x))
     return y, a
 
@@ -33,10 +42,10 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask=None):
-    """x float[..., D], mask float[F] or None -> (y float[..., D_out], neurons float[..., F])."""
+    """x float[..., D], mask float[F], (scale, offset) or None -> (y float[..., D_out], neurons float[..., F])."""
     p = self.policy
     a = activation(self.act)(Dense(self.hidden, self.use_bias, p, name="fc1")(x))
     if mask is not None:
-      a = a * mask.astype(a.dtype)
+      a = apply_mask(a, mask)
     y = Dense(self.out_features or x.shape[-1], self.use_bias, p, name="fc2")(a)
     return y, a

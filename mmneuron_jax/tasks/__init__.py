@@ -2,6 +2,7 @@
 import importlib
 
 TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
+TASKS["miner"] = "mmneuron_jax.tasks.miner"
 
 
 def run(config, workdir: str):

@@ -1,0 +1,39 @@
+"""Shared MINER defaults (REFERENCE.md, "MINER"); the experiment files override a few fields.
+
+The model family is ONE field (`model.family`: qwen2_vl | qwen2_audio); everything else (chat template,
+token ids, demo model) follows from it. `arg` is parsed like `configs/mmneuron_base.py`:
+`--config=configs/miner_qwen2_vl_7b.py:select.ratio=0.01,select.strategy=adaptive`.
+"""
+import ml_collections
+
+from configs.mmneuron_base import apply_arg  # noqa: F401  (re-exported for the experiment files)
+
+# The six MINER benchmarks (data/miner_benchmarks.py) and which families can take them.
+BENCHMARKS = {"qwen2_vl": ("text_vqa", "coco_caption", "mmlu"), "qwen2_audio": ("libri", "vocal_sound", "mmlu")}
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.task = "miner"
+  c.seed = 0
+  # 'scores' only, or the whole study ('scores', 'select', 'deactivate').
+  c.stages = ("scores", "select", "deactivate")
+  c.model = ml_collections.ConfigDict(dict(family="qwen2_vl", path="", id="", dtype="float32", compute_dtype="",
+                                           seed=0))
+  # source: 'demo' (bundled synthetic samples) or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));
+  # a dataset's path is data.paths.<name>, else <data.root>/<name>. n_per_dataset 0 = all.
+  c.data = ml_collections.ConfigDict(dict(source="demo", root="", datasets=["image_qa", "caption", "text_mc"],
+                                          n_per_dataset=0, seed=0))
+  c.data.paths = ml_collections.ConfigDict()
+  # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).
+  c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_multiple=64, commit_every=10,
+                                            flat_rtol=1e-5, grad=False))
+  # Stages 3-4: weights = a miner.WEIGHT_PRESETS name or 5 numbers over [prob, mean, max, attn_k, attn_q]
+  # ('0,0.25,0.25,0.5,0' on the command line); grad_weight adds the gradient score.
+  c.select = ml_collections.ConfigDict(dict(split="special_text_separate", weights="default", grad_weight=0.0,
+                                            strategy="LA_MU", ratio=0.02, seed=2024))
+  # Deactivation: conditions none | all | <modality> | complement | random; value 'zero' or 'min'.
+  c.deactivate = ml_collections.ConfigDict(dict(conditions=("none", "all", "random"), value="zero",
+                                                n_per_dataset=0, batch_size=4, length_multiple=32,
+                                                max_new_tokens=128, temperature=0.0))
+  return c

@@ -1,0 +1,100 @@
+"""A deterministic synthetic MINER demo set: two image datasets and one text-only dataset.
+
+- `image_qa` (TextVQA-like): a question about a synthetic image from `data/demo.py`; VQA accuracy.
+- `caption` (COCO-like): "Describe the image briefly." with a caption built from the generator's
+  facts; scored by ANLS (a string stand-in for CIDEr, which the benchmark metrics provide).
+- `text_mc` (MMLU-like): a text-only arithmetic multiple-choice question; letter accuracy.
+Images are resized to `IMAGE_SIZE` so every batch has the same vision shapes. Sample i of a
+dataset depends only on (seed, dataset, i).
+"""
+import io
+
+import numpy as np
+
+from mmneuron_jax.data import demo, metrics
+from mmneuron_jax.data.miner_samples import MinerSample
+
+IMAGE_SIZE = (84, 84)  # (h, w): 6x6 patches of 14 px -> 9 merged Qwen2-VL tokens
+DATASETS = ("image_qa", "caption", "text_mc")
+PRIMARY = {"image_qa": "vqa_accuracy", "caption": "anls", "text_mc": "letter_accuracy"}
+CAPTION_PROMPT = "Describe the image briefly."
+MC_SUFFIX = "Answer with the option's letter from the given choices directly."
+_DOMAIN_CYCLE = ("common-scenes", "auto-driving", "remote-sensing", "documents", "medical")
+
+
+def _resized_png(image_bytes: bytes) -> bytes:
+  from PIL import Image
+  with Image.open(io.BytesIO(image_bytes)) as im:
+    small = im.convert("RGB").resize(IMAGE_SIZE[::-1], Image.BICUBIC)
+  buf = io.BytesIO()
+  small.save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def caption_of(domain: str, facts: dict) -> str:
+  """A short caption from a demo generator's facts."""
+  if domain == "documents":
+    return f"a document titled {facts['title'].lower()}"
+  if domain == "auto-driving":
+    return f"a road with {facts['cars']} cars"
+  if domain == "remote-sensing":
+    return "an aerial view of fields" + (" with a road" if facts["road"] else "")
+  if domain == "medical":
+    return f"a scan with {len(facts['lesions'])} bright lesions"
+  return f"a room with {len(facts['objects'])} objects"
+
+
+def _image_sample(name: str, i: int, seed: int) -> MinerSample:
+  domain = _DOMAIN_CYCLE[i % len(_DOMAIN_CYCLE)]
+  rec = demo.demo_sample(domain, i // len(_DOMAIN_CYCLE), seed + (0 if name == "image_qa" else 1000))
+  image = _resized_png(rec.image_bytes)
+  if name == "caption":
+    return MinerSample(id=f"caption-{i:04d}", dataset=name, prompt=CAPTION_PROMPT,
+                       answers=(caption_of(domain, rec.meta["facts"]),), images=(image,), meta={"domain": domain})
+  prompt = rec.question
+  if rec.choices:
+    prompt += "\n" + "\n".join(f"{'ABCD'[k]}. {c}" for k, c in enumerate(rec.choices)) + "\n" + MC_SUFFIX
+  return MinerSample(id=f"image_qa-{i:04d}", dataset=name, prompt=prompt, answers=tuple(rec.answers),
+                     images=(image,), choices=None if rec.choices is None else tuple(rec.choices),
+                     meta={"domain": domain})
+
+
+def _text_sample(i: int, seed: int) -> MinerSample:
+  rng = np.random.default_rng([seed, 7, i])
+  a, b = (int(v) for v in rng.integers(1, 10, 2))
+  right = a + b
+  wrong = [v for v in range(max(2, right - 4), right + 5) if v != right]
+  options = [right] + [int(v) for v in rng.choice(wrong, size=3, replace=False)]
+  options = [options[k] for k in rng.permutation(4)]
+  letter = "ABCD"[options.index(right)]
+  prompt = f"What is {a} plus {b}?\n" + "\n".join(f"{'ABCD'[k]}. {v}" for k, v in enumerate(options)) + \
+      "\n" + MC_SUFFIX
+  return MinerSample(id=f"text_mc-{i:04d}", dataset="text_mc", prompt=prompt, answers=(letter,),
+                     choices=tuple(str(v) for v in options))
+
+
+def demo_dataset(name: str, n: int, seed: int = 0) -> list:
+  """The first `n` samples of demo dataset `name` (one of DATASETS)."""
+  if name not in DATASETS:
+    raise ValueError(f"unknown demo dataset {name!r}; demo datasets are {list(DATASETS)}")
+  if name == "text_mc":
+    return [_text_sample(i, seed) for i in range(n)]
+  return [_image_sample(name, i, seed) for i in range(n)]
+
+
+def score(name: str, prediction: str, sample) -> dict:
+  """{metric: value in [0, 1], 'primary': the dataset's metric} for one prediction."""
+  answers = list(sample.answers)
+  out = {"exact_match": metrics.exact_match(prediction, answers)}
+  primary = PRIMARY.get(name, "exact_match")
+  out[primary] = metrics.METRICS[primary](prediction, answers)
+  out["primary"] = out[primary]
+  return out
+
+
+def texts(samples) -> list:
+  """Every prompt and answer (for a demo tokenizer's vocabulary)."""
+  out = []
+  for s in samples:
+    out += [s.prompt, *s.answers, *(s.choices or ())]
+  return out

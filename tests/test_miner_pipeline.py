@@ -1,0 +1,216 @@
+"""The MINER task on the embedded demo (tiny Qwen2-VL, synthetic image / text samples):
+a smoke run through `tasks.run` whose outputs are checked against plain-numpy recomputations
+(stage 3 from the stored sums, stage 4 budgets per strategy), the affine 'min' deactivation, and
+a stage-2 run SIGKILLed midway that resumes to sums bit-identical to an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from configs import miner_qwen2_vl_demo
+from mmneuron_jax import tasks
+from mmneuron_jax.analysis import miner
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.io.stats_store import StatsStore
+from mmneuron_jax.tasks import miner as miner_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Small overrides: 4 samples per dataset in batches of 2 (2 batches each), no gradient score,
+# short generations. image_qa and caption share compiled shapes; text_mc adds one more.
+OVERRIDES = {"data.n_per_dataset": 4, "scores.batch_size": 2, "scores.grad": False, "deactivate.n_per_dataset": 2,
+             "deactivate.max_new_tokens": 3, "deactivate.conditions": ("none", "all", "image", "random")}
+
+
+def small_config():
+  c = miner_qwen2_vl_demo.get_config()
+  for key, value in OVERRIDES.items():
+    node, leaf = key.split(".")
+    c[node][leaf] = value
+  return c
+
+
+def scores_command(workdir):
+  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items() if k.startswith(("data.", "scores."))]
+  return [sys.executable, os.path.join(ROOT, "launch", "main.py"),
+          f"--config={os.path.join(ROOT, 'configs', 'miner_qwen2_vl_demo.py')}", f"--workdir={workdir}",
+          "--config.stages=('scores',)", *flags]
+
+
+def cursor(workdir, dataset):
+  try:
+    with open(os.path.join(workdir, "stats", dataset, "state.json")) as f:
+      return json.load(f)["cursor"]
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A stage-2 run SIGKILLed after its first committed batch, then the whole study run in-process
+  in the same directory (resuming stage 2), with value='min' deactivation."""
+  workdir = str(tmp_path_factory.mktemp("miner") / "run")
+  env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(scores_command(workdir), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while cursor(workdir, "image_qa") < 1 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert proc.poll() is None, "the scores run ended before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert cursor(workdir, "text_mc") < 2, "killed after the end"
+  config = small_config()
+  config.deactivate.value = "min"
+  report = tasks.run(config, workdir)
+  assert report == os.path.join(workdir, "report.md")
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def model_inputs(run_dir):
+  import mmneuron_jax
+  from mmneuron_jax.tasks import miner_inputs
+  path = os.path.join(run_dir, "demo_checkpoint")
+  return mmneuron_jax.load_hf(path), miner_inputs.family_inputs("qwen2_vl", path)
+
+
+def stored_totals(workdir, dataset):
+  path = os.path.join(workdir, "stats", dataset)
+  return StatsStore(path, json.load(open(os.path.join(path, "state.json")))).totals()
+
+
+def test_report_plots_and_files(run_dir):
+  text = open(os.path.join(run_dir, "report.md")).read()
+  for section in ("## Data", "## Scores", "## Selected neurons", "### Overlap per layer", "## Deactivation"):
+    assert section in text
+  plots = set(os.listdir(os.path.join(run_dir, "plots")))
+  assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png"}
+  for name in plots:
+    assert open(os.path.join(run_dir, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  loaded = miner_task.load_results(run_dir)
+  assert set(loaded["sets"]) == set(miner.STRATEGIES) | {"chosen"}
+  assert loaded["scores"]["combined"].shape == (3, 3, 128)
+  assert os.path.getsize(os.path.join(run_dir, "neurons", "llm.pt")) > 0
+
+
+def test_budgets_per_strategy(run_dir):
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  names = results["modalities"]
+  assert names == ["text", "special", "image"]  # video / audio never occur in these datasets
+  M, L, F = len(names), results["layers"], results["width"]
+  K = int(0.05 * L * F)
+  assert results["K"] == K == 19
+  sets = {s: NeuronSet.load(os.path.join(run_dir, "neurons", "strategies", f"llm_{s}.json")) for s in miner.STRATEGIES}
+  for s, ns in sets.items():
+    assert ns.group_names == names and ns.sizes() == results["strategies"][s]["sizes"], s
+  assert all(n == K // M for n in sets["LA_MU"].sizes().values())
+  assert (sets["LU_MA"].mask.sum(axis=(0, 2)) == K // L).all()
+  adaptive = sets["adaptive"].mask
+  assert adaptive.sum() == K and adaptive.sum(0).max() == 1  # disjoint
+  assert (sets["uniform"].mask.sum(-1) == K // (M * L)).all()
+  rand = sets["random"].mask
+  assert (rand == rand[:1]).all() and 0 < rand[0].sum() <= K
+  chosen = NeuronSet.load(os.path.join(run_dir, "neurons", "llm.json"))
+  np.testing.assert_array_equal(chosen.mask, sets["LA_MU"].mask)
+  overlap = np.asarray(results["overlap"]["per_layer"])
+  np.testing.assert_array_equal(overlap, np.einsum("alf,blf->abl", chosen.mask.astype(int), chosen.mask.astype(int)))
+
+
+def test_stage3_and_selection_match_numpy(run_dir):
+  """Dataset means, cross-dataset means (over datasets where the modality occurs), the default
+  weights and LA_MU, recomputed in numpy from the stored per-dataset sums."""
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  totals = {d: stored_totals(run_dir, d) for d in results["datasets"]}
+  for d, t in totals.items():
+    assert int(t["samples"][0]) == results["datasets"][d]["samples"] == 4
+  total, count = 0.0, 0
+  for t in totals.values():
+    mean = t["score_sum"] / t["samples"][0]                   # [5, M, L, F]
+    present = t["present"] > 0
+    total = total + mean * present[None, :, None, None]
+    count = count + present
+  agg = total / np.maximum(count, 1)[None, :, None, None]
+  combined = 0.25 * agg[1] + 0.25 * agg[2] + 0.5 * agg[3]
+  with np.load(os.path.join(run_dir, "scores.npz")) as z:
+    np.testing.assert_allclose(z["combined"], combined, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(z["aggregated"], agg, rtol=1e-6, atol=1e-7)
+  M, L, F = combined.shape
+  per = int(0.05 * L * F) // M
+  chosen = NeuronSet.load(os.path.join(run_dir, "neurons", "llm.json")).mask
+  for m in range(M):
+    flat = combined[m].reshape(-1).astype(np.float32)
+    top = np.argsort(-flat, kind="stable")[:per]
+    np.testing.assert_array_equal(np.flatnonzero(chosen[m].reshape(-1)), np.sort(top))
+  text_mc = totals["text_mc"]
+  assert text_mc["present"][2] == 0 and not text_mc["score_sum"][:, 2].any()  # no image in text-only samples
+  assert (np.isfinite(text_mc["layer_min"]) & (text_mc["layer_min"] < 0)).all()  # SiLU minima
+
+
+def test_deactivation_rows(run_dir):
+  rows = json.load(open(os.path.join(run_dir, "deactivation.json")))["rows"]
+  assert [(r["dataset"], r["condition"]) for r in rows] == [
+      (d, c) for d in ("image_qa", "caption", "text_mc") for c in ("none", "all", "image", "random")]
+  chosen = NeuronSet.load(os.path.join(run_dir, "neurons", "llm.json"))
+  union = int(chosen.mask.any(0).sum())
+  for r in rows:
+    want = {"none": 0, "all": union, "random": union, "image": chosen.sizes()["image"]}[r["condition"]]
+    assert r["neurons_off"] == want and r["n"] == 2 and 0.0 <= r["primary"] <= 1.0
+
+
+def test_min_value_masks(run_dir, model_inputs):
+  """value='min': the selected neurons read their layer's stage-2 minimum at every position
+  (captured neurons), and the identity affine mask (1, 0) of 'none' generates what no mask does."""
+  from mmneuron_jax.data import miner_demo
+  from mmneuron_jax.tasks import miner_deactivation
+  from mmneuron_jax.tasks.miner_inputs import pad_to
+  model, inputs = model_inputs
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  chosen = NeuronSet.load(os.path.join(run_dir, "neurons", "llm.json"))
+  layer_min = np.asarray(results["layer_min"])
+  totals = [stored_totals(run_dir, d)["layer_min"] for d in results["datasets"]]
+  np.testing.assert_array_equal(layer_min, np.concatenate(totals).min(0))
+  scale, offset = miner_deactivation.condition_masks("all", chosen.mask, chosen.group_names, "min", layer_min, 0)
+  off = chosen.mask.any(0)
+  np.testing.assert_array_equal(scale, np.where(off, 0.0, 1.0))
+  np.testing.assert_allclose(offset, np.where(off, layer_min[:, None], 0.0).astype(np.float32))
+  samples = miner_demo.demo_dataset("image_qa", 2)
+  batch = inputs.batch(samples, "right")
+  out = model.jitted_forward(capture=("llm",))(model.params, model.device_batch(batch), {"llm": (scale, offset)},
+                                               None, None)
+  acts = np.asarray(out.aux["llm"])                             # [L, B, T, F]
+  valid = batch["attention_mask"].astype(bool)
+  for l in range(acts.shape[0]):
+    np.testing.assert_allclose(acts[l][valid][:, off[l]], np.full((valid.sum(), off[l].sum()), layer_min[l]),
+                               rtol=1e-6)
+  predictions = json.load(open(os.path.join(run_dir, "deactivation.json")))["predictions"]
+  left, _ = pad_to(inputs.batch(samples, "left"), None, 32, inputs.pad_id, "left")  # as the run pads
+  plain = model.generate(model.params, left, max_new_tokens=3, eos_token_id=inputs.eos_ids(),
+                         pad_token_id=inputs.pad_id)
+  assert inputs.decode(np.where(plain == inputs.pad_id, -1, plain)) == predictions["image_qa|none"]
+
+
+def test_killed_scores_run_resumed_bit_identical(run_dir, model_inputs):
+  """The resumed per-dataset sums equal an uninterrupted in-process recomputation (every batch's
+  partial sums added in order, no store) bit for bit: nothing lost, nothing counted twice."""
+  from mmneuron_jax.data import miner_demo
+  from mmneuron_jax.tasks import miner_scores
+  model, inputs = model_inputs
+  config = small_config()
+  modalities = ("text", "special", "image")
+  for dataset in ("image_qa", "caption"):  # the interrupted one, and one run after the resume
+    samples = miner_demo.demo_dataset(dataset, 4)
+    batches = miner_scores.plan(len(samples), config.scores.batch_size)
+    step = miner_scores.make_step_fn(model, model.params, inputs, samples, modalities, inputs.token_ids(),
+                                     config.scores, len(batches))
+    stored = stored_totals(run_dir, dataset)
+    want = {k: np.zeros_like(v) for k, v in stored.items()}
+    for b in batches:
+      want = {k: want[k] + np.asarray(v).astype(want[k].dtype) for k, v in step(b).items()}
+    assert sorted(want) == sorted(stored)
+    for name in want:
+      np.testing.assert_array_equal(stored[name], want[name], err_msg=f"{dataset}/{name}")
