@@ -3,6 +3,7 @@ import importlib
 
 TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
 TASKS["miner"] = "mmneuron_jax.tasks.miner"
+TASKS["compare"] = "mmneuron_jax.tasks.compare"
 
 
 def run(config, workdir: str):

@@ -1,0 +1,93 @@
+"""Cross-run neuron-set comparison (`analysis/compare.py`, `tasks/compare.py`) against plain-numpy /
+plain-Python references: depth histograms from a fine grid of points, Jaccard from Python sets."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import compare_runs
+from mmneuron_jax import tasks
+from mmneuron_jax.analysis import compare
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
+
+
+def random_mask(groups, layers, width, rate, seed):
+  return np.random.default_rng(seed).random((groups, layers, width)) < rate
+
+
+def depth_reference(mask, bins):
+  """Each layer's neurons spread over `bins` evenly spaced points of its depth interval; count the
+  points falling in each bin (the grid has L * bins points, so every point lies inside one bin)."""
+  G, L, _ = mask.shape
+  out = np.zeros((G, bins))
+  for g in range(G):
+    for l in range(L):
+      n = mask[g, l].sum()
+      for p in range(bins):
+        depth = (l + (p + 0.5) / bins) / L
+        out[g, int(depth * bins)] += n / bins
+  total = out.sum(1, keepdims=True)
+  return np.where(total > 0, out / np.where(total > 0, total, 1), 0)
+
+
+@pytest.mark.parametrize("layers,bins", [(28, 10), (3, 10), (32, 7), (1, 4)])
+def test_depth_histogram_matches_reference(layers, bins):
+  mask = random_mask(3, layers, 40, 0.1, seed=layers)
+  mask[2] = False  # an empty group stays zeros
+  np.testing.assert_allclose(compare.depth_histogram(mask, bins), depth_reference(mask, bins), atol=1e-12)
+  np.testing.assert_allclose(compare.depth_weights(layers, bins).sum(1), 1.0)
+
+
+def test_flat_set_gives_flat_histogram():
+  mask = np.ones((1, 28, 5), bool)
+  np.testing.assert_allclose(compare.depth_histogram(mask, 10), np.full((1, 10), 0.1))
+
+
+def test_jaccard_matches_python_sets():
+  a, b = random_mask(3, 4, 50, 0.2, 1), random_mask(2, 4, 50, 0.3, 2)
+  sets = lambda m: {(l, j) for l, j in zip(*np.nonzero(m))}
+  want = [[len(sets(x) & sets(y)) / len(sets(x) | sets(y)) for y in b] for x in a]
+  np.testing.assert_allclose(compare.cross_jaccard(a, b), want)
+  per_layer = compare.cross_jaccard(a, b, per_layer=True)
+  for i in range(3):
+    for j in range(2):
+      for l in range(4):
+        x, y = set(np.flatnonzero(a[i, l])), set(np.flatnonzero(b[j, l]))
+        assert per_layer[i, j, l] == pytest.approx(len(x & y) / len(x | y) if x | y else 0.0)
+        assert compare.jaccard_per_layer(a[i], b[j])[l] == pytest.approx(per_layer[i, j, l])
+  assert compare.jaccard(a[0], a[0]) == 1.0 and compare.jaccard(np.zeros(3, bool), np.zeros(3, bool)) == 0.0
+  np.testing.assert_allclose(np.diag(compare.pairwise_jaccard(a)), 1.0)
+  with pytest.raises(ValueError, match="same"):
+    compare.cross_jaccard(a, random_mask(1, 5, 50, 0.2, 3))
+
+
+def write_run(root, name, groups, layers, width, method, seed, model="m"):
+  mask = random_mask(len(groups), layers, width, 0.05, seed)
+  s = NeuronSet(model_id=model, module="llm", group_names=groups, layers=layers, width=width, mask=mask,
+                meta={"method": method})
+  os.makedirs(os.path.join(root, name, "neurons"))
+  s.save(os.path.join(root, name, "neurons", "llm.json"))
+  return os.path.join(root, name), s
+
+
+def test_compare_task_report(tmp_path):
+  miner_run, miner_set = write_run(tmp_path, "miner", ["text", "image"], 6, 64, "miner", 1)
+  dape_run, dape_set = write_run(tmp_path, "dape", ["medical", "documents", "driving"], 6, 64, "dape", 2)
+  other_run, _ = write_run(tmp_path, "other", ["text", "audio"], 9, 32, "miner", 3, model="m2")
+  config = compare_runs.get_config()
+  config.compare.runs = (miner_run, dape_run, other_run)
+  config.compare.bins = 5
+  report = tasks.run(config, str(tmp_path / "out"))
+  text = open(report).read()
+  assert "Distribution by relative depth" in text and "Overlap between sets of the same module shape" in text
+  result = json.load(open(tmp_path / "out" / "compare.json"))
+  assert [r["layers"] for r in result["runs"]] == [6, 6, 9]
+  assert len(result["cross"]) == 1  # only the two 6 x 64 sets can be overlapped neuron by neuron
+  np.testing.assert_allclose(result["cross"][0]["jaccard"], compare.cross_jaccard(miner_set.mask, dape_set.mask))
+  np.testing.assert_allclose(result["runs"][1]["depth_histogram"], depth_reference(dape_set.mask, 5), atol=1e-12)
+  for name in os.listdir(tmp_path / "out" / "plots"):
+    assert open(tmp_path / "out" / "plots" / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  config.compare.runs = (str(tmp_path / "missing"),)
+  with pytest.raises(FileNotFoundError, match="neurons/llm.json"):
+    tasks.run(config, str(tmp_path / "out2"))
