@@ -12,18 +12,26 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "mmneuron"
   c.seed = 0
+  # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
+  # `sharding.mesh_from_config(c)`; every analysis step then runs sharded on it (sharding.py).
+  c.mesh = "-1,1,1"
   # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens').
   c.stages = ("stats", "select", "eval", "lens")
-  c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0))
+  # demo: the family of the embedded tiny checkpoint built when `path` is empty (llava_next, instructblip).
+  c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0,
+                                           demo="llava_next"))
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
                                           domains=list(DOMAINS)))
   # positions: 'all' (paper: image, text and BOS tokens) or 'image'.
   c.stats = ml_collections.ConfigDict(dict(positions="all", max_samples_per_domain=0,
                                            vision_tokens_per_domain=100_000, batch_size=8, commit_every=10))
   c.dape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
+  # template / style: data/prompts.py ('' = the model family's default, tasks/families.py).
   c.eval = ml_collections.ConfigDict(dict(n_per_domain=1001, batch_size=8, max_new_tokens=32, temperature=0.0,
-                                          template="vicuna_v1"))
+                                          template="vicuna_v1", style=""))
   c.lens = ml_collections.ConfigDict(dict(n_per_domain=100, top_k=10))
+  # Other finished MMNeuron run directories to put side by side with this one in report.md.
+  c.compare_with = ()
   return c
 
 

@@ -6,16 +6,21 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-def pad_batch(batch: dict, rows: int, length_multiple: int = 64, tile_slots: int | None = None, pad_id: int = 0):
+def pad_batch(batch: dict, rows: int, length_multiple: int = 64, tile_slots: int | None = None, pad_id: int = 0,
+              padding_side: str | None = None):
   """Pad `input_ids`/`attention_mask` [B, T] to [rows, round_up(T)] on the right (or on the
   left when the batch is left-padded) and 5-D `pixel_values` to `tile_slots` tiles per image.
-  Padded rows and positions have attention_mask 0 and carry no images."""
+  Padded rows and positions have attention_mask 0 and carry no images. `padding_side`
+  ('left' / 'right') says which side the batch is padded on; None guesses from the mask (a
+  batch of equal-length rows then counts as right-padded)."""
   ids, am = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
   b, t = ids.shape
   if rows < b:
     raise ValueError(f"pad_batch: batch has {b} rows, more than rows={rows}")
   width = round_up(t, length_multiple)
-  left = bool(am[:, -1].all()) and not bool(am[:, 0].all())
+  if padding_side not in (None, "left", "right"):
+    raise ValueError(f"padding_side={padding_side!r}; expected 'left', 'right' or None")
+  left = (bool(am[:, -1].all()) and not bool(am[:, 0].all())) if padding_side is None else padding_side == "left"
   out = dict(batch)
   new_ids = np.full((rows, width), pad_id, ids.dtype)
   new_am = np.zeros((rows, width), am.dtype)

@@ -1,23 +1,23 @@
-"""Logit lens over image-token positions, per domain: mean entropy per layer, top-1 token."""
+"""Logit lens over image-token positions, per domain: mean entropy per layer, top-1 token.
+Image tokens are the family's image placeholder positions (LLaVA-NeXT: anyres features;
+InstructBLIP: the Q-Former query outputs)."""
 import collections
 
 import numpy as np
 
 from mmneuron_jax.analysis.logit_lens import Lens, layer_means, positions_where
-from mmneuron_jax.data.batching import chunks, pad_batch
+from mmneuron_jax.data.batching import chunks
 
 
 def domain_lens(model, params, inputs, records, prompt_fn, load_image, batch_size=8, top_k=5):
   """-> {'entropy': float[L] mean nats at image positions, 'top1': [L] most frequent top-1 token,
   'top1_prob': float[L] mean top-1 probability, 'positions': int} over `records`."""
-  image_id = model.config["image_token_index"]
   ent_sum = prob_sum = None
   count = 0
   top1 = None
   for chunk in chunks(records, batch_size):
-    batch = inputs([prompt_fn(r) for r in chunk], [load_image(r) for r in chunk])
-    batch = pad_batch(batch, len(chunk), 64, None, inputs.tokenizer.pad_token_id or 0)
-    positions = positions_where(np.asarray(batch["input_ids"]) == image_id)
+    batch = inputs.pad(inputs([prompt_fn(r) for r in chunk], [load_image(r) for r in chunk]), len(chunk), 64)
+    positions = positions_where(np.asarray(batch["input_ids"]) == inputs.image_token_id)
     out = model.apply(params, batch, lens=Lens(positions, None, top_k))
     valid = positions >= 0
     n = int(valid.sum())

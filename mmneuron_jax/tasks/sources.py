@@ -1,18 +1,13 @@
-"""Where an MMNeuron run gets its model and records, from the config."""
+"""Where an MMNeuron run gets its model, inputs builder and records, from the config."""
 import os
 
 from absl import logging
 
 import mmneuron_jax
-from mmneuron_jax.data import prompts, records as records_lib
-from mmneuron_jax.data.processors import LlavaNextInputs
+from mmneuron_jax.data import records as records_lib
+from mmneuron_jax.tasks import families
 
 load_image = records_lib.load_image
-stats_prompt = prompts.stats_prompt
-
-
-def eval_prompt(record, template):
-  return prompts.eval_prompt(record, template=template)
 
 
 def score(answers, records):
@@ -47,17 +42,18 @@ def load_records(config, workdir):
 
 
 def load_model(config, workdir, records):
-  """-> (Model, LlavaNextInputs, model id). Demo: build the tiny checkpoint in the workdir."""
+  """-> (Model, inputs builder, model id, PipelineFamily). Demo (no `model.path`): build the tiny
+  checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts."""
   path = config.model.path
   if not path:
-    from mmneuron_jax.data.demo_model import build_demo_checkpoint
+    fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
-    texts = [t for r in records for t in [r.question, *r.answers, prompts.eval_prompt(r)]]
     if not os.path.exists(os.path.join(path, "config.json")):
-      build_demo_checkpoint(path, texts, seed=config.model.seed)
+      fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
   model_id = config.model.id or path
   if os.path.exists(os.path.join(path, "mmneuron.json")):
     model = mmneuron_jax.load(path, compute_dtype=config.model.compute_dtype or None)
   else:
     model = mmneuron_jax.load_hf(path, dtype=config.model.dtype, compute_dtype=config.model.compute_dtype or None)
-  return model, LlavaNextInputs.from_pretrained(path), model_id
+  fam = families.family(model.family, f"{path}: model_type")
+  return model, fam.make_inputs(path, config, model.config), model_id, fam
