@@ -4,6 +4,8 @@
 - `caption` (COCO-like): "Describe the image briefly." with a caption built from the generator's
   facts; scored by ANLS (a string stand-in for CIDEr, which the benchmark metrics provide).
 - `text_mc` (MMLU-like): a text-only arithmetic multiple-choice question; letter accuracy.
+- `audio_qa` (VocalSound-like, for audio families): 1 s of 16 kHz tones; "high or low?" / "how many
+  beeps?"; exact match.
 Images are resized to `IMAGE_SIZE` so every batch has the same vision shapes. Sample i of a
 dataset depends only on (seed, dataset, i).
 """
@@ -15,8 +17,9 @@ from mmneuron_jax.data import demo, metrics
 from mmneuron_jax.data.miner_samples import MinerSample
 
 IMAGE_SIZE = (84, 84)  # (h, w): 6x6 patches of 14 px -> 9 merged Qwen2-VL tokens
-DATASETS = ("image_qa", "caption", "text_mc")
-PRIMARY = {"image_qa": "vqa_accuracy", "caption": "anls", "text_mc": "letter_accuracy"}
+DATASETS = ("image_qa", "caption", "text_mc", "audio_qa")
+PRIMARY = {"image_qa": "vqa_accuracy", "caption": "anls", "text_mc": "letter_accuracy", "audio_qa": "exact_match"}
+SAMPLING_RATE = 16000
 CAPTION_PROMPT = "Describe the image briefly."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 _DOMAIN_CYCLE = ("common-scenes", "auto-driving", "remote-sensing", "documents", "medical")
@@ -73,12 +76,32 @@ def _text_sample(i: int, seed: int) -> MinerSample:
                      choices=tuple(str(v) for v in options))
 
 
+def _audio_sample(i: int, seed: int) -> MinerSample:
+  """1 s of beeps (sine bursts) at a low (220 Hz) or high (1760 Hz) pitch, plus a little noise."""
+  rng = np.random.default_rng([seed, 9, i])
+  high, beeps = bool(rng.integers(2)), int(rng.integers(1, 4))
+  t = np.arange(SAMPLING_RATE) / SAMPLING_RATE
+  on = np.zeros_like(t)
+  for k in range(beeps):
+    start = (k + 0.1) / beeps
+    on[(t >= start) & (t < start + 0.5 / beeps)] = 1.0
+  wave = 0.5 * on * np.sin(2 * np.pi * (1760.0 if high else 220.0) * t) + 0.01 * rng.standard_normal(t.shape)
+  if i % 2 == 0:
+    prompt, answer = "Is the tone high or low?", "high" if high else "low"
+  else:
+    prompt, answer = "How many beeps are there?", str(beeps)
+  return MinerSample(id=f"audio_qa-{i:04d}", dataset="audio_qa", prompt=prompt, answers=(answer,),
+                     audios=(wave.astype(np.float32),), sampling_rate=SAMPLING_RATE)
+
+
 def demo_dataset(name: str, n: int, seed: int = 0) -> list:
   """The first `n` samples of demo dataset `name` (one of DATASETS)."""
   if name not in DATASETS:
     raise ValueError(f"unknown demo dataset {name!r}; demo datasets are {list(DATASETS)}")
   if name == "text_mc":
     return [_text_sample(i, seed) for i in range(n)]
+  if name == "audio_qa":
+    return [_audio_sample(i, seed) for i in range(n)]
   return [_image_sample(name, i, seed) for i in range(n)]
 
 
@@ -93,8 +116,8 @@ def score(name: str, prediction: str, sample) -> dict:
 
 
 def texts(samples) -> list:
-  """Every prompt and answer (for a demo tokenizer's vocabulary)."""
-  out = []
+  """Every prompt and answer (for a demo tokenizer's vocabulary), plus chat-template text."""
+  out = ["Audio 1: 2: 3:"]
   for s in samples:
     out += [s.prompt, *s.answers, *(s.choices or ())]
   return out
