@@ -7,7 +7,8 @@ probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy);
 params placed by the same rules; sharded loading reading each device's slice only (a
 byte-counting reader on an fsdp=8 mesh). Statistics (`sharding.stats_step`): tests/test_sharding.py.
 
-The 8-device part runs in one subprocess (XLA_FLAGS=--xla_force_host_platform_device_count=8).
+Three concurrent subprocesses: the single-device reference (1 CPU device, plain jit path, no mesh)
+and one per mesh (XLA_FLAGS=--xla_force_host_platform_device_count=8); this process compares.
 Tolerances (fp32; only the reduction order differs): masked logits atol 1e-5; MINER scores
 (min-max normalised) atol 1e-5; lens entropy and target log-prob atol 5e-5 nats, identical top-1;
 grad importance atol 1e-6 + 1e-4 x the largest gradient; greedy tokens identical.
@@ -109,76 +110,120 @@ def _read_report(model_dir):
   return out
 
 
-def run_worker(model_dir, blip_dir, out_file):
-  """In the 8-device subprocess: single-device reference vs every mesh -> JSON of max diffs."""
-  import jax
-  import mmneuron_jax
-  from mmneuron_jax import sharding as S
+def _load_batches(path):
+  data = np.load(path)
+  return [{k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(side + "/")} for side in ("right", "left")]
+
+
+def _inputs(model, batch_file):
+  """The shared inputs: right- and left-padded batches, masks, MINER probe, lens, answer mask."""
   from mmneuron_jax.analysis.logit_lens import Lens, positions_where
   from mmneuron_jax.analysis.miner_probe import MinerScores
-
-  assert jax.device_count() == 8, jax.devices()
-  ref = mmneuron_jax.load_hf(model_dir)
-  batch, left = _batch(ref.config, "right"), _batch(ref.config, "left")
+  batch, left = _load_batches(batch_file)
   rng = np.random.default_rng(1)
-  masks = {m: (rng.random(shape) > 0.2).astype(np.float32) for m, shape in ref.probe_modules.items()}
+  masks = {m: (rng.random(shape) > 0.2).astype(np.float32) for m, shape in sorted(model.probe_modules.items())}
   probe = MinerScores.from_batch(batch, family=None, **MINER_IDS)
-  positions = positions_where(batch["input_ids"] == ref.config["image_token_id"])
+  positions = positions_where(batch["input_ids"] == IMAGE)
   ids = batch["input_ids"]
   lens = Lens(positions, np.take_along_axis(ids, np.clip(positions + 1, 0, ids.shape[1] - 1), 1), 5)
   am = batch["attention_mask"].astype(bool)
   answer = np.zeros_like(am)
   for b, n in enumerate(am.sum(1)):
     answer[b, n - 3:n] = True
-  want, _ = _results(ref, batch, left, masks, probe, lens, answer)
-  valid = positions >= 0
-  report = {"reads": _read_report(model_dir), "meshes": {},
-            "scale": {k: float(np.abs(v).max()) for k, v in want.items() if k.startswith(("grad/", "miner"))}}
-  blip_ref = mmneuron_jax.load_hf(blip_dir)
-  for name, sizes in MESHES.items():
-    mesh = S.make_mesh(*sizes)
+  return batch, left, masks, probe, lens, answer
+
+
+def run_worker(model_dir, blip_dir, out_dir, name):
+  """One subprocess: `name` = 'reference' (1 device, no mesh: the plain jit path) or a mesh of
+  MESHES (8 devices) -> <out_dir>/<name>.npz (results) + <name>.json (layout facts)."""
+  import jax
+  import mmneuron_jax
+  from mmneuron_jax import sharding as S
+
+  meta = {}
+  if name == "reference":
+    assert jax.device_count() == 1, jax.devices()
+    model = mmneuron_jax.load_hf(model_dir)
+    got, _ = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
+  else:
+    assert jax.device_count() == 8, jax.devices()
+    mesh = S.make_mesh(*MESHES[name])
     model = S.load_on_mesh(model_dir, mesh)
-    got, logits_sharding = _results(model, batch, left, masks, probe, lens, answer)
-    r = {"logits_sharding": _spec(logits_sharding.spec),
-         "gate_shard": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0].data.shape),
-         "vision_qkv_spec": _spec(model.params["vision"]["layers"]["attn"]["qkv"]["kernel"].sharding.spec),
-         "tokens_equal": bool((got["tokens"] == want["tokens"]).all()), "tokens_nonpad": int((got["tokens"] > 0).sum()),
-         "lens/top1_mismatch": int((got["lens/top_ids"][..., 0] != want["lens/top_ids"][..., 0])[:, valid].sum())}
-    for k in want:
-      if k.startswith("lens/"):
-        if k in ("lens/entropy", "lens/target_logprob"):
-          r[k] = _max_abs(got[k][:, valid], want[k][:, valid])
-      elif k != "tokens":
-        r[k] = _max_abs(got[k], want[k])
-    blip = S.load_on_mesh(blip_dir, mesh)
+    got, logits_sharding = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
+    blip, blip_ref = S.load_on_mesh(blip_dir, mesh), mmneuron_jax.load_hf(blip_dir)
     same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), blip.params,
                                   blip_ref.params)
-    r["blip_params_equal"] = all(jax.tree_util.tree_leaves(same))
-    r["blip_specs"] = {p: _spec(s) for p, _, s in S.describe(blip.params, mesh)
-                       if p in ("qformer/layers/ffn_query/fc1/kernel", "vision/layers/mlp/fc2/kernel",
-                                "vision/layers/attn/proj/kernel")}
-    report["meshes"][name] = r
-  with open(out_file, "w") as f:
-    json.dump(report, f, indent=1)
+    meta = {"logits_sharding": _spec(logits_sharding.spec),
+            "gate_shard": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
+                               .data.shape),
+            "vision_qkv_spec": _spec(model.params["vision"]["layers"]["attn"]["qkv"]["kernel"].sharding.spec),
+            "blip_params_equal": all(jax.tree_util.tree_leaves(same)),
+            "blip_specs": {p: _spec(s) for p, _, s in S.describe(blip.params, mesh)
+                           if p in ("qformer/layers/ffn_query/fc1/kernel", "vision/layers/mlp/fc2/kernel",
+                                    "vision/layers/attn/proj/kernel")}}
+    if name == "data8":
+      meta["reads"] = _read_report(model_dir)
+  np.savez(os.path.join(out_dir, f"{name}.npz"), **got)
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump(meta, f, indent=1)
+
+
+def _compare(got, want, valid) -> dict:
+  """Max differences of one mesh's results vs the single-device ones."""
+  r = {"tokens_equal": bool((got["tokens"] == want["tokens"]).all()), "tokens_nonpad": int((got["tokens"] > 0).sum()),
+       "lens/top1_mismatch": int((got["lens/top_ids"][..., 0] != want["lens/top_ids"][..., 0])[:, valid].sum())}
+  for k in want:
+    if k in ("lens/entropy", "lens/target_logprob"):
+      r[k] = _max_abs(got[k][:, valid], want[k][:, valid])
+    elif not k.startswith("lens/") and k != "tokens":
+      r[k] = _max_abs(got[k], want[k])
+  return r
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+  """Runs the reference and mesh workers concurrently, then compares -> {'meshes', 'scale', 'reads'}."""
   import test_instructblip_parity as ib
   import test_qwen2_vl_parity as q
   root = tmp_path_factory.mktemp("sharding_analysis")
-  model_dir, blip_dir, out_file = str(root / "qwen2_vl"), str(root / "instructblip"), str(root / "report.json")
+  model_dir, blip_dir = str(root / "qwen2_vl"), str(root / "instructblip")
   hf = q.build_hf(model_dir, kv_heads=2)
   assert (hf.config.image_token_id, hf.config.video_token_id, hf.config.vision_start_token_id) == (IMAGE, VIDEO, START)
   ib.build_instructblip(blip_dir, "freq2_mha")
-  flags = ("--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
-           "--xla_llvm_disable_expensive_passes=true")
-  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), model_dir, blip_dir, out_file], env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-  with open(out_file) as f:
-    return json.load(f)
+  config = hf.config.to_dict()
+  np.savez(root / "batches.npz", **{f"{side}/{k}": np.asarray(v) for side in ("right", "left")
+                                    for k, v in _batch(config, side).items()})  # workers need no transformers
+  # Cheaper XLA CPU codegen (compile time dominates); the same flags for the reference and the meshes.
+  flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+  procs = {}
+  try:
+    for name in ("reference",) + tuple(MESHES):  # concurrently: compiling is mostly single-threaded
+      devices = 1 if name == "reference" else 8
+      env = dict(os.environ, JAX_PLATFORMS="cpu",
+                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {flags}")
+      log = open(root / f"{name}.log", "w")  # a file, not a pipe: a worker never blocks on output
+      procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), model_dir, blip_dir, str(root), name],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+      log.close()
+    for name, proc in procs.items():
+      proc.wait(timeout=600)
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  for name, proc in procs.items():
+    assert proc.returncode == 0, f"{name}:\n" + (root / f"{name}.log").read_text()[-6000:]
+  want = dict(np.load(root / "reference.npz"))
+  from mmneuron_jax.analysis.logit_lens import positions_where
+  valid = positions_where(_load_batches(root / "batches.npz")[0]["input_ids"] == IMAGE) >= 0  # lens positions
+  meta = {"meshes": {}, "scale": {k: float(np.abs(v).max()) for k, v in want.items() if k.startswith(("grad/", "miner"))}}
+  for name in MESHES:
+    with open(root / f"{name}.json") as f:
+      meta["meshes"][name] = json.load(f)
+    meta["meshes"][name].update(_compare(dict(np.load(root / f"{name}.npz")), want, valid))
+  meta["reads"] = meta["meshes"]["data8"].pop("reads")
+  return meta
 
 
 def test_analysis_steps_equal_single_device(report):
@@ -224,4 +269,4 @@ def test_sharded_loading_reads_only_device_slices(report):
 if __name__ == "__main__":
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   sys.path[:0] = [root, os.path.join(root, "tests")]
-  run_worker(*sys.argv[1:4])
+  run_worker(*sys.argv[1:5])
