@@ -9,6 +9,7 @@ from configs import miner_qwen2_audio_demo, miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data import miner_demo
+from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import miner_inputs
 
 
@@ -23,7 +24,7 @@ def test_audio_demo_stages_1_to_4(tmp_path):
   c.stages = ("scores", "select")
   c.data.n_per_dataset = 2
   c.scores.batch_size = 2
-  c.scores.grad = False
+  c.scores.grad = True  # the sixth score (beyond the paper), one backward pass per sample
   workdir = str(tmp_path / "run")
   tasks.run(c, workdir)
   results = json.load(open(os.path.join(workdir, "miner_results.json")))
@@ -39,6 +40,12 @@ def test_audio_demo_stages_1_to_4(tmp_path):
   stats = results["datasets"]["audio_qa"]
   assert stats["tokens"] == {"text": int(valid.sum()) - n_audio - n_special, "special": n_special, "audio": n_audio}
   assert results["datasets"]["text_mc"]["present"]["audio"] == 0
+  store = os.path.join(workdir, "stats", "text_mc")
+  grad = StatsStore(store, json.load(open(os.path.join(store, "state.json")))).totals()["grad_sum"]  # [M, L, F]
+  assert not grad[2].any() and grad[:2].max() <= 2.0 and grad[:2].min() >= 0.0  # 2 samples in [0, 1]; no audio
+  assert (grad[:2].max(-1) >= 1.0 - 1e-6).all()  # each sample's normalised score reaches 1 in every layer
+  with np.load(os.path.join(workdir, "scores.npz")) as z:
+    assert z["aggregated_grad"].shape == (3, 3, 128)
   sets = NeuronSet.load(os.path.join(workdir, "neurons", "llm.json"))
   assert sets.group_names == ["text", "special", "audio"]
   assert all(n == results["K"] // 3 for n in sets.sizes().values())

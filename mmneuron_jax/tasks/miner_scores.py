@@ -91,13 +91,13 @@ def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches
     chunk = [samples[i] for i in planned.indices]
     n = len(chunk)
     batch, _ = pad_to(inputs.batch(chunk, "right"), cfg.batch_size, cfg.length_multiple, inputs.pad_id)
-    probe = MinerStatsProbe(MinerScores.from_batch(batch, family=None, flat_rtol=cfg.flat_rtol,
-                                                   special_ids=ids["special"], image_ids=ids["image"],
-                                                   video_ids=ids["video"], audio_ids=ids["audio"]))
+    full = MinerScores.from_batch(batch, family=None, flat_rtol=cfg.flat_rtol, special_ids=ids["special"],
+                                  image_ids=ids["image"], video_ids=ids["video"], audio_ids=ids["audio"])
+    scores_probe = full.replace(token_masks=full.token_masks[:, idx])  # only the stored modalities
+    probe = MinerStatsProbe(scores_probe)
     out = model.apply(params, batch, probe={"llm": probe})
-    scores = out.probe["llm"]["scores"][:, :n][:, :, :, idx]            # [L, n, 5, M, F]
-    scores = np.asarray(scores, np.float64).sum(axis=1)                 # [L, 5, M, F]
-    masks = np.asarray(probe.scores.token_masks)[:n][:, idx]            # [n, M, T]
+    scores = np.asarray(out.probe["llm"]["scores"][:, :n], np.float64).sum(axis=1)   # [L, 5, M, F]
+    masks = np.asarray(scores_probe.token_masks)[:n]                    # [n, M, T]
     present = masks.any(-1)                                             # [n, M]
     layer_min = np.zeros((n_batches, layers))
     layer_min[planned.number] = np.asarray(out.probe["llm"]["min"], np.float64)
