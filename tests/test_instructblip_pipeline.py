@@ -91,30 +91,33 @@ def test_inputs_match_hf_processor(checkpoint, records):
                                 inputs.tokenizer(recs[0].question)["input_ids"])
 
 
-def test_demo_checkpoint_matches_hf(checkpoint, records):
+@pytest.fixture(scope="module")
+def captured(checkpoint, records):
+  """(model, inputs, batch of two stats prompts, Output with every module's neurons captured)."""
+  model = mmneuron_jax.load_hf(checkpoint)
+  inputs = InstructBlipInputs.from_pretrained(checkpoint)
+  batch = inputs([prompts.stats_prompt(r) for r in records[:2]], [load_image(r) for r in records[:2]])
+  return model, inputs, batch, model.apply(model.params, batch, capture=MODULES)
+
+
+def test_demo_checkpoint_matches_hf(checkpoint, captured):
   """HF reads every tensor of the demo checkpoint; fp32 logits agree with ours."""
   hf, info = transformers.InstructBlipForConditionalGeneration.from_pretrained(checkpoint, output_loading_info=True,
                                                                              attn_implementation="eager")
   assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-  inputs = InstructBlipInputs.from_pretrained(checkpoint)
-  batch = inputs([prompts.stats_prompt(r) for r in records[:3]], [load_image(r) for r in records[:3]])
-  model = mmneuron_jax.load_hf(checkpoint)
-  ours = np.asarray(model.apply(model.params, batch).logits)
+  _, _, batch, out = captured
   with torch.no_grad():
     ref = hf.eval()(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
   valid = batch["attention_mask"].astype(bool)
-  assert np.abs(ours[valid] - ref[valid]).max() <= TOL
+  assert np.abs(np.asarray(out.logits)[valid] - ref[valid]).max() <= TOL
 
 
-def test_statistics_ignore_padding_rows(checkpoint, records):
+def test_statistics_ignore_padding_rows(records, captured):
   """Counts of a 2-record batch padded to 3 rows == counts of captured neurons > 0 (plain numpy)."""
-  model = mmneuron_jax.load_hf(checkpoint)
-  inputs = InstructBlipInputs.from_pretrained(checkpoint)
+  model, inputs, batch, out = captured
   recs = {"a": records[:2], "b": records[2:3]}
   step = domain_stats.make_step_fn(model, model.params, inputs, recs, prompts.stats_prompt, load_image, 2, 3)
   got = step(domain_stats.PlannedBatch(0, (0, 1)))
-  batch = inputs([prompts.stats_prompt(r) for r in recs["a"]], [load_image(r) for r in recs["a"]])
-  out = model.apply(model.params, batch, capture=MODULES)
   keep = {"llm": batch["attention_mask"].astype(bool), "qformer_text": batch["qformer_attention_mask"].astype(bool)}
   for m in MODULES:
     acts = np.asarray(out.aux[m])  # [L, B, T, F]
@@ -139,19 +142,23 @@ def fake_llava_run(path, domains):
   return rows
 
 
+DOMAINS = ["remote-sensing", "common-scenes", "documents"]  # three short-prompt domains: one shape to compile
+
+
 def small_config(other_run):
   c = instructblip_demo.get_config()
+  c.data.domains = DOMAINS
   c.data.n_per_domain = 3
   c.stats.max_samples_per_domain = 3
   c.eval.n_per_domain = 1
-  c.eval.max_new_tokens = 3
+  c.eval.max_new_tokens = 2
   c.lens.n_per_domain = 1
   c.compare_with = (other_run,)
   return c
 
 
 def test_demo_config_runs_the_whole_pipeline(tmp_path):
-  domains = list(instructblip_demo.get_config().data.domains)
+  domains = DOMAINS
   other = str(tmp_path / "llava_run")
   fake_rows = fake_llava_run(other, domains)
   workdir = str(tmp_path / "blip_run")

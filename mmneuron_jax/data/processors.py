@@ -178,7 +178,7 @@ class InstructBlipInputs:
     return self.qformer_tokenizer.pad_token_id if self.qformer_tokenizer.pad_token_id is not None else 0
 
   def pad(self, batch: dict, rows: int, length_multiple: int = 64, padding_side: str = "right",
-          qformer_multiple: int = 16) -> dict:
+          qformer_multiple: int = 32) -> dict:
     """Pad to `rows` rows and the lengths to multiples. Every model row needs its image, so an
     empty row gets image tokens, a zero image and one Q-Former token, all with attention mask 0
     except that Q-Former token (the caller gives empty rows group -1, so nothing of them counts)."""
