@@ -26,7 +26,8 @@ def get_config():
                                           n_per_dataset=0, seed=0))
   c.data.paths = ml_collections.ConfigDict()
   # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).
-  c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_multiple=64, commit_every=10,
+  # Prompts are padded to length_bucket * 2**k tokens, so a run compiles for a few lengths only.
+  c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_bucket=64, commit_every=10,
                                             flat_rtol=1e-5, grad=False))
   # Stages 3-4: weights = a miner.WEIGHT_PRESETS name or 5 numbers over [prob, mean, max, attn_k, attn_q]
   # ('0,0.25,0.25,0.5,0' on the command line); grad_weight adds the gradient score.
@@ -34,6 +35,6 @@ def get_config():
                                             strategy="LA_MU", ratio=0.02, seed=2024))
   # Deactivation: conditions none | all | <modality> | complement | random; value 'zero' or 'min'.
   c.deactivate = ml_collections.ConfigDict(dict(conditions=("none", "all", "random"), value="zero",
-                                                n_per_dataset=0, batch_size=4, length_multiple=32,
+                                                n_per_dataset=0, batch_size=4, length_bucket=32,
                                                 max_new_tokens=128, temperature=0.0))
   return c

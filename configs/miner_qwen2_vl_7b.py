@@ -1,5 +1,6 @@
 """MINER on Qwen2-VL-7B-Instruct with the paper's image/text benchmarks (TextVQA val, COCO Karpathy
 test, MMLU 5-shot; MSVD-QA video is not supported by our Qwen2-VL inputs). K = int(0.02 x 28 x 18944) = 10608.
+Images keep Qwen2-VL's dynamic resolution, so each new patch count compiles the forward once.
 
 COMMAND: python launch/main.py --config=configs/miner_qwen2_vl_7b.py --workdir=runs/miner_qwen2_vl_7b \
   --config.model.path=/data/Qwen2-VL-7B-Instruct --config.data.root=/data/miner

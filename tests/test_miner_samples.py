@@ -15,6 +15,10 @@ def test_as_sample_reads_vqa_records_and_dicts():
   assert (s.id, s.dataset, s.prompt, s.answers, s.modalities) == ("r1", "ds", "What?", ("x",), ("image",))
   d = as_sample({"id": 7, "prompt": "Hi", "answers": "yes", "audio": np.zeros(16, np.float32)}, "ds")
   assert (d.id, d.answers, d.modalities) == ("7", ("yes",), ("audio",))
+  class Video:  # a benchmark record of a video dataset (BenchRecord-like)
+    id, prompt, answers, modality, media_path = "v1", "What happens?", ["run"], "video", "clip.avi"
+  v = as_sample(Video(), "msvd_qa")
+  assert v.modalities == ("video",) and v.videos == ("clip.avi",)
   with pytest.raises(ValueError, match="no 'id'"):
     as_sample({"prompt": "x"}, "ds")
 
@@ -24,11 +28,12 @@ def test_bad_samples_are_reported_not_dropped_silently():
   bad = [MinerSample(id="corrupt", dataset="d", prompt="q", images=(b"not a png",)),
          MinerSample(id="audio", dataset="d", prompt="q", audios=(np.zeros(8, np.float32),)),
          MinerSample(id="markers", dataset="d", prompt="<image> <image> q", images=good[0].images),
-         MinerSample(id=good[0].id, dataset="d", prompt="duplicate")]
+         MinerSample(id=good[0].id, dataset="d", prompt="duplicate"),
+         MinerSample(id="video", dataset="d", prompt="q", videos=("clip.avi",))]
   kept, skipped = validate(good + bad, ("image",))
   assert [s.id for s in kept] == [s.id for s in good]
   reasons = dict(skipped)
-  assert set(reasons) == {"corrupt", "audio", "markers", good[0].id}
+  assert set(reasons) == {"corrupt", "audio", "markers", "video", good[0].id}
   assert "corrupt image" in reasons["corrupt"] and "does not take" in reasons["audio"]
 
 

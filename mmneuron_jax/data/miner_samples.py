@@ -5,7 +5,8 @@ also accepts the MMNeuron `VQARecord` and plain dicts / objects with the same fi
 benchmark loaders may return whichever is convenient:
 
   id, prompt (or question), answers, images (or image / image_path / image_bytes / image_paths),
-  audios (or audio: float[S] waveforms, with sampling_rate), choices, meta.
+  audios (or audio: float[S] waveforms, with sampling_rate), videos (or video / video_path, or
+  modality == 'video' with media_path), choices, meta.
 
 `prompt` is the user text. `<image>` / `<audio>` markers place the media inside it; without
 markers the media come first (as a chat message [image..., audio..., text]).
@@ -24,13 +25,15 @@ AUDIO_MARKER = "<audio>"
 @dataclasses.dataclass(frozen=True)
 class MinerSample:
   """id; dataset name; prompt text; answers [str]; images: PNG/JPEG bytes, paths or PIL images;
-  audios: float32[S] waveforms at `sampling_rate` Hz; choices [str] or None; meta dict."""
+  audios: float32[S] waveforms at `sampling_rate` Hz; videos: paths (no family here decodes video,
+  so such samples are reported and skipped); choices [str] or None; meta dict."""
   id: str
   dataset: str
   prompt: str
   answers: tuple = ()
   images: tuple = ()
   audios: tuple = ()
+  videos: tuple = ()
   sampling_rate: int = 16000
   choices: tuple | None = None
   meta: dict = dataclasses.field(default_factory=dict)
@@ -38,7 +41,7 @@ class MinerSample:
   @property
   def modalities(self) -> tuple:
     """Content modalities besides text: ('image',), ('audio',), () ..."""
-    return tuple(m for m, v in (("image", self.images), ("audio", self.audios)) if len(v))
+    return tuple(m for m, v in (("image", self.images), ("audio", self.audios), ("video", self.videos)) if len(v))
 
 
 def _get(record, *names, default=None):
@@ -64,13 +67,19 @@ def as_sample(record, dataset: str) -> MinerSample:
   if audios is None:
     one = _get(record, "audio")
     audios = () if one is None else (one,)
+  videos = _get(record, "videos")
+  if videos is None:
+    one = _get(record, "video", "video_path")
+    if one is None and _get(record, "modality") == "video":  # e.g. a BenchRecord of MSVD-QA
+      one = _get(record, "media_path", default="<video>")
+    videos = () if one is None else (one,)
   prompt = _get(record, "prompt", "question", default="")
   answers = _get(record, "answers", default=())
   if isinstance(answers, str):
     answers = (answers,)
   choices = _get(record, "choices")
   return MinerSample(id=str(rid), dataset=dataset, prompt=str(prompt), answers=tuple(str(a) for a in answers),
-                     images=tuple(images), audios=tuple(audios),
+                     images=tuple(images), audios=tuple(audios), videos=tuple(videos),
                      sampling_rate=int(_get(record, "sampling_rate", default=16000)),
                      choices=None if choices is None else tuple(choices), meta=dict(_get(record, "meta", default={})))
 

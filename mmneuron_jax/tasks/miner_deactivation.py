@@ -80,7 +80,7 @@ def answers_for(model, params, inputs, samples, masks, cfg, seed, progress=None)
   """Generated answers (decoded, stripped) for `samples`, batched and left padded."""
   out = []
   for i, chunk in enumerate(chunks(samples, cfg.batch_size)):
-    batch, _ = pad_to(inputs.batch(chunk, "left"), None, cfg.length_multiple, inputs.pad_id, "left")
+    batch, _ = pad_to(inputs.batch(chunk, "left"), None, cfg.length_bucket, inputs.pad_id, "left")
     tokens = generate(model, params, batch, masks, cfg.max_new_tokens, inputs.eos_ids(), inputs.pad_id,
                       cfg.temperature, seed + i)
     out += inputs.decode(np.where(tokens == inputs.pad_id, -1, tokens))

@@ -16,7 +16,6 @@ import importlib
 
 import numpy as np
 
-from mmneuron_jax.data.batching import round_up
 from mmneuron_jax.data.miner_samples import AUDIO_MARKER, IMAGE_MARKER, audios_of, images_of
 
 SYSTEM = "You are a helpful assistant."
@@ -76,16 +75,24 @@ def demo_builder(family: str):
   return _load(spec_for(family).demo, family)
 
 
-def pad_to(batch: dict, rows: int | None, length_multiple: int, pad_id: int, padding_side: str = "right",
+def bucket_length(t: int, bucket: int) -> int:
+  """The smallest bucket * 2**k >= t: few distinct lengths (compilations), at most 2x padding."""
+  width = max(1, int(bucket))
+  while width < t:
+    width *= 2
+  return width
+
+
+def pad_to(batch: dict, rows: int | None, bucket: int, pad_id: int, padding_side: str = "right",
            extra: dict | None = None) -> tuple:
   """Pad every int[B, T] field (input_ids, attention_mask, mm_token_type_ids; and `extra` bool[B, T]
-  arrays) to [rows, round_up(T, length_multiple)]; padding is attention_mask 0. -> (batch, extra)."""
+  arrays) to [rows, bucket_length(T, bucket)]; padding is attention_mask 0. -> (batch, extra)."""
   ids = np.asarray(batch["input_ids"])
   b, t = ids.shape
   rows = b if rows is None else rows
   if rows < b:
     raise ValueError(f"pad_to: batch has {b} rows, more than rows={rows}")
-  width = round_up(t, max(1, length_multiple))
+  width = bucket_length(t, bucket)
   cols = slice(width - t, width) if padding_side == "left" else slice(0, t)
   fill = {"input_ids": pad_id}
 
@@ -142,7 +149,14 @@ class ChatInputs:
     return sorted(set(ids + [self.im_end_id]))
 
   def media(self, sample) -> list:
-    return images_of(sample) if self.spec.media == "image" else audios_of(sample)
+    """PIL images, or float32[S] waveforms resampled to the feature extractor's rate."""
+    if self.spec.media == "image":
+      return images_of(sample)
+    rate = getattr(getattr(self.processor, "extractor", None), "sampling_rate", sample.sampling_rate)
+    if rate == sample.sampling_rate:
+      return audios_of(sample)
+    from mmneuron_jax.data.media import resample
+    return [resample(a, sample.sampling_rate, rate) for a in audios_of(sample)]
 
   def prompt(self, sample) -> str:
     """The chat text of one sample: system turn, user turn (media markers placed), assistant header."""

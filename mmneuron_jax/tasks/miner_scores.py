@@ -90,7 +90,7 @@ def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches
   def step_fn(planned: PlannedBatch):
     chunk = [samples[i] for i in planned.indices]
     n = len(chunk)
-    batch, _ = pad_to(inputs.batch(chunk, "right"), cfg.batch_size, cfg.length_multiple, inputs.pad_id)
+    batch, _ = pad_to(inputs.batch(chunk, "right"), cfg.batch_size, cfg.length_bucket, inputs.pad_id)
     full = MinerScores.from_batch(batch, family=None, flat_rtol=cfg.flat_rtol, special_ids=ids["special"],
                                   image_ids=ids["image"], video_ids=ids["video"], audio_ids=ids["audio"])
     scores_probe = full.replace(token_masks=full.token_masks[:, idx])  # only the stored modalities
@@ -121,7 +121,7 @@ def grad_partial(model, params, inputs, chunk, present, cfg) -> np.ndarray:
     if not s.answers:
       continue
     batch, extra = inputs.answer_batch([s], [s.answers[0]])
-    batch, extra = pad_to(batch, 1, cfg.length_multiple, inputs.pad_id, extra={"answer": extra})
+    batch, extra = pad_to(batch, 1, cfg.length_bucket, inputs.pad_id, extra={"answer": extra})
     g = grad_importance(model, params, batch, extra["answer"], modules=("llm",))["llm"]
     total += p[:, None, None] * normalised_grad(g, cfg.flat_rtol)[None].astype(np.float64)
   return total
@@ -132,7 +132,7 @@ def run_dataset(workdir, model, params, inputs, name, samples, modalities, ids, 
   batches = plan(len(samples), cfg.batch_size)
   layers, width = model.probe_modules["llm"]
   spec = store_spec(modalities, layers, width, len(batches), cfg.grad)
-  fp = fingerprint(model_id, name, [s.id for s in samples], cfg.batch_size, cfg.length_multiple, list(modalities),
+  fp = fingerprint(model_id, name, [s.id for s in samples], cfg.batch_size, cfg.length_bucket, list(modalities),
                    {k: list(v) for k, v in ids.items()}, cfg.flat_rtol, bool(cfg.grad))
   store = StatsStore.open_or_create(os.path.join(workdir, "stats", name), spec, fp)
   step_fn = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
