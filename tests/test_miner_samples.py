@@ -74,3 +74,22 @@ def test_normalised_grad_is_minmax_of_minus_g():
   want = (-g - lo) / np.where(hi > lo, hi - lo, 1.0)
   want[2] = 0.0
   np.testing.assert_allclose(miner_scores.normalised_grad(g), want, rtol=1e-6, atol=1e-7)
+
+
+def test_demo_checkpoint_matches_hf(inputs):
+  """The numpy-written demo checkpoint is a genuine HF Qwen2-VL checkpoint: HF loads it and its fp32
+  logits equal ours (max-abs <= 1e-4 at valid positions)."""
+  import torch
+  import transformers
+
+  import mmneuron_jax
+  inp, samples = inputs
+  path = inp.processor.tokenizer.name_or_path
+  hf = transformers.Qwen2VLForConditionalGeneration.from_pretrained(path, attn_implementation="eager").eval()
+  model = mmneuron_jax.load_hf(path)
+  batch = inp.batch(samples[:2])
+  with torch.no_grad():
+    ref = hf(**{k: torch.tensor(v) for k, v in batch.items()}).logits.numpy()
+  ours = np.asarray(model.apply(model.params, batch).logits)
+  valid = batch["attention_mask"].astype(bool)
+  assert np.abs(ours - ref)[valid].max() <= 1e-4
