@@ -65,7 +65,7 @@ PARAM_AXES: tuple[tuple[str, tuple], ...] = (
     (r"(^|/)(down|fc2)/kernel$", ("mlp", "embed")),                              # [L?, F, D]
     (r"(^|/)(q|k|v|qkv|query|key|value)/bias$", ("heads",)),                     # [L?, H*hd]
     (r"(^|/)(gate|up|fc1)/bias$", ("mlp",)),                                     # [L?, F]
-    (r"(^|/)language_projection/kernel$", (None, "embed")),                      # [Dq, D]
+    (r"(^|/)(language_projection|projector)/kernel$", (None, "embed")),          # [D_tower, D]
     (r".*", ()),                                                                 # norms, embeddings: replicated
 )
 

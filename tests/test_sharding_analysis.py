@@ -1,11 +1,12 @@
 """Every analysis step on a mesh equals the single-device result: 8 fake CPU devices, meshes 2x4
 (data x tensor) and 8x1 (data), a tiny Qwen2-VL (M-RoPE position_ids [3, B, T], 8 rows with one
-image each) placed with `sharding.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)).
+image each) placed with `sharding.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)); tiny
+InstructBLIP and Qwen2-Audio placed by the same rules (params equal, specs checked).
 
 Checked through the public calls on a model `on_mesh`: `model.apply` with masks + the MINER
-probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); InstructBLIP
-params placed by the same rules; sharded loading reading each device's slice only (a
-byte-counting reader on an fsdp=8 mesh). Statistics (`sharding.stats_step`): tests/test_sharding.py.
+probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); sharded loading
+reading each device's slice only (a byte-counting reader on an fsdp=8 mesh). Statistics
+(`sharding.stats_step`): tests/test_sharding.py.
 
 Three concurrent subprocesses: the single-device reference (1 CPU device, plain jit path, no mesh)
 and one per mesh (XLA_FLAGS=--xla_force_host_platform_device_count=8); this process compares.
@@ -26,6 +27,13 @@ SIZES = [(28, 28), (56, 28), (28, 56), (56, 56), (28, 28), (56, 56), (28, 56), (
 TEXT = [(2, 3), (1, 4), (3, 1), (2, 2), (4, 3), (1, 1), (2, 5), (3, 2)]                 # tokens before / after
 NEW_TOKENS = 4
 IMAGE, VIDEO, START, END = 300, 301, 302, 303  # the tiny config of test_qwen2_vl_parity
+# InstructBLIP and Qwen2-Audio params on the 2x4 mesh: the same logical rules, other paths.
+OTHER_SPECS = {"instructblip:qformer/layers/ffn_query/fc1/kernel": [None, None, "tensor"],
+               "instructblip:vision/layers/mlp/fc2/kernel": [None, "tensor"],
+               "instructblip:vision/layers/attn/proj/kernel": [None, "tensor"],
+               "qwen2_audio:audio/layers/mlp/fc1/kernel": [None, None, "tensor"],
+               "qwen2_audio:audio/layers/attn/o/kernel": [None, "tensor"],
+               "qwen2_audio:llm/layers/mlp/down/kernel": [None, "tensor"]}
 MINER_IDS = dict(special_ids=(1, START, END), image_ids=(IMAGE,), video_ids=(VIDEO,), audio_ids=())
 
 
@@ -38,6 +46,19 @@ def _batch(config, padding_side):
   rows = [[1] + list(rng.integers(3, 299, a)) + [START, IMAGE, END] + list(rng.integers(3, 299, b))
           for a, b in TEXT]
   return qwen2_vl_inputs.build_batch(rows, pix["pixel_values"], pix["image_grid_thw"], config, padding_side)
+
+
+def _build_audio(path):
+  """A tiny random Qwen2-Audio (small vocabulary: only its params are placed here)."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  text = dict(model_type="qwen2", vocab_size=320, hidden_size=48, intermediate_size=88, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+  audio = dict(model_type="qwen2_audio_encoder", num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4,
+               encoder_ffn_dim=72, d_model=40, max_source_positions=50)
+  config = transformers.Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=IMAGE)
+  transformers.Qwen2AudioForConditionalGeneration(config).save_pretrained(path)
 
 
 def _max_abs(a, b) -> float:
@@ -133,7 +154,7 @@ def _inputs(model, batch_file):
   return batch, left, masks, probe, lens, answer
 
 
-def run_worker(model_dir, blip_dir, out_dir, name):
+def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
   """One subprocess: `name` = 'reference' (1 device, no mesh: the plain jit path) or a mesh of
   MESHES (8 devices) -> <out_dir>/<name>.npz (results) + <name>.json (layout facts)."""
   import jax
@@ -150,17 +171,18 @@ def run_worker(model_dir, blip_dir, out_dir, name):
     mesh = S.make_mesh(*MESHES[name])
     model = S.load_on_mesh(model_dir, mesh)
     got, logits_sharding = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
-    blip, blip_ref = S.load_on_mesh(blip_dir, mesh), mmneuron_jax.load_hf(blip_dir)
-    same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), blip.params,
-                                  blip_ref.params)
-    meta = {"logits_sharding": _spec(logits_sharding.spec),
+    specs = {}
+    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir)):
+      other, other_ref = S.load_on_mesh(path, mesh), mmneuron_jax.load_hf(path)
+      same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), other.params,
+                                    other_ref.params)
+      meta[f"{family}_params_equal"] = all(jax.tree_util.tree_leaves(same))
+      specs.update({f"{family}:{p}": _spec(s) for p, _, s in S.describe(other.params, mesh)})
+    meta.update({"logits_sharding": _spec(logits_sharding.spec),
             "gate_shard": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
                                .data.shape),
             "vision_qkv_spec": _spec(model.params["vision"]["layers"]["attn"]["qkv"]["kernel"].sharding.spec),
-            "blip_params_equal": all(jax.tree_util.tree_leaves(same)),
-            "blip_specs": {p: _spec(s) for p, _, s in S.describe(blip.params, mesh)
-                           if p in ("qformer/layers/ffn_query/fc1/kernel", "vision/layers/mlp/fc2/kernel",
-                                    "vision/layers/attn/proj/kernel")}}
+            "specs": {k: v for k, v in specs.items() if k in OTHER_SPECS}})
     if name == "data8":
       meta["reads"] = _read_report(model_dir)
   np.savez(os.path.join(out_dir, f"{name}.npz"), **got)
@@ -186,10 +208,11 @@ def report(tmp_path_factory):
   import test_instructblip_parity as ib
   import test_qwen2_vl_parity as q
   root = tmp_path_factory.mktemp("sharding_analysis")
-  model_dir, blip_dir = str(root / "qwen2_vl"), str(root / "instructblip")
+  model_dir, blip_dir, audio_dir = str(root / "qwen2_vl"), str(root / "instructblip"), str(root / "qwen2_audio")
   hf = q.build_hf(model_dir, kv_heads=2)
   assert (hf.config.image_token_id, hf.config.video_token_id, hf.config.vision_start_token_id) == (IMAGE, VIDEO, START)
   ib.build_instructblip(blip_dir, "freq2_mha")
+  _build_audio(audio_dir)
   config = hf.config.to_dict()
   np.savez(root / "batches.npz", **{f"{side}/{k}": np.asarray(v) for side in ("right", "left")
                                     for k, v in _batch(config, side).items()})  # workers need no transformers
@@ -202,7 +225,7 @@ def report(tmp_path_factory):
       env = dict(os.environ, JAX_PLATFORMS="cpu",
                  XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {flags}")
       log = open(root / f"{name}.log", "w")  # a file, not a pipe: a worker never blocks on output
-      procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), model_dir, blip_dir, str(root), name],
+      procs[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), model_dir, blip_dir, audio_dir, str(root), name],
                                      env=env, stdout=log, stderr=subprocess.STDOUT)
       log.close()
     for name, proc in procs.items():
@@ -238,7 +261,7 @@ def test_analysis_steps_equal_single_device(report):
     for m in ("llm", "vision"):
       assert r[f"grad/{m}"] <= 1e-6 + 1e-4 * scale[f"grad/{m}"], (name, m, r[f"grad/{m}"])
     assert r["tokens_equal"] and r["tokens_nonpad"] > 0, name
-    assert r["blip_params_equal"], name
+    assert r["instructblip_params_equal"] and r["qwen2_audio_params_equal"], name
 
 
 def test_params_and_outputs_are_really_split(report):
@@ -248,10 +271,8 @@ def test_params_and_outputs_are_really_split(report):
   assert report["meshes"]["data2_tensor4"]["vision_qkv_spec"] == [None, None, "tensor"]
   assert report["meshes"]["data2_tensor4"]["logits_sharding"] == ["data"]
   assert report["meshes"]["data8"]["logits_sharding"] == ["data"]
-  # InstructBLIP: Q-Former FFN, EVA MLP and EVA attention output follow the same logical rules.
-  assert report["meshes"]["data2_tensor4"]["blip_specs"] == {
-      "qformer/layers/ffn_query/fc1/kernel": [None, None, "tensor"],
-      "vision/layers/mlp/fc2/kernel": [None, "tensor"], "vision/layers/attn/proj/kernel": [None, "tensor"]}
+  # InstructBLIP (Q-Former FFN, EVA MLP and attention output) and Qwen2-Audio (Whisper encoder, LLM).
+  assert report["meshes"]["data2_tensor4"]["specs"] == OTHER_SPECS
 
 
 def test_sharded_loading_reads_only_device_slices(report):
@@ -269,4 +290,4 @@ def test_sharded_loading_reads_only_device_slices(report):
 if __name__ == "__main__":
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   sys.path[:0] = [root, os.path.join(root, "tests")]
-  run_worker(*sys.argv[1:5])
+  run_worker(*sys.argv[1:6])
