@@ -75,15 +75,16 @@ def test_compare_task_report(tmp_path):
   miner_run, miner_set = write_run(tmp_path, "miner", ["text", "image"], 6, 64, "miner", 1)
   dape_run, dape_set = write_run(tmp_path, "dape", ["medical", "documents", "driving"], 6, 64, "dape", 2)
   other_run, _ = write_run(tmp_path, "other", ["text", "audio"], 9, 32, "miner", 3, model="m2")
+  same_shape_run, _ = write_run(tmp_path, "same_shape", ["text", "audio"], 6, 64, "miner", 4, model="m3")
   config = compare_runs.get_config()
-  config.compare.runs = (miner_run, dape_run, other_run)
+  config.compare.runs = (miner_run, dape_run, other_run, same_shape_run)
   config.compare.bins = 5
   report = tasks.run(config, str(tmp_path / "out"))
   text = open(report).read()
-  assert "Distribution by relative depth" in text and "Overlap between sets of the same module shape" in text
+  assert "Distribution by relative depth" in text and "Overlap between sets of the same model and module" in text
   result = json.load(open(tmp_path / "out" / "compare.json"))
-  assert [r["layers"] for r in result["runs"]] == [6, 6, 9]
-  assert len(result["cross"]) == 1  # only the two 6 x 64 sets can be overlapped neuron by neuron
+  assert [r["layers"] for r in result["runs"]] == [6, 6, 9, 6]
+  assert len(result["cross"]) == 1  # only the two sets of model m can be overlapped neuron by neuron
   np.testing.assert_allclose(result["cross"][0]["jaccard"], compare.cross_jaccard(miner_set.mask, dape_set.mask))
   np.testing.assert_allclose(result["runs"][1]["depth_histogram"], depth_reference(dape_set.mask, 5), atol=1e-12)
   for name in os.listdir(tmp_path / "out" / "plots"):

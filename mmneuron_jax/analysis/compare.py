@@ -6,7 +6,7 @@ neurons are spread uniformly over it, so a histogram over depth bins does not de
 layers fall into the bins (a set spread evenly over the layers gives a flat histogram for any L).
 
 Overlap: Jaccard |A & B| / |A | B| (0 when both are empty), over all layers or per layer. Sets of
-different modules / shapes can only be compared by depth; `cross_jaccard` needs equal (L, F).
+different models / modules can only be compared by depth; `cross_jaccard` needs equal (L, F).
 Shapes: G groups, L layers, F neurons per layer, K depth bins.
 """
 import numpy as np
@@ -85,8 +85,8 @@ def pairwise_jaccard(mask, per_layer: bool = False) -> np.ndarray:
 
 
 def compatible(a, b) -> bool:
-  """Two NeuronSets can be overlapped neuron by neuron: same module, layers and width."""
-  return (a.module, a.layers, a.width) == (b.module, b.layers, b.width)
+  """Two NeuronSets can be overlapped neuron by neuron: same model id, module, layers and width."""
+  return (a.model_id, a.module, a.layers, a.width) == (b.model_id, b.module, b.layers, b.width)
 
 
 # ----------------------------------------------------------------------------- plots

@@ -1,6 +1,6 @@
 """Cross-architecture view of neuron sets from finished runs (MMNeuron domain sets and/or MINER
 modality sets): distribution over relative depth, overlaps inside each set, and overlaps between
-sets of the same module shape (e.g. MMNeuron domains vs MINER modalities of one model).
+sets of the same model and module (e.g. MMNeuron domains vs MINER modalities of one model).
 
 Reads `<run>/neurons/<module>.json` from each run of `config.compare.runs`; writes compare.json,
 plots/ and report.md into the work directory.
@@ -79,7 +79,7 @@ def run(config, workdir: str) -> str:
       result["cross"].append({"a": la, "b": lb, "jaccard": mat.tolist(), "plot": f"plots/{name}",
                               "jaccard_per_layer": compare.cross_jaccard(a.mask, b.mask, per_layer=True).tolist()})
   if result["cross"]:
-    out += ["## Overlap between sets of the same module shape", ""]
+    out += ["## Overlap between sets of the same model and module", ""]
     for c in result["cross"]:
       out += [f"{c['a']} vs {c['b']}:", "", f"![cross]({c['plot']})", ""]
   with open(os.path.join(workdir, "compare.json"), "w") as f:
