@@ -86,7 +86,8 @@ def test_inputs_match_hf_processor(checkpoint, records):
   assert ((lit["input_ids"] == inputs.image_token_id).sum(1) == demo_blip.NUM_QUERY).all()
   plain = inputs.tokenizer(prompts.stats_prompt(recs[0]), split_special_tokens=True)["input_ids"]
   np.testing.assert_array_equal(lit["input_ids"][0, demo_blip.NUM_QUERY:][:len(plain)], plain)
-  dropped = InstructBlipInputs.from_pretrained(checkpoint, image_text="drop")([prompts.stats_prompt(recs[0])], images[:1])
+  drop = InstructBlipInputs.from_pretrained(checkpoint, image_text="drop")
+  dropped = drop([prompts.stats_prompt(recs[0])], images[:1])
   np.testing.assert_array_equal(dropped["input_ids"][0, demo_blip.NUM_QUERY:],
                                 inputs.tokenizer(recs[0].question)["input_ids"])
 

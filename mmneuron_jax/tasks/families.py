@@ -34,8 +34,8 @@ INSTRUCTBLIP_CONDITIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class PipelineFamily:
-  """name: the model registry's family (HF model_type); conditions: name -> probe modules switched off; template / style: default
-  evaluation prompt (data/prompts.py); make_inputs(path, config) -> inputs builder; vision_tokens(hf
+  """name: the model registry's family (HF model_type); conditions: name -> probe modules switched off;
+  template / style: default evaluation prompt (data/prompts.py); make_inputs(path, config) -> inputs builder; vision_tokens(hf
   config, (h, w)) -> vision-encoder tokens of one image; build_demo(path, texts, seed) -> path.
   make_inputs(path, run config, HF config dict) reads the tokenizer(s) and image processor at `path`."""
   name: str

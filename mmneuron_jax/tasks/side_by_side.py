@@ -93,12 +93,19 @@ def plot_neurons(runs, labels, path: str):
   fig = Figure(figsize=(4.2 * len(modules), 3.6))
   axes = fig.subplots(1, len(modules), squeeze=False)[0]
   for ax, module in zip(axes, modules):
-    for j, (run, label) in enumerate(zip(runs, labels)):
-      s = run["sets"].get(module)
-      if s is not None:
-        ax.plot(depth(s.layers), s.mask.any(axis=0).sum(axis=1), marker="o", markersize=3, color=f"C{j}",
+    have = [(j, run["sets"][module], label) for j, (run, label) in enumerate(zip(runs, labels))
+            if module in run["sets"]]
+    for k, (j, s, label) in enumerate(have):
+      per_layer = s.mask.any(axis=0).sum(axis=1)
+      if s.layers > 1:
+        ax.plot(depth(s.layers), per_layer, marker="o", markersize=3, color=f"C{j}",
                 label=f"{label} ({s.layers}x{s.width})")
-    ax.set(title=module, xlabel="relative depth", ylabel="# domain-specific neurons")
+      else:  # a one-layer module (LLaVA's projector): a bar per run
+        ax.bar(k, per_layer[0], 0.5, color=f"C{j}", label=f"{label} (1x{s.width})")
+    if all(s.layers == 1 for _, s, _ in have):
+      ax.set_xticks(range(len(have)), [label for _, _, label in have], fontsize=7)
+    ax.set(title=module, xlabel="relative depth" if any(s.layers > 1 for _, s, _ in have) else "run",
+           ylabel="# domain-specific neurons")
     ax.legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=110, format="png")
