@@ -64,20 +64,23 @@ def plot_overlap(selected, names, path) -> str:
   return path
 
 
-def plot_deactivation(rows, path, metric="primary") -> str:
-  """Grouped bars: datasets x conditions, the dataset's primary metric."""
+def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str:
+  """Grouped bars, datasets x conditions, one panel per metric present in the rows (default: the
+  dataset's primary metric, and the fraction of answers that changed vs no deactivation)."""
+  metrics = [m for m in metrics if any(m in r for r in rows)]
   datasets = list(dict.fromkeys(r["dataset"] for r in rows))
   conditions = list(dict.fromkeys(r["condition"] for r in rows))
-  fig = _figure(max(6.0, 1.8 * len(datasets)), 3.8)
-  ax = fig.subplots()
+  fig = _figure(max(6.0, 1.8 * len(datasets)) * len(metrics), 3.8)
+  axes = fig.subplots(1, len(metrics), squeeze=False)[0]
   width = 0.8 / max(len(conditions), 1)
-  for j, c in enumerate(conditions):
-    vals = [next((r.get(metric, np.nan) for r in rows if r["dataset"] == d and r["condition"] == c), np.nan)
-            for d in datasets]
-    ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=c)
-  ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
-  ax.set(ylabel=metric, title="Deactivating modality-specific neurons")
-  ax.legend(fontsize=7, ncol=2)
+  for ax, metric in zip(axes, metrics):
+    for j, c in enumerate(conditions):
+      vals = [next((r.get(metric, np.nan) for r in rows if r["dataset"] == d and r["condition"] == c), np.nan)
+              for d in datasets]
+      ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=c)
+    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
+    ax.set(ylabel=metric, ylim=(0, 1.05), title=f"Deactivation: {metric}")
+    ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=100, format="png")
   return path
