@@ -5,7 +5,8 @@ InstructBLIP and Qwen2-Audio placed by the same rules (params equal, specs check
 
 Checked through the public calls on a model `on_mesh`: `model.apply` with masks + the MINER
 probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); sharded loading
-reading each device's slice only (a byte-counting reader on an fsdp=8 mesh). Statistics
+reading each device's slice only (a byte-counting reader on an fsdp=8 mesh); an orbax copy
+restored onto that mesh against sharded abstract targets. Statistics
 (`sharding.stats_step`): tests/test_sharding.py.
 
 Three concurrent subprocesses: the single-device reference (1 CPU device, plain jit path, no mesh)
@@ -154,6 +155,23 @@ def _inputs(model, batch_file):
   return batch, left, masks, probe, lens, answer
 
 
+def _orbax_report(model_dir, out_dir):
+  """`convert` to orbax, then `load_on_mesh` on fsdp=8 restores against sharded abstract targets:
+  the same values and shardings as loading the HF checkpoint onto that mesh."""
+  import jax
+  import mmneuron_jax
+  from mmneuron_jax import sharding as S
+  mesh = S.make_mesh(data=1, fsdp=8)
+  ck = mmneuron_jax.convert(model_dir, os.path.join(out_dir, "orbax"))
+  restored, loaded = S.load_on_mesh(ck, mesh), S.load_on_mesh(model_dir, mesh)
+  pairs = list(zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(loaded.params)))
+  gate = restored.params["llm"]["layers"]["mlp"]["gate"]["kernel"]
+  return {"equal": all(bool((np.asarray(a) == np.asarray(b)).all()) for a, b in pairs),
+          "same_shardings": all(a.sharding == b.sharding for a, b in pairs),
+          "split": sum(not a.sharding.is_fully_replicated for a, _ in pairs),
+          "gate_shard": list(gate.addressable_shards[0].data.shape), "on_mesh": restored.mesh is mesh}
+
+
 def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
   """One subprocess: `name` = 'reference' (1 device, no mesh: the plain jit path) or a mesh of
   MESHES (8 devices) -> <out_dir>/<name>.npz (results) + <name>.json (layout facts)."""
@@ -184,7 +202,7 @@ def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
             "vision_qkv_spec": _spec(model.params["vision"]["layers"]["attn"]["qkv"]["kernel"].sharding.spec),
             "specs": {k: v for k, v in specs.items() if k in OTHER_SPECS}})
     if name == "data8":
-      meta["reads"] = _read_report(model_dir)
+      meta["reads"], meta["orbax"] = _read_report(model_dir), _orbax_report(model_dir, out_dir)
   np.savez(os.path.join(out_dir, f"{name}.npz"), **got)
   with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump(meta, f, indent=1)
@@ -245,7 +263,7 @@ def report(tmp_path_factory):
     with open(root / f"{name}.json") as f:
       meta["meshes"][name] = json.load(f)
     meta["meshes"][name].update(_compare(dict(np.load(root / f"{name}.npz")), want, valid))
-  meta["reads"] = meta["meshes"]["data8"].pop("reads")
+  meta["reads"], meta["orbax"] = meta["meshes"]["data8"].pop("reads"), meta["meshes"]["data8"].pop("orbax")
   return meta
 
 
@@ -285,6 +303,12 @@ def test_sharded_loading_reads_only_device_slices(report):
     assert r["total_read"] == r["full"], (path, r)
   assert reads["llm/layers/mlp/gate/kernel"]["device_shard"] == [2, 8, 88]
   assert not [p for p, r in reads.items() if not r["sliceable"]]  # no sharded param needs a full read
+
+
+def test_orbax_restore_onto_a_mesh(report):
+  r = report["orbax"]
+  assert r["equal"] and r["same_shardings"] and r["on_mesh"], r
+  assert r["split"] >= 10 and r["gate_shard"] == [2, 8, 88], r
 
 
 if __name__ == "__main__":
