@@ -7,6 +7,8 @@ give the same statistics as one process over all batches.
      params loaded with `sharding.load_on_mesh`, `sharding.stats_step`, each host passing the
      same global batches.
 Both must equal a single-process run: counts and token counts exact, sums atol 1e-4 (fp32).
+On the global mesh, `model.apply` with a logit lens and `model.generate` too: every host reads
+the same entropies (atol 5e-5 nats), top-1 tokens and greedy tokens as one process.
 """
 import os
 import socket
@@ -35,8 +37,25 @@ def _batches():
   return out
 
 
+def _left_batch():
+  """A left-padded batch of 2 for `apply` (logit lens) and `generate` on the global mesh."""
+  import hf_tiny
+  return hf_tiny.llava_next_batch(hf_tiny.llava_next_config(), [(40, 90), (33, 33)], [3, 7], pad_side="left")
+
+
+def _lens_and_tokens(model, left):
+  """model.apply with a logit lens at the image tokens + 3 greedy tokens -> numpy dict."""
+  from mmneuron_jax.analysis.logit_lens import Lens, positions_where
+  positions = positions_where(left["input_ids"] == model.config["image_token_index"])
+  out = model.apply(model.params, left, lens=Lens(positions, None, 3))
+  tokens = model.generate(model.params, left, max_new_tokens=3)
+  assert isinstance(tokens, np.ndarray)
+  return {"entropy": np.asarray(out.lens["entropy"]), "top1": np.asarray(out.lens["top_ids"])[..., 0],
+          "tokens": tokens, "valid": positions >= 0}
+
+
 def _save_batches(path, batches):
-  arrays = {}
+  arrays = {f"left/{k}": np.asarray(v) for k, v in _left_batch().items()}
   for i, (b, g) in enumerate(batches):
     arrays.update({f"{i}/{k}": np.asarray(v) for k, v in b.items()})
     arrays[f"{i}/sample_groups"] = g
@@ -95,6 +114,13 @@ def run_worker(model_dir, batch_file, out_dir):
     out = step(model.params, model.device_batch(b), stats.to_device_groups(model.token_groups(b, g)))
     assert all(isinstance(v, np.ndarray) for v in stats.flatten(out).values())
     totals = _add(totals, stats.flatten(out))
+  # model.apply (lens readouts replicated -> this host's numpy copy) and generate (tokens split on
+  # B across the hosts -> gathered) on the same global mesh.
+  data = np.load(batch_file)
+  left = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("left/")}
+  got = _lens_and_tokens(model, left)
+  assert isinstance(got["entropy"], np.ndarray)
+  np.savez(os.path.join(out_dir, f"apply_{index}.npz"), **got)
   distributed.sync("done")
   if distributed.is_writer():
     np.savez(os.path.join(out_dir, "global.npz"), **totals)
@@ -169,6 +195,14 @@ def test_two_processes_equal_one(setup, tmp_path):
     _check(got, want, f"host-sharded, as seen by process {i}")
   assert shards == [[0, 1, 2], [3, 4]]
   _check(dict(np.load(tmp_path / "global.npz")), want, "global mesh")
+  import mmneuron_jax
+  ref = _lens_and_tokens(mmneuron_jax.load_hf(model_dir), _left_batch())
+  for i in range(2):  # every host reads the same lens readouts and tokens as one process
+    got = dict(np.load(tmp_path / f"apply_{i}.npz"))
+    valid = ref["valid"]
+    np.testing.assert_allclose(got["entropy"][:, valid], ref["entropy"][:, valid], rtol=0, atol=5e-5)
+    np.testing.assert_array_equal(got["top1"][:, valid], ref["top1"][:, valid])
+    np.testing.assert_array_equal(got["tokens"], ref["tokens"])
   assert want["tokens/llm"].sum() > 0 and want["count/vision"].sum() > 0
 
 
