@@ -20,6 +20,8 @@ def get_config():
   c.stages = ("scores", "select", "deactivate")
   c.model = ml_collections.ConfigDict(dict(family="qwen2_vl", path="", id="", dtype="float32", compute_dtype="",
                                            seed=0))
+  # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
+  c.mesh = "-1,1,1"
   # source: 'demo' (bundled synthetic samples) or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));
   # a dataset's path is data.paths.<name>, else <data.root>/<name>. n_per_dataset 0 = all.
   c.data = ml_collections.ConfigDict(dict(source="demo", root="", datasets=["image_qa", "caption", "text_mc"],

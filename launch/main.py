@@ -26,7 +26,9 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   index, count = distributed.initialize_from_env(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.info("process %d of %d", index, count)
-  report = tasks.run(_CONFIG.value, _WORKDIR.value)
+  # Every process runs the same steps on the global mesh; only process 0 writes the run directory.
+  workdir = _WORKDIR.value if index == 0 else os.path.join(_WORKDIR.value, f".process_{index}")
+  report = tasks.run(_CONFIG.value, workdir)
   logging.info("report: %s", report)
 
 

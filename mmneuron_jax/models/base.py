@@ -81,7 +81,8 @@ class Model:
 
   def prepare(self, batch: dict) -> dict:
     """Host-side preprocessing (anyres indices etc.); idempotent."""
-    if "feature_index" in batch or batch.get("pixel_values") is None:
+    media = batch.get("pixel_values") is not None or batch.get("input_features") is not None
+    if "feature_index" in batch or "audio_rows" in batch or not media:
       return dict(batch)
     return self.prepare_fn(batch)
 

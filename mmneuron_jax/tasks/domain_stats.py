@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from mmneuron_jax import sharding
 from mmneuron_jax.analysis import stats
 from mmneuron_jax.data.batching import chunks
 
@@ -62,7 +63,7 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
                  image_only=False):
   """PlannedBatch -> {'field/module': np.ndarray} partial sums of that batch. `inputs` is the
   family's builder (data/processors.py): it builds the batch and pads it to fixed shapes."""
-  step = stats.make_step(model, num_groups)
+  step = sharding.stats_step(model, num_groups)  # sharded when the model is on a mesh
   domains = list(records_by_domain)
 
   def step_fn(planned: PlannedBatch):

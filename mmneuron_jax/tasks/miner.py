@@ -18,7 +18,7 @@ import os
 import numpy as np
 from absl import logging
 
-import mmneuron_jax
+from mmneuron_jax import sharding
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.tasks import miner_data, miner_deactivation, miner_inputs, miner_report, miner_scores
@@ -35,10 +35,9 @@ def load_model(config, workdir, samples_by_dataset):
     if not os.path.exists(os.path.join(path, "config.json")):
       texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
       miner_inputs.demo_builder(family)(path, texts, seed=config.model.seed)
-  if os.path.exists(os.path.join(path, "mmneuron.json")):
-    model = mmneuron_jax.load(path, compute_dtype=config.model.compute_dtype or None)
-  else:
-    model = mmneuron_jax.load_hf(path, dtype=config.model.dtype, compute_dtype=config.model.compute_dtype or None)
+  # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
+  model = sharding.load_on_mesh(path, sharding.mesh_from_config(config), dtype=config.model.dtype,
+                                compute_dtype=config.model.compute_dtype or None)
   if model.family != family:
     raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
   return model, miner_inputs.family_inputs(family, path), config.model.id or path

@@ -3,7 +3,7 @@ import os
 
 from absl import logging
 
-import mmneuron_jax
+from mmneuron_jax import sharding
 from mmneuron_jax.data import records as records_lib
 from mmneuron_jax.tasks import families
 
@@ -51,9 +51,8 @@ def load_model(config, workdir, records):
     if not os.path.exists(os.path.join(path, "config.json")):
       fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
   model_id = config.model.id or path
-  if os.path.exists(os.path.join(path, "mmneuron.json")):
-    model = mmneuron_jax.load(path, compute_dtype=config.model.compute_dtype or None)
-  else:
-    model = mmneuron_jax.load_hf(path, dtype=config.model.dtype, compute_dtype=config.model.compute_dtype or None)
+  # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
+  model = sharding.load_on_mesh(path, sharding.mesh_from_config(config), dtype=config.model.dtype,
+                                compute_dtype=config.model.compute_dtype or None)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam
