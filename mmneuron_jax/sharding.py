@@ -39,6 +39,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mmneuron_jax.models.base import mask_arrays
+
 AXES = ("data", "fsdp", "tensor")
 
 # Logical axes -> mesh axes (a name, a tuple of names, or None = replicated). Swap entries for
@@ -441,7 +443,7 @@ def sharded_forward(model, mesh: Mesh, capture=(), remat=False, rules=DEFAULT_RU
 
   def fn(params, batch, masks=None, probe=None, lens=None):
     model.check_masks(masks)
-    masks = None if masks is None else {k: np.asarray(v, np.float32) for k, v in masks.items()}
+    masks = mask_arrays(masks, np.asarray)
     return step(params, host_batch(model, batch), masks, probe, lens)
 
   fn.step = step
@@ -463,7 +465,7 @@ def sharded_stats_step(model, num_groups: int, mesh: Mesh, modules=None, rules=D
 
   def fn(params, batch, groups, masks=None):
     model.check_masks(masks)
-    masks = None if masks is None else {k: np.asarray(v, np.float32) for k, v in masks.items()}
+    masks = mask_arrays(masks, np.asarray)
     groups = {k: np.asarray(v, np.int32) if not isinstance(v, jax.Array) else v for k, v in groups.items()}
     return step(params, host_batch(model, batch), groups, masks)
 
@@ -516,7 +518,7 @@ def sharded_lens(model, mesh: Mesh, rules=DEFAULT_RULES, replicated_outputs=True
 
   def fn(params, batch, lens, masks=None):
     model.check_masks(masks)
-    masks = None if masks is None else {k: np.asarray(v, np.float32) for k, v in masks.items()}
+    masks = mask_arrays(masks, np.asarray)
     return step(params, host_batch(model, batch), lens, masks)
 
   fn.step = step

@@ -102,6 +102,28 @@ def test_masked_forward_matches_hook_zeroing(pair):
   assert np.abs(np.asarray(out.logits) - np.asarray(plain.logits))[valid].max() > 1e-3  # the mask did something
 
 
+def test_affine_masks_match_hf_hooks(pair):
+  """(scale, offset) masks (MINER's 'set to the minimum') in apply and generate equal HF hooks."""
+  hf, model, batch, pinpoints, sizes, text_lens = pair
+  rng = np.random.default_rng(5)
+  masks = {name: ((rng.random(shape) > 0.1).astype(np.float32), rng.normal(size=shape).astype(np.float32) * 0.1)
+           for name, shape in model.probe_modules.items()}
+  out = model.apply(model.params, batch, masks=masks)
+  ref, _ = run_hf(hf, batch, masks=masks)
+  valid = batch["attention_mask"].astype(bool)
+  assert np.abs(np.asarray(out.logits)[valid] - ref.logits.numpy()[valid]).max() <= TOL
+  left = hf_tiny.llava_next_batch(hf.config, sizes, text_lens, pad_side="left", pinpoints=pinpoints)
+  ours = model.generate(model.params, left, max_new_tokens=4, masks=masks, eos_token_id=-1)
+  handles = hf_hooks.neuron_hooks(act_modules(hf), masks)
+  try:
+    with torch.no_grad():
+      theirs = hf.generate(**torch_batch(left), max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)
+  finally:
+    hf_hooks.remove(handles)
+  np.testing.assert_array_equal(ours, theirs.numpy()[:, left["input_ids"].shape[1]:])
+
+
 def test_logit_lens_matches_hf_hidden_states(pair):
   hf, model, batch, *_ = pair
   image = batch["input_ids"] == hf_tiny.IMAGE_TOKEN

@@ -24,6 +24,15 @@ class Output:
   lens: Any = None
 
 
+def mask_arrays(masks, as_array=jnp.asarray):
+  """{module: float[L, F] | (scale float[L, F], offset float[L, F])} -> the same structure of
+  float32 arrays (`as_array`: jnp.asarray on one device, np.asarray for sharded steps)."""
+  if masks is None:
+    return None
+  conv = lambda v: as_array(v, jnp.float32)
+  return {k: tuple(conv(x) for x in v) if isinstance(v, (tuple, list)) else conv(v) for k, v in masks.items()}
+
+
 def split_aux(aux: dict) -> tuple[dict, dict, Any]:
   """Per-module aux dicts -> (captured neurons, probe results, lens readouts)."""
   captured = {k: v["neurons"] for k, v in aux.items() if "neurons" in v}
@@ -99,8 +108,13 @@ class Model:
     for name, m in (masks or {}).items():
       if name not in self.probe_modules:
         raise KeyError(f"masks[{name!r}]: unknown module; probe modules are {sorted(self.probe_modules)}")
-      if tuple(np.shape(m)) != tuple(self.probe_modules[name]):
-        raise ValueError(f"masks[{name!r}] has shape {np.shape(m)}, expected {self.probe_modules[name]}")
+      parts = tuple(m) if isinstance(m, (tuple, list)) else (m,)
+      if len(parts) not in (1, 2):
+        raise ValueError(f"masks[{name!r}]: a float[L, F] multiplier or a (scale, offset) pair; got {len(parts)} "
+                         "arrays")
+      for part in parts:
+        if tuple(np.shape(part)) != tuple(self.probe_modules[name]):
+          raise ValueError(f"masks[{name!r}] has shape {np.shape(part)}, expected {self.probe_modules[name]}")
 
   def jitted_forward(self, capture=(), remat=False):
     key = (tuple(sorted(capture)), remat)
@@ -118,7 +132,7 @@ class Model:
     if self.mesh is not None:
       return self._mesh_forward(capture)(params, batch, masks, probe, lens)
     self.check_masks(masks)
-    masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
+    masks = mask_arrays(masks)
     return self.jitted_forward(capture)(params, self.device_batch(batch), masks, probe, lens)
 
   def _mesh_forward(self, capture=()):

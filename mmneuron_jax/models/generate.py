@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.models.base import attention_bias
+from mmneuron_jax.models.base import attention_bias, mask_arrays
 from mmneuron_jax.nn.attention import causal_allowed, mask_to_bias
 
 
@@ -99,11 +99,11 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
   eos = jnp.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), jnp.int32)
   module = model.module.clone(return_kv=True, capture=())
   if mesh is None:
-    masks = None if masks is None else {k: jnp.asarray(v, jnp.float32) for k, v in masks.items()}
+    masks = mask_arrays(masks)
     tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), float(temperature), masks, eos, seed))
   else:
     from mmneuron_jax.sharding import to_host
-    masks = None if masks is None else {k: np.asarray(v, np.float32) for k, v in masks.items()}
+    masks = mask_arrays(masks, np.asarray)
     step = _mesh_step(model, module, int(max_new_tokens), float(temperature))
     tokens = to_host(step(params, dev, masks, np.asarray(eos), np.asarray(seed, np.int32)))
   return np.where(tokens < 0, pad_token_id, tokens)

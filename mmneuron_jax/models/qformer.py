@@ -22,6 +22,7 @@ from flax import traverse_util
 
 from mmneuron_jax.nn.attention import attend, mask_to_bias
 from mmneuron_jax.nn.layers import ACTIVATIONS, activation
+from mmneuron_jax.nn.mlp import apply_mask
 from mmneuron_jax.nn.policy import Policy
 
 QUERY, TEXT = "qformer_query", "qformer_text"
@@ -135,10 +136,10 @@ def attention_block(x, kv, p, bias, num_heads, eps, precision):
 
 
 def feed_forward(x, p, act, mask, eps, precision):
-  """LN(x + fc2(a)), a = act(fc1(x)) * mask. Returns (float[N, T, D], neurons float[N, T, F])."""
+  """LN(x + fc2(a)), a = apply_mask(act(fc1(x)), mask). Returns (float[N, T, D], neurons float[N, T, F])."""
   a = act(dense(x, p["fc1"], precision))
   if mask is not None:
-    a = a * mask.astype(a.dtype)
+    a = apply_mask(a, mask)
   return layer_norm(x + dense(a, p["fc2"], precision), p["norm"], eps), a
 
 
@@ -200,7 +201,8 @@ class QFormer(nn.Module):
       outs = []
       for name, hin, key in paths:
         m = masks.get(name)
-        y, neurons = feed_forward(hin, lp[key], act, None if m is None else m[l], eps, prec)
+        layer_mask = None if m is None else jax.tree_util.tree_map(lambda a, l=l: a[l], m)
+        y, neurons = feed_forward(hin, lp[key], act, layer_mask, eps, prec)
         outs.append(y)
         aux = {}
         if name in self.capture:

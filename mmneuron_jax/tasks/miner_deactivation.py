@@ -53,27 +53,9 @@ def model_masks(scale, offset, value: str) -> dict:
 
 
 def generate(model, params, batch, masks, max_new_tokens, eos_ids, pad_id, temperature=0.0, seed=0):
-  """`model.generate`, also for affine (scale, offset) masks (nn.mlp.apply_mask), which
-  `Model.generate`'s mask check does not take yet: those go straight to the jitted generator."""
-  if not any(isinstance(v, tuple) for v in masks.values()):
-    return model.generate(params, batch, max_new_tokens=max_new_tokens, masks=masks, eos_token_id=eos_ids,
-                          pad_token_id=pad_id, temperature=temperature, seed=seed)
-  import jax.numpy as jnp
-
-  from mmneuron_jax.models import generate as gen
-  if getattr(model, "mesh", None) is not None:
-    raise NotImplementedError("deactivate.value='min' (affine masks) runs on the plain single-device path only")
-  dev = model.device_batch(batch)
-  if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
-    raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
-  if not getattr(model.module, "generation_keeps_position_ids", False):
-    dev.pop("position_ids", None)
-  pairs = {k: tuple(jnp.asarray(x, jnp.float32) for x in v) if isinstance(v, tuple) else jnp.asarray(v, jnp.float32)
-           for k, v in masks.items()}
-  module = model.module.clone(return_kv=True, capture=())
-  eos = jnp.asarray(np.atleast_1d(eos_ids), jnp.int32)
-  tokens = np.asarray(gen._generate(module, params, dev, int(max_new_tokens), float(temperature), pairs, eos, seed))
-  return np.where(tokens < 0, pad_id, tokens)
+  """`model.generate` with plain or affine (scale, offset) masks (nn.mlp.apply_mask)."""
+  return model.generate(params, batch, max_new_tokens=max_new_tokens, masks=masks, eos_token_id=eos_ids,
+                        pad_token_id=pad_id, temperature=temperature, seed=seed)
 
 
 def answers_for(model, params, inputs, samples, masks, cfg, seed, progress=None) -> list:

@@ -82,7 +82,7 @@ class LlavaNext(nn.Module):
       selected = jnp.concatenate([hidden[i][:, 1:] for i in picks], axis=-1)
       pmask = masks.get("projector")
       feats, neurons = MLP(c.text.hidden_size, c.projector_act, c.text.hidden_size, c.projector_bias, p,
-                           name="projector")(selected, None if pmask is None else pmask[0])
+                           name="projector")(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
       paux = {}
       if "projector" in self.capture:
         paux["neurons"] = neurons[None]
