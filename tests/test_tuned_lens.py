@@ -114,3 +114,23 @@ def test_save_and_reload_by_name(tmp_path):
     np.testing.assert_array_equal(np.asarray(back[k]), t[k])
   with pytest.raises(FileNotFoundError, match="demo_lens"):
     tuned_lens.load(str(tmp_path), "nope")
+
+
+def test_stage_reloads_a_saved_lens_by_name(setup, tmp_path):
+  from configs import readouts_demo
+  model, inputs, records, _ = setup
+  c = readouts_demo.get_config()
+  c.batch_size = 10
+  c.tuned_lens.n_per_domain, c.tuned_lens.positions_per_sample, c.tuned_lens.steps = 2, 8, 10
+  domains = list(c.data.domains)
+  by_domain = {d: [r for r in records if r.domain == d] for d in domains}
+  args = (model, model.params, inputs, by_domain, domains, prompts.stats_prompt)
+  trained = readouts.stage_tuned_lens(*args, c, str(tmp_path), "demo")
+  c.tuned_lens.load = "tuned_lens"  # a name under <workdir>/tuned_lens/
+  loaded = readouts.stage_tuned_lens(*args, c, str(tmp_path), "demo")
+  assert loaded["loaded"] and not trained["loaded"] and loaded["dir"] == trained["dir"]
+  for lens in ("logit", "tuned"):
+    for kind, values in trained[lens].items():
+      for k, v in values.items():
+        np.testing.assert_array_equal(loaded[lens][kind][k], v, err_msg=f"{lens}/{kind}/{k}")
+  assert trained["scan_vs_offline"] < 1e-4

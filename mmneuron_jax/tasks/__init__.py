@@ -5,6 +5,7 @@ TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
 TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.side_by_side"
 TASKS["miner"] = "mmneuron_jax.tasks.miner"
 TASKS["compare"] = "mmneuron_jax.tasks.compare"
+TASKS["readouts"] = "mmneuron_jax.tasks.readouts"
 
 
 def run(config, workdir: str):
