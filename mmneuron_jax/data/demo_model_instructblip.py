@@ -4,12 +4,9 @@ tokenizer, a BERT-style word-level Q-Former tokenizer in `qformer_tokenizer/`, a
 preprocessor_config.json (BlipImageProcessor). It loads through the same `load_hf` path as
 Salesforce/instructblip-vicuna-7b, and HF's InstructBlipForConditionalGeneration reads it too.
 """
-import json
 import os
-import re
 
-import numpy as np
-
+from mmneuron_jax.data import demo_checkpoint as ckpt
 from mmneuron_jax.data import demo_model
 
 IMAGE_SIZE = 28
@@ -28,11 +25,7 @@ def demo_config(vocab_size: int, qformer_vocab_size: int, image_token_id: int, t
       "architectures": ["InstructBlipForConditionalGeneration"], "model_type": "instructblip",
       "num_query_tokens": NUM_QUERY, "image_token_index": image_token_id, "use_decoder_only_language_model": True,
       "tie_word_embeddings": False,
-      "text_config": {"model_type": "llama", "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 96,
-                      "num_hidden_layers": text_layers, "num_attention_heads": 4, "num_key_value_heads": 4,
-                      "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-                      "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3,
-                      "tie_word_embeddings": False},
+      "text_config": ckpt.llama_text_config(vocab_size, text_layers, kv_heads=4, rms_norm_eps=1e-6),
       "vision_config": {"model_type": "instructblip_vision_model", "hidden_size": 48, "intermediate_size": 80,
                         "num_hidden_layers": vision_layers, "num_attention_heads": 4, "image_size": IMAGE_SIZE,
                         "patch_size": PATCH, "hidden_act": "gelu", "layer_norm_eps": 1e-6, "qkv_bias": True},
@@ -58,16 +51,10 @@ def _layernorm(prefix, d):
 def hf_state_shapes(config: dict) -> dict:
   """HF tensor name -> shape for an InstructBLIP (Llama decoder) config, hub / save_pretrained layout."""
   t, v, q = config["text_config"], config["vision_config"], config["qformer_config"]
-  d, f = t["hidden_size"], t["intermediate_size"]
-  kv = t["num_key_value_heads"] * (d // t["num_attention_heads"])
+  d = t["hidden_size"]
   s = {"language_model.lm_head.weight": (t["vocab_size"], d),
-       "language_model.model.embed_tokens.weight": (t["vocab_size"], d), "language_model.model.norm.weight": (d,)}
-  for i in range(t["num_hidden_layers"]):
-    p = f"language_model.model.layers.{i}."
-    s.update({p + "self_attn.q_proj.weight": (d, d), p + "self_attn.k_proj.weight": (kv, d),
-              p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, d),
-              p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d), p + "mlp.down_proj.weight": (d, f),
-              p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,)})
+       "language_model.model.embed_tokens.weight": (t["vocab_size"], d), "language_model.model.norm.weight": (d,),
+       **ckpt.decoder_layer_shapes("language_model.model.layers.", t)}
   vd, vf, n_pos = v["hidden_size"], v["intermediate_size"], (v["image_size"] // v["patch_size"]) ** 2 + 1
   s.update({"vision_model.embeddings.class_embedding": (1, 1, vd),
             "vision_model.embeddings.patch_embedding.weight": (vd, 3, v["patch_size"], v["patch_size"]),
@@ -97,73 +84,52 @@ def hf_state_shapes(config: dict) -> dict:
   return s
 
 
-EMBEDDINGS = re.compile(r"(query_tokens|position_embeddings\.weight|word_embeddings\.weight)$")
+EMBEDDINGS = r"(query_tokens|position_embeddings\.weight|word_embeddings\.weight)$"
 # EVA's class token and positions: as large as a patch's content, so that 28-pixel, nearly uniform demo
 # images (white pages, dark scans) still give neurons that fire at some positions only (with N(0, 0.5)
 # too many vision neurons fire on every token of a domain, p = 1 ties DAPE's 95% threshold, none is picked).
-VISION_POSITIONS = re.compile(r"vision_model\.embeddings\.(class_embedding|position_embedding)$")
-NORM_WEIGHT = re.compile(r"(norm|layernorm|LayerNorm|layer_norm\d)\.weight$")
+VISION_POSITIONS = r"vision_model\.embeddings\.(class_embedding|position_embedding)$"
+NORM_WEIGHT = r"(norm|layernorm|LayerNorm|layer_norm\d)\.weight$"
 
 
 def random_state(config: dict, seed: int = 0) -> dict:
   """Deterministic random weights: N(0, 1/sqrt(fan_in)) matrices, norms near 1, small biases,
   N(0, 0.5) Q-Former queries and embeddings, N(0, 2) EVA class token and positions."""
-  rng = np.random.default_rng(seed)
-  state = {}
-  for name, shape in sorted(hf_state_shapes(config).items()):
-    if NORM_WEIGHT.search(name):
-      arr = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif VISION_POSITIONS.search(name):
-      arr = 2.0 * rng.standard_normal(shape)
-    elif EMBEDDINGS.search(name):
-      arr = 0.5 * rng.standard_normal(shape)
-    elif len(shape) == 1:
-      arr = 0.02 * rng.standard_normal(shape)
-    else:
-      arr = rng.standard_normal(shape) / np.sqrt(int(np.prod(shape[1:])))
-    state[name] = arr.astype(np.float32)
-  return state
+  rules = [(VISION_POSITIONS, lambda rng, shape: 2.0 * rng.standard_normal(shape)),
+           (EMBEDDINGS, lambda rng, shape: 0.5 * rng.standard_normal(shape))]
+  return ckpt.random_state(hf_state_shapes(config), seed, norm=NORM_WEIGHT, rules=rules)
 
 
 def write_qformer_tokenizer(path: str, vocab_words: list[str]) -> int:
   """A BERT-style word-level tokenizer (lower-cased, `[CLS] ... [SEP]`) in `path`; returns its size."""
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-  os.makedirs(path, exist_ok=True)
-  vocab = {tok: i for i, tok in enumerate(QFORMER_SPECIAL + vocab_words)}
-  tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.add_special_tokens(QFORMER_SPECIAL)
-  tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                     special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  tok.decoder = decoders.WordPiece(prefix="##")
-  tok.save(os.path.join(path, "tokenizer.json"))
-  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "[PAD]", "unk_token": "[UNK]",
-               "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]", "do_lower_case": True,
-               "model_max_length": QFORMER_MAX_LEN, "padding_side": "right"}, f, indent=1)
+  from tokenizers import normalizers, pre_tokenizers, processors
+  vocab = ckpt.write_word_tokenizer(
+      path, QFORMER_SPECIAL + vocab_words, QFORMER_SPECIAL,
+      {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+       "mask_token": "[MASK]", "do_lower_case": True, "model_max_length": QFORMER_MAX_LEN, "padding_side": "right"},
+      unk="[UNK]", normalizer=normalizers.BertNormalizer(lowercase=True),
+      pre_tokenizer=pre_tokenizers.BertPreTokenizer(),
+      post_processor=processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                   special_tokens=[("[CLS]", 2), ("[SEP]", 3)]))
   return len(vocab)
 
 
 def write_image_processor(path: str):
-  with open(os.path.join(path, "preprocessor_config.json"), "w") as f:
-    json.dump({"image_processor_type": "BlipImageProcessor", "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-               "do_resize": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-               "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "do_convert_rgb": True}, f, indent=1)
-  with open(os.path.join(path, "processor_config.json"), "w") as f:
-    json.dump({"processor_class": "InstructBlipProcessor", "num_query_tokens": NUM_QUERY}, f, indent=1)
+  ckpt.write_json(os.path.join(path, "preprocessor_config.json"), {
+      "image_processor_type": "BlipImageProcessor", "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+      "do_resize": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+      "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "do_convert_rgb": True})
+  ckpt.write_json(os.path.join(path, "processor_config.json"),
+                  {"processor_class": "InstructBlipProcessor", "num_query_tokens": NUM_QUERY})
 
 
 def build_demo_checkpoint(path: str, texts, seed: int = 0) -> str:
   """Write the tiny InstructBLIP for the vocabulary of `texts` (both tokenizers). Returns `path`."""
-  from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
   words = demo_model.word_vocab(texts)
   image_id = demo_model.write_tokenizer(path, words)
   qformer_vocab = write_qformer_tokenizer(os.path.join(path, "qformer_tokenizer"), words)
-  config = demo_config(image_id + 1 + (-(image_id + 1)) % 8, qformer_vocab, image_id)
-  save_file(random_state(config, seed), os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config, f, indent=1)
+  config = demo_config(ckpt.padded_vocab_size(image_id + 1), qformer_vocab, image_id)
+  ckpt.save_checkpoint(path, random_state(config, seed), config)
   write_image_processor(path)
   return path

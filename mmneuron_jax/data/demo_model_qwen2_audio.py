@@ -10,11 +10,11 @@ The special tokens keep their names but get small ids in Qwen2's order (`SPECIAL
 151644..151648), written consistently into config.json (`audio_token_index`, eos/pad ids), so
 `Qwen2AudioConfig.modality_token_ids` and the tokenizer agree on them.
 """
-import json
 import os
-import re
 
 import numpy as np
+
+from mmneuron_jax.data import demo_checkpoint as ckpt
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<unk>"]
 IDS = {tok: i for i, tok in enumerate(SPECIAL)}
@@ -43,18 +43,10 @@ def demo_config(vocab_size: int, layers: int = 3, hidden: int = 64, intermediate
 def hf_state_shapes(config: dict) -> dict:
   """HF tensor name -> shape (hub layout)."""
   t, a = config["text_config"], config["audio_config"]
-  d, f, V = t["hidden_size"], t["intermediate_size"], t["vocab_size"]
-  kv = t["num_key_value_heads"] * (d // t["num_attention_heads"])
+  d, V = t["hidden_size"], t["vocab_size"]
   s = {"language_model.model.embed_tokens.weight": (V, d), "language_model.model.norm.weight": (d,),
-       "language_model.lm_head.weight": (V, d)}
-  for i in range(t["num_hidden_layers"]):
-    p = f"language_model.model.layers.{i}."
-    s.update({p + "self_attn.q_proj.weight": (d, d), p + "self_attn.q_proj.bias": (d,),
-              p + "self_attn.k_proj.weight": (kv, d), p + "self_attn.k_proj.bias": (kv,),
-              p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.v_proj.bias": (kv,),
-              p + "self_attn.o_proj.weight": (d, d), p + "mlp.gate_proj.weight": (f, d),
-              p + "mlp.up_proj.weight": (f, d), p + "mlp.down_proj.weight": (d, f),
-              p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,)})
+       "language_model.lm_head.weight": (V, d),
+       **ckpt.decoder_layer_shapes("language_model.model.layers.", t, qkv_bias=True)}
   e, af, m = a["d_model"], a["encoder_ffn_dim"], a["num_mel_bins"]
   s.update({"audio_tower.conv1.weight": (e, m, 3), "audio_tower.conv1.bias": (e,),
             "audio_tower.conv2.weight": (e, e, 3), "audio_tower.conv2.bias": (e,),
@@ -83,54 +75,30 @@ def sinusoids(length: int, channels: int) -> np.ndarray:
 def random_state(config: dict, seed: int = 0, gain: float = 2.0) -> dict:
   """Deterministic random weights: gain * N(0, 1/fan_in) matrices (gain > 1 so activations vary),
   norms near 1, small biases, Whisper's sinusoidal positions."""
-  rng = np.random.default_rng(seed)
-  state = {}
-  for name, shape in sorted(hf_state_shapes(config).items()):
-    if name.endswith("embed_positions.weight"):
-      arr = sinusoids(*shape)
-    elif re.search(r"(norm|layernorm|layer_norm)\.weight$", name):
-      arr = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif len(shape) == 1:
-      arr = 0.02 * rng.standard_normal(shape)
-    else:
-      arr = gain * rng.standard_normal(shape) / np.sqrt(int(np.prod(shape[1:])))
-    state[name] = arr.astype(np.float32)
-  return state
+  rules = [(r"embed_positions\.weight$", lambda rng, shape: sinusoids(*shape))]
+  return ckpt.random_state(hf_state_shapes(config), seed, norm=r"(norm|layernorm|layer_norm)\.weight$", gain=gain,
+                           rules=rules)
 
 
 def word_vocab(texts) -> list:
   """Sorted unique lower-case words / punctuation of `texts` and the template, plus digits and letters."""
-  words = set("0123456789abcdefghijklmnopqrstuvwxyz")
-  for text in list(texts) + [TEMPLATE_WORDS]:
-    for tok in SPECIAL:
-      text = text.replace(tok, " ")
-    words.update(re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text.lower()))
-  return sorted(words)
+  return ckpt.word_vocab(list(texts) + [TEMPLATE_WORDS], specials=SPECIAL)
 
 
 def write_tokenizer(path: str, vocab_words: list) -> int:
   """A word-level fast tokenizer (lower-cased, no BOS, Qwen2-Audio special tokens); returns the vocab size."""
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-  vocab = {tok: i for i, tok in enumerate(SPECIAL + vocab_words)}
-  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-  tok.normalizer = normalizers.Lowercase()
-  tok.pre_tokenizer = pre_tokenizers.Whitespace()
-  tok.add_special_tokens(SPECIAL)
-  tok.decoder = decoders.WordPiece(prefix="##")
-  tok.save(os.path.join(path, "tokenizer.json"))
-  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-               "unk_token": "<unk>", "model_max_length": 2048, "padding_side": "right"}, f, indent=1)
-  return len(vocab)
+  return len(ckpt.write_word_tokenizer(
+      path, SPECIAL + vocab_words, SPECIAL,
+      {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>", "model_max_length": 2048,
+       "padding_side": "right"}))
 
 
 def write_feature_extractor(path: str):
   """preprocessor_config.json of HF's WhisperFeatureExtractor (`MEL_BINS` bins, `CHUNK_SECONDS` s chunks)."""
-  with open(os.path.join(path, "preprocessor_config.json"), "w") as f:
-    json.dump({"feature_extractor_type": "WhisperFeatureExtractor", "processor_class": "Qwen2AudioProcessor",
-               "feature_size": MEL_BINS, "sampling_rate": 16000, "hop_length": HOP, "chunk_length": CHUNK_SECONDS,
-               "n_fft": 400, "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
-               "dither": 0.0}, f, indent=1)
+  ckpt.write_json(os.path.join(path, "preprocessor_config.json"), {
+      "feature_extractor_type": "WhisperFeatureExtractor", "processor_class": "Qwen2AudioProcessor",
+      "feature_size": MEL_BINS, "sampling_rate": 16000, "hop_length": HOP, "chunk_length": CHUNK_SECONDS,
+      "n_fft": 400, "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True, "dither": 0.0})
 
 
 def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None, **config_kwargs) -> str:
@@ -139,16 +107,12 @@ def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None, **co
   `edit_state(state, config, vocab)` may plant weights before saving (vocab: token -> id);
   config_kwargs go to `demo_config` (layers, hidden, intermediate, audio_layers, audio_width,
   audio_ffn). Returns `path`."""
-  from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
   words = word_vocab(texts)
-  n = write_tokenizer(path, words)
-  config = demo_config(n + (-n) % 8, **config_kwargs)
+  config = demo_config(ckpt.padded_vocab_size(write_tokenizer(path, words)), **config_kwargs)
   state = random_state(config, seed)
   if edit_state is not None:
     edit_state(state, config, {tok: i for i, tok in enumerate(SPECIAL + words)})
-  save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config, f, indent=1)
+  ckpt.save_checkpoint(path, state, config)
   write_feature_extractor(path)
   return path

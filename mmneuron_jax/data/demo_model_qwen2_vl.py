@@ -8,11 +8,9 @@ The Qwen2-VL special tokens keep their names but get small ids (`SPECIAL`, e.g. 
 `video_token_id`, `vision_start_token_id`, `vision_end_token_id`, eos/pad ids); MINER reads
 the ids from the tokenizer and config, so the remapping is invisible to the pipeline.
 """
-import json
 import os
-import re
 
-import numpy as np
+from mmneuron_jax.data import demo_checkpoint as ckpt
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
            "<|image_pad|>", "<|video_pad|>", "<unk>"]
@@ -46,20 +44,11 @@ def demo_config(vocab_size: int, layers: int = 3, hidden: int = 64, intermediate
 def hf_state_shapes(config: dict) -> dict:
   """HF tensor name -> shape (hub layout: 'model.*', 'visual.*', 'lm_head.weight')."""
   t, v = config["text_config"], config["vision_config"]
-  d, f, V = t["hidden_size"], t["intermediate_size"], t["vocab_size"]
-  hd = d // t["num_attention_heads"]
-  kv = t["num_key_value_heads"] * hd
-  s = {"model.embed_tokens.weight": (V, d), "model.norm.weight": (d,)}
+  d, V = t["hidden_size"], t["vocab_size"]
+  s = {"model.embed_tokens.weight": (V, d), "model.norm.weight": (d,),
+       **ckpt.decoder_layer_shapes("model.layers.", t, qkv_bias=True)}
   if not config.get("tie_word_embeddings"):
     s["lm_head.weight"] = (V, d)
-  for i in range(t["num_hidden_layers"]):
-    p = f"model.layers.{i}."
-    s.update({p + "self_attn.q_proj.weight": (d, d), p + "self_attn.q_proj.bias": (d,),
-              p + "self_attn.k_proj.weight": (kv, d), p + "self_attn.k_proj.bias": (kv,),
-              p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.v_proj.bias": (kv,),
-              p + "self_attn.o_proj.weight": (d, d), p + "mlp.gate_proj.weight": (f, d),
-              p + "mlp.up_proj.weight": (f, d), p + "mlp.down_proj.weight": (d, f),
-              p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,)})
   e, ps, tp, m = v["embed_dim"], v["patch_size"], v["temporal_patch_size"], v["spatial_merge_size"]
   vf = int(e * v["mlp_ratio"])
   s["visual.patch_embed.proj.weight"] = (e, v["in_channels"], tp, ps, ps)
@@ -79,53 +68,29 @@ def hf_state_shapes(config: dict) -> dict:
 def random_state(config: dict, seed: int = 0, gain: float = 2.0) -> dict:
   """Deterministic random weights: gain * N(0, 1/fan_in) matrices (gain > 1 so activations vary),
   norms near 1, small biases."""
-  rng = np.random.default_rng(seed)
-  state = {}
-  for name, shape in sorted(hf_state_shapes(config).items()):
-    if re.search(r"(norm\d?|layernorm|ln_q)\.weight$", name):
-      arr = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif len(shape) == 1:
-      arr = 0.02 * rng.standard_normal(shape)
-    else:
-      arr = gain * rng.standard_normal(shape) / np.sqrt(int(np.prod(shape[1:])))
-    state[name] = arr.astype(np.float32)
-  return state
+  return ckpt.random_state(hf_state_shapes(config), seed, norm=r"(norm\d?|layernorm|ln_q)\.weight$", gain=gain)
 
 
 def word_vocab(texts) -> list:
   """Sorted unique lower-case words / punctuation of `texts` and the template, plus digits and letters."""
-  words = set("0123456789abcdefghijklmnopqrstuvwxyz")
-  for text in list(texts) + [TEMPLATE_WORDS]:
-    for tok in SPECIAL:
-      text = text.replace(tok, " ")
-    words.update(re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text.lower()))
-  return sorted(words)
+  return ckpt.word_vocab(list(texts) + [TEMPLATE_WORDS], specials=SPECIAL)
 
 
 def write_tokenizer(path: str, vocab_words: list) -> int:
   """A word-level fast tokenizer (lower-cased, no BOS, Qwen2-VL special tokens); returns the vocab size."""
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-  vocab = {tok: i for i, tok in enumerate(SPECIAL + vocab_words)}
-  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-  tok.normalizer = normalizers.Lowercase()
-  tok.pre_tokenizer = pre_tokenizers.Whitespace()
-  tok.add_special_tokens(SPECIAL)
-  tok.decoder = decoders.WordPiece(prefix="##")
-  tok.save(os.path.join(path, "tokenizer.json"))
-  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-               "unk_token": "<unk>", "model_max_length": 2048, "padding_side": "right"}, f, indent=1)
-  return len(vocab)
+  return len(ckpt.write_word_tokenizer(
+      path, SPECIAL + vocab_words, SPECIAL,
+      {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>", "model_max_length": 2048,
+       "padding_side": "right"}))
 
 
 def write_image_processor(path: str):
   lo, hi = PIXELS
-  with open(os.path.join(path, "preprocessor_config.json"), "w") as f:
-    json.dump({"image_processor_type": "Qwen2VLImageProcessor", "size": {"shortest_edge": lo, "longest_edge": hi},
-               "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "do_resize": True, "do_rescale": True,
-               "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3,
-               "image_mean": [0.48145466, 0.4578275, 0.40821073],
-               "image_std": [0.26862954, 0.26130258, 0.27577711]}, f, indent=1)
+  ckpt.write_json(os.path.join(path, "preprocessor_config.json"), {
+      "image_processor_type": "Qwen2VLImageProcessor", "size": {"shortest_edge": lo, "longest_edge": hi},
+      "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "do_resize": True, "do_rescale": True,
+      "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True, "resample": 3,
+      "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]})
 
 
 def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None, **config_kwargs) -> str:
@@ -133,16 +98,12 @@ def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None, **co
 
   `edit_state(state, config, vocab)` may plant weights before saving (vocab: token -> id);
   config_kwargs go to `demo_config` (layers, hidden, intermediate, vision_depth, tie). Returns `path`."""
-  from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
   words = word_vocab(texts)
-  n = write_tokenizer(path, words)
-  config = demo_config(n + (-n) % 8, **config_kwargs)
+  config = demo_config(ckpt.padded_vocab_size(write_tokenizer(path, words)), **config_kwargs)
   state = random_state(config, seed)
   if edit_state is not None:
     edit_state(state, config, {tok: i for i, tok in enumerate(SPECIAL + words)})
-  save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config, f, indent=1)
+  ckpt.save_checkpoint(path, state, config)
   write_image_processor(path)
   return path
