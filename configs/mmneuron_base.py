@@ -15,7 +15,7 @@ def get_config():
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
   # `sharding.mesh_from_config(c)`; every analysis step then runs sharded on it (sharding.py).
   c.mesh = "-1,1,1"
-  # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens').
+  # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens'; optional 'tuned_lens').
   c.stages = ("stats", "select", "eval", "lens")
   # demo: the family of the embedded tiny checkpoint built when `path` is empty (llava_next, instructblip).
   c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0,
@@ -30,6 +30,11 @@ def get_config():
   c.eval = ml_collections.ConfigDict(dict(n_per_domain=1001, batch_size=8, max_new_tokens=32, temperature=0.0,
                                           template="vicuna_v1", style=""))
   c.lens = ml_collections.ConfigDict(dict(n_per_domain=100, top_k=10))
+  # Optional stage 'tuned_lens' (add it to `stages`; beyond the papers, tasks/readouts.py): translators
+  # trained on n_per_domain samples per domain, compared with the logit lens on held-out ones.
+  c.tuned_lens = ml_collections.ConfigDict(dict(n_per_domain=8, positions_per_sample=24, steps=200, lr=2e-3,
+                                                batch_size=256, top_k=10, name="tuned_lens", load="",
+                                                heldout_frac=0.25))
   # Other finished MMNeuron run directories to put side by side with this one in report.md.
   c.compare_with = ()
   return c

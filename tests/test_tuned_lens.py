@@ -120,14 +120,14 @@ def test_stage_reloads_a_saved_lens_by_name(setup, tmp_path):
   from configs import readouts_demo
   model, inputs, records, _ = setup
   c = readouts_demo.get_config()
-  c.batch_size = 10
   c.tuned_lens.n_per_domain, c.tuned_lens.positions_per_sample, c.tuned_lens.steps = 2, 8, 10
   domains = list(c.data.domains)
   by_domain = {d: [r for r in records if r.domain == d] for d in domains}
   args = (model, model.params, inputs, by_domain, domains, prompts.stats_prompt)
-  trained = readouts.stage_tuned_lens(*args, c, str(tmp_path), "demo")
+  kw = dict(batch_size=10, heldout_frac=0.25, seed=0)
+  trained = readouts.stage_tuned_lens(*args, c.tuned_lens, str(tmp_path), "demo", **kw)
   c.tuned_lens.load = "tuned_lens"  # a name under <workdir>/tuned_lens/
-  loaded = readouts.stage_tuned_lens(*args, c, str(tmp_path), "demo")
+  loaded = readouts.stage_tuned_lens(*args, c.tuned_lens, str(tmp_path), "demo", **kw)
   assert loaded["loaded"] and not trained["loaded"] and loaded["dir"] == trained["dir"]
   for lens in ("logit", "tuned"):
     for kind, values in trained[lens].items():

@@ -139,6 +139,10 @@ def run(config, workdir: str) -> str:
   sets, summaries = stage_select(study, totals)
   rows = stage_eval(study, sets) if "eval" in stages else []
   lens_results = stage_lens(study) if "lens" in stages else {}
+  # Optional, beyond the papers: tuned vs logit lens (tasks/readouts.py), off by default.
+  from mmneuron_jax.tasks import readouts, readouts_report
+  tuned = readouts.mmneuron_tuned_lens(study) if "tuned_lens" in stages else None
   return report.write(workdir, config=config, model_id=study.model_id, domains=study.domains, bad=study.bad,
                       stats_plan=stats_plan, totals=totals, sets=sets, summaries=summaries, rows=rows,
-                      lens_results=lens_results, conditions=study.family.conditions)
+                      lens_results=lens_results, conditions=study.family.conditions, tuned_lens=tuned,
+                      extra_sections=[readouts_report.mmneuron_tuned_lens_section])

@@ -283,13 +283,15 @@ def summarise_lens(metrics: dict, kind, top_k: int) -> dict:
   return out
 
 
-def stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, config, workdir, model_id):
+def stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, cfg, workdir, model_id, *,
+                     batch_size: int, heldout_frac: float, seed: int) -> dict:
+  """Train (or load, `cfg.load`) translators on the training samples, save them under
+  `<workdir>/tuned_lens/<cfg.name>`, reload by name, and compare tuned vs logit lens on held-out samples.
+  cfg: n_per_domain, positions_per_sample, steps, lr, batch_size (positions per step), top_k, name, load."""
   from mmneuron_jax.analysis import layer_probes, tuned_lens
-  cfg = config.tuned_lens
   records, sample_domain = take(by_domain, domains, cfg.n_per_domain)
-  held_samples = layer_probes.heldout_samples(sample_domain, config.heldout_frac, config.seed)
-  pts, first = lens_points(model, params, inputs, records, prompt_fn, config.batch_size, cfg.positions_per_sample,
-                           config.seed)
+  held_samples = layer_probes.heldout_samples(sample_domain, heldout_frac, seed)
+  pts, first = lens_points(model, params, inputs, records, prompt_fn, batch_size, cfg.positions_per_sample, seed)
   held = held_samples[pts["sample"]]
   readout = tuned_lens.readout_of(model, params)
   root = os.path.join(workdir, "tuned_lens")
@@ -298,7 +300,7 @@ def stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, confi
     losses, name = np.zeros(0), os.path.basename(os.path.normpath(path))
   else:
     translators, losses = tuned_lens.train(pts["hidden"][:, ~held], readout, steps=cfg.steps, lr=cfg.lr,
-                                           batch_size=cfg.batch_size, seed=config.seed)
+                                           batch_size=cfg.batch_size, seed=seed)
     name, path = cfg.name, os.path.join(root, cfg.name)
     tuned_lens.save(root, name, translators, {"model_id": model_id, "steps": int(cfg.steps), "lr": float(cfg.lr),
                                               "train_points": int((~held).sum())})
@@ -517,8 +519,9 @@ def run(config, workdir: str) -> str:
   prompt_fn = prompt_fn_for(config, fam)
   results = {}
   if "tuned_lens" in config.stages:
-    results["tuned_lens"] = stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, config, workdir,
-                                             model_id)
+    results["tuned_lens"] = stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, config.tuned_lens,
+                                             workdir, model_id, batch_size=config.batch_size,
+                                             heldout_frac=config.heldout_frac, seed=config.seed)
   if "probes" in config.stages:
     results["probes"] = stage_probes(model, params, inputs, by_domain, domains, prompt_fn, config)
   if "masks" in config.stages:
@@ -527,3 +530,15 @@ def run(config, workdir: str) -> str:
     json.dump(_jsonable(results), f, indent=1)
   return readouts_report.write(workdir, config=config, model_id=model_id, domains=domains, bad=bad,
                                model=model, results=results)
+
+
+def mmneuron_tuned_lens(study) -> dict:
+  """The MMNeuron task's optional 'tuned_lens' stage: tuned vs logit lens on the study's records
+  (statistics prompt + answer), translators in <workdir>/tuned_lens/, numbers in tuned_lens.json."""
+  c = study.config
+  result = stage_tuned_lens(study.model, study.params, study.inputs, study.by_domain, study.domains,
+                            study.family.stats_prompt, c.tuned_lens, study.workdir, study.model_id,
+                            batch_size=c.eval.batch_size, heldout_frac=c.tuned_lens.heldout_frac, seed=c.seed)
+  with open(os.path.join(study.workdir, "tuned_lens.json"), "w") as f:
+    json.dump(_jsonable(result), f, indent=1)
+  return result

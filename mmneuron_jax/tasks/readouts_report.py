@@ -131,6 +131,14 @@ def tuned_lens_section(r: dict) -> list:
   return out
 
 
+def mmneuron_tuned_lens_section(workdir, tuned_lens=None, **_) -> list:
+  """The MMNeuron report's optional section (`report.write(extra_sections=...)`): tuned vs logit lens."""
+  if not tuned_lens:
+    return []
+  plot_tuned_lens(tuned_lens, os.path.join(workdir, "plots", "tuned_lens.png"))
+  return tuned_lens_section(tuned_lens)
+
+
 def probes_section(results: dict, threshold: float) -> list:
   out = ["## Layer probes", "",
          "Multinomial logistic regression per layer (optax, full batch, L2), trained on features of the training "
