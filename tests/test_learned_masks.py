@@ -68,11 +68,11 @@ def test_learned_masks_recover_planted_neurons(tmp_path):
   records = planted_llm.hue_records(HUES, 1)
   tf = readouts.teacher_forced(inputs, records, prompts.stats_prompt, load_image)
   groups = np.array([HUES.index(r.domain) for r in records])
-  before = answer_probs(model, tf)
+  layers, width = model.probe_modules["llm"]
+  before = answer_probs(model, tf, {"llm": np.ones((layers, width), np.float32)})  # same structure: one compile
   assert before.min() > 0.9  # the planted circuit answers every hue
   sets, history = lm.learn_group_sets(model, model.params, [tf], [groups], len(HUES), steps=50, lr=0.2,
                                       l0_weight=0.02, remat=False, progress=False)
-  layers, width = model.probe_modules["llm"]
   truth = planted_llm.planted_mask(len(HUES), layers, width, 2, 3)
   hit = (sets["llm"] & truth).sum()
   precision, recall = hit / max(sets["llm"].sum(), 1), hit / truth.sum()
