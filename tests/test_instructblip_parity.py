@@ -101,25 +101,8 @@ def act_modules(hf):
   }
 
 
-def hook(hf, masks=None, records=None):
-  return hf_hooks.neuron_hooks(act_modules(hf), masks, records)
-
-
 def run_hf(hf, batch, masks=None, **kwargs):
-  records = {name: [] for name in MODULES}
-  handles = hook(hf, masks, records)
-  try:
-    with torch.no_grad():
-      out = hf(**{k: torch.tensor(v) for k, v in batch.items()}, **kwargs)
-  finally:
-    for h in handles:
-      h.remove()
-  return out, {k: np.stack(v) for k, v in records.items()}
-
-
-def random_masks(model, rate=0.05, seed=0):
-  rng = np.random.default_rng(seed)
-  return {name: (rng.random(shape) >= rate).astype(np.float32) for name, shape in model.probe_modules.items()}
+  return hf_hooks.run_hf(hf, act_modules(hf), batch, masks, **kwargs)
 
 
 def test_probe_modules(pair):
@@ -203,7 +186,7 @@ def only(masks, name):
 
 def test_masked_forward_matches_hook_zeroing(pair, full):
   hf, model, batch, _ = pair
-  masks = random_masks(model)
+  masks = hf_hooks.random_masks(model.probe_modules)
   out = model.apply(model.params, batch, masks=masks)
   ref, _ = run_hf(hf, batch, masks=masks)
   plain = np.asarray(full[0].logits)
@@ -221,18 +204,11 @@ def test_masked_forward_matches_hook_zeroing(pair, full):
 def test_greedy_generation_matches_hf(pair, masked):
   hf, model, _, _ = pair
   batch = make_batch(pad_side="left")
-  masks = random_masks(model, seed=3) if masked else None
+  masks = hf_hooks.random_masks(model.probe_modules, seed=3) if masked else None
   new = 8
   ours = model.generate(model.params, batch, max_new_tokens=new, masks=masks, eos_token_id=-1)
-  handles = hook(hf, masks) if masked else []
-  try:
-    with torch.no_grad():
-      ref = hf.generate(**{k: torch.tensor(v) for k, v in batch.items()}, max_new_tokens=new, min_new_tokens=new,
-                        do_sample=False, eos_token_id=None, pad_token_id=0)
-  finally:
-    for h in handles:
-      h.remove()
-  np.testing.assert_array_equal(ours, ref.numpy()[:, -new:])
+  ref = hf_hooks.generate(hf, act_modules(hf), batch, new, masks, pad_token_id=0)
+  np.testing.assert_array_equal(ours, ref[:, -new:])
 
 
 def test_lavis_qkv_bias_layout_loads_the_same(pair, tmp_path):

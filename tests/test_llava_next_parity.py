@@ -34,10 +34,6 @@ def pair(request, tmp_path_factory):
   return hf, model, batch, pinpoints, sizes, text_lens
 
 
-def torch_batch(batch):
-  return {k: torch.tensor(v) for k, v in batch.items()}
-
-
 def act_modules(hf):
   """HF modules whose forward output is each probe module's neuron activation, per layer."""
   inner = hf.model
@@ -50,15 +46,7 @@ def act_modules(hf):
 
 def run_hf(hf, batch, masks=None, output_hidden_states=False):
   """HF forward with hooks that record (and, given masks, zero) neuron activations."""
-  records = {name: [] for name in ("llm", "vision", "projector")}
-  handles = hf_hooks.neuron_hooks(act_modules(hf), masks, records)
-  try:
-    with torch.no_grad():
-      out = hf(**torch_batch(batch), output_hidden_states=output_hidden_states)
-  finally:
-    for h in handles:
-      h.remove()
-  return out, {k: np.stack(v) for k, v in records.items()}
+  return hf_hooks.run_hf(hf, act_modules(hf), batch, masks, output_hidden_states=output_hidden_states)
 
 
 def test_logits_match(pair):
@@ -86,14 +74,10 @@ def test_captured_activations_match(pair):
     assert np.abs(mine - rec[name]).max() <= TOL, name
 
 
-def random_masks(model, rate=0.05, seed=0):
-  rng = np.random.default_rng(seed)
-  return {name: (rng.random(shape) >= rate).astype(np.float32) for name, shape in model.probe_modules.items()}
-
 
 def test_masked_forward_matches_hook_zeroing(pair):
   hf, model, batch, *_ = pair
-  masks = random_masks(model)
+  masks = hf_hooks.random_masks(model.probe_modules)
   out = model.apply(model.params, batch, masks=masks)
   ref, _ = run_hf(hf, batch, masks=masks)
   plain = model.apply(model.params, batch)
@@ -114,14 +98,8 @@ def test_affine_masks_match_hf_hooks(pair):
   assert np.abs(np.asarray(out.logits)[valid] - ref.logits.numpy()[valid]).max() <= TOL
   left = hf_tiny.llava_next_batch(hf.config, sizes, text_lens, pad_side="left", pinpoints=pinpoints)
   ours = model.generate(model.params, left, max_new_tokens=4, masks=masks, eos_token_id=-1)
-  handles = hf_hooks.neuron_hooks(act_modules(hf), masks)
-  try:
-    with torch.no_grad():
-      theirs = hf.generate(**torch_batch(left), max_new_tokens=4, min_new_tokens=4, do_sample=False,
-                           eos_token_id=None, pad_token_id=0)
-  finally:
-    hf_hooks.remove(handles)
-  np.testing.assert_array_equal(ours, theirs.numpy()[:, left["input_ids"].shape[1]:])
+  theirs = hf_hooks.generate(hf, act_modules(hf), left, 4, masks, pad_token_id=0)
+  np.testing.assert_array_equal(ours, theirs[:, left["input_ids"].shape[1]:])
 
 
 def test_logit_lens_matches_hf_hidden_states(pair):
@@ -157,15 +135,8 @@ def test_logit_lens_matches_hf_hidden_states(pair):
 def test_greedy_generation_matches_hf(pair, masked):
   hf, model, _, pinpoints, sizes, text_lens = pair
   batch = hf_tiny.llava_next_batch(hf.config, sizes, text_lens, pad_side="left", pinpoints=pinpoints)
-  masks = random_masks(model, seed=3) if masked else None
+  masks = hf_hooks.random_masks(model.probe_modules, seed=3) if masked else None
   new = 10
   ours = model.generate(model.params, batch, max_new_tokens=new, masks=masks, eos_token_id=-1)
-  handles = hf_hooks.neuron_hooks(act_modules(hf), masks) if masked else []
-  try:
-    with torch.no_grad():
-      ref = hf.generate(**torch_batch(batch), max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                        eos_token_id=None, pad_token_id=0)
-  finally:
-    for h in handles:
-      h.remove()
-  np.testing.assert_array_equal(ours, ref.numpy()[:, batch["input_ids"].shape[1]:])
+  ref = hf_hooks.generate(hf, act_modules(hf), batch, new, masks, pad_token_id=0)
+  np.testing.assert_array_equal(ours, ref[:, batch["input_ids"].shape[1]:])

@@ -85,25 +85,8 @@ def act_modules(hf):
           "vision": [block.mlp.act for block in hf.model.visual.blocks]}
 
 
-def hook_masks(hf, masks, records=None):
-  return hf_hooks.neuron_hooks(act_modules(hf), masks, records)
-
-
 def run_hf(hf, batch, masks=None):
-  records = {name: [] for name in ("llm", "vision")}
-  handles = hook_masks(hf, masks, records)
-  try:
-    with torch.no_grad():
-      out = hf(**{k: torch.tensor(v) for k, v in batch.items()})
-  finally:
-    for h in handles:
-      h.remove()
-  return out, {k: np.stack(v) for k, v in records.items() if v}
-
-
-def random_masks(model, rate=0.05, seed=0):
-  rng = np.random.default_rng(seed)
-  return {name: (rng.random(shape) >= rate).astype(np.float32) for name, shape in model.probe_modules.items()}
+  return hf_hooks.run_hf(hf, act_modules(hf), batch, masks)
 
 
 def test_rope_index_matches_hf(pair):
@@ -148,7 +131,7 @@ def test_captured_activations_match(pair, plain):
 
 def test_masked_forward_matches_hook_zeroing(pair, plain):
   hf, model, batch = pair
-  masks = random_masks(model)
+  masks = hf_hooks.random_masks(model.probe_modules)
   out = model.apply(model.params, batch, masks=masks)
   ref, _ = run_hf(hf, batch, masks=masks)
   valid = batch["attention_mask"].astype(bool)
@@ -175,18 +158,11 @@ def test_greedy_generation_matches_hf(pair):
   hf, model, _ = pair
   batch = make_batch(hf.config, "left")
   masked = GENERATE_MASKED[hf.config.text_config.num_key_value_heads]
-  masks = random_masks(model, seed=3) if masked else None
+  masks = hf_hooks.random_masks(model.probe_modules, seed=3) if masked else None
   new = 8
   ours = model.generate(model.params, batch, max_new_tokens=new, masks=masks, eos_token_id=-1)
-  handles = hook_masks(hf, masks) if masked else []
-  try:
-    with torch.no_grad():
-      ref = hf.generate(**{k: torch.tensor(v) for k, v in batch.items()}, max_new_tokens=new, min_new_tokens=new,
-                        do_sample=False, eos_token_id=None, pad_token_id=0)
-  finally:
-    for h in handles:
-      h.remove()
-  np.testing.assert_array_equal(ours, ref.numpy()[:, batch["input_ids"].shape[1]:])
+  ref = hf_hooks.generate(hf, act_modules(hf), batch, new, masks, pad_token_id=0)
+  np.testing.assert_array_equal(ours, ref[:, batch["input_ids"].shape[1]:])
 
 
 def test_text_only_forward_matches_hf(pair):
