@@ -1,20 +1,17 @@
 """MINER on Qwen2-Audio-7B-Instruct with the paper's audio/text benchmarks (LibriSpeech test-clean,
-VocalSound, MMLU 5-shot). K = int(0.02 x 32 x 11008) = 7045.
+VocalSound, MMLU 5-shot). K = int(0.02 x 32 x 11008) = 7045. The same study as
+configs/miner_qwen2_vl_7b.py (sample counts, batching) with `model.family` switched; each scores
+commit rewrites the [5, M, 32, 11008] float64 sums.
 
 COMMAND: python launch/main.py --config=configs/miner_qwen2_audio_7b.py --workdir=runs/miner_qwen2_audio_7b \
   --config.model.path=/data/Qwen2-Audio-7B-Instruct --config.data.root=/data/miner
 """
-from configs import miner_base
+from configs import miner_base, miner_qwen2_vl_7b
 
 
 def get_config(arg=None):
-  c = miner_base.get_config()
+  c = miner_qwen2_vl_7b.get_config()
   c.model.family = "qwen2_audio"
   c.model.id = "Qwen/Qwen2-Audio-7B-Instruct"
-  c.data.source = "benchmarks"
   c.data.datasets = list(miner_base.BENCHMARKS["qwen2_audio"])
-  c.data.n_per_dataset = 1000
-  c.scores.batch_size = 4
-  c.scores.commit_every = 50  # each commit rewrites the [5, M, 32, 11008] float64 sums
-  c.deactivate.n_per_dataset = 500
   return miner_base.apply_arg(c, arg)

@@ -8,6 +8,7 @@ and `feature_attention_mask` int32[N, 2P] (one row per audio, audios in prompt o
 """
 import numpy as np
 
+from mmneuron_jax.data import token_rows
 from mmneuron_jax.data.batching import pad_rows
 from mmneuron_jax.models.whisper_audio import encoder_lengths
 
@@ -19,22 +20,6 @@ def num_audio_tokens(frames) -> np.ndarray:
   return encoder_lengths(np.asarray(frames, np.int64))[1]
 
 
-def expand_audio_pads(row, counts, audio_token_id: int) -> list[int]:
-  """Token ids with one `audio_token_id` per audio -> each one repeated `counts[k]` times."""
-  row = [int(t) for t in row]
-  if row.count(audio_token_id) != len(counts):
-    raise ValueError(f"a row holds {row.count(audio_token_id)} audio placeholders ({audio_token_id}) "
-                     f"but {len(counts)} audios")
-  out, k = [], 0
-  for tok in row:
-    if tok == audio_token_id:
-      out += [tok] * int(counts[k])
-      k += 1
-    else:
-      out.append(tok)
-  return out
-
-
 def build_batch(rows, input_features, feature_attention_mask, config: dict, padding_side: str = "right",
                 pad_id: int = 0) -> dict:
   """Rows of token ids holding one `<|AUDIO|>` id per audio (audios in row order) + the feature
@@ -43,13 +28,7 @@ def build_batch(rows, input_features, feature_attention_mask, config: dict, padd
   audio_id = config.get("audio_token_index", config.get("audio_token_id", 151646))
   fam = np.zeros((0, 0), np.int32) if feature_attention_mask is None else np.asarray(feature_attention_mask)
   counts = num_audio_tokens(fam.sum(-1)) if len(fam) else np.zeros(0, np.int64)
-  expanded, k = [], 0
-  for row in rows:
-    n = sum(int(t) == audio_id for t in row)
-    expanded.append(expand_audio_pads(row, counts[k:k + n], audio_id))
-    k += n
-  if k != len(counts):
-    raise ValueError(f"rows hold {k} audio placeholders but feature_attention_mask has {len(counts)} audios")
+  expanded = token_rows.expand_rows(rows, counts, audio_id, "audio", "feature_attention_mask")
   ids, mask = pad_rows(expanded, pad_id, padding_side)
   batch = {"input_ids": ids, "attention_mask": mask}
   if len(counts):
@@ -112,10 +91,8 @@ class Qwen2AudioInputs:
         raise ValueError(f"prompt has {text.count(self.audio_token)} audio markers but {len(row_audios)} audios: "
                          f"{prompt!r}")
       rows.append(self.tokenizer(text)["input_ids"])
-    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
     return build_batch(rows, feats["input_features"], feats["feature_attention_mask"], self.config, padding_side,
-                       pad)
+                       token_rows.pad_id(self.tokenizer))
 
   def decode(self, token_ids) -> list[str]:
-    return [self.tokenizer.decode([t for t in row if t >= 0], skip_special_tokens=True).strip()
-            for row in np.asarray(token_ids)]
+    return token_rows.decode(self.tokenizer, token_ids)

@@ -8,6 +8,7 @@ expanded to t*h*w / merge_size**2 tokens, as the HF processor does, and `mm_toke
 """
 import numpy as np
 
+from mmneuron_jax.data import token_rows
 from mmneuron_jax.data.batching import pad_rows
 
 
@@ -15,25 +16,6 @@ def num_image_tokens(grid_thw, merge_size: int) -> int:
   """Merged tokens of one image: t * h * w / merge_size**2."""
   t, h, w = (int(v) for v in grid_thw)
   return t * h * w // merge_size ** 2
-
-
-def expand_image_pads(row, grids, image_token_id: int, merge_size: int) -> list[int]:
-  """Token ids with one `image_token_id` per image -> each one repeated for its image's tokens.
-
-  grids: int[K, 3] the image_grid_thw rows of this row's K images, in order.
-  """
-  row = [int(t) for t in row]
-  if row.count(image_token_id) != len(grids):
-    raise ValueError(f"a row holds {row.count(image_token_id)} image placeholders ({image_token_id}) "
-                     f"but {len(grids)} images")
-  out, k = [], 0
-  for tok in row:
-    if tok == image_token_id:
-      out += [tok] * num_image_tokens(grids[k], merge_size)
-      k += 1
-    else:
-      out.append(tok)
-  return out
 
 
 def mm_token_type_ids(input_ids, image_token_id: int, video_token_id: int) -> np.ndarray:
@@ -51,13 +33,8 @@ def build_batch(rows, pixel_values, image_grid_thw, config: dict, padding_side: 
   image_id, video_id = config.get("image_token_id", 151655), config.get("video_token_id", 151656)
   merge = (config.get("vision_config") or {}).get("spatial_merge_size", 2)
   grid = np.asarray(image_grid_thw, np.int64).reshape(-1, 3)
-  expanded, k = [], 0
-  for row in rows:
-    n = sum(int(t) == image_id for t in row)
-    expanded.append(expand_image_pads(row, grid[k:k + n], image_id, merge))
-    k += n
-  if k != len(grid):
-    raise ValueError(f"rows hold {k} image placeholders but image_grid_thw has {len(grid)} images")
+  counts = [num_image_tokens(g, merge) for g in grid]
+  expanded = token_rows.expand_rows(rows, counts, image_id, "image", "image_grid_thw")
   ids, mask = pad_rows(expanded, pad_id, padding_side)
   batch = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": mm_token_type_ids(ids, image_id, video_id)}
   if len(grid):
@@ -112,9 +89,8 @@ class Qwen2VLInputs:
         raise ValueError(f"prompt has {text.count(self.pad_token)} image markers but {len(row_images)} images: "
                          f"{prompt!r}")
       rows.append(self.tokenizer(text)["input_ids"])
-    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-    return build_batch(rows, pix["pixel_values"], pix["image_grid_thw"], self.config, padding_side, pad)
+    return build_batch(rows, pix["pixel_values"], pix["image_grid_thw"], self.config, padding_side,
+                       token_rows.pad_id(self.tokenizer))
 
   def decode(self, token_ids) -> list[str]:
-    return [self.tokenizer.decode([t for t in row if t >= 0], skip_special_tokens=True).strip()
-            for row in np.asarray(token_ids)]
+    return token_rows.decode(self.tokenizer, token_ids)
