@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import save_file as torch_save_file
 
 from mmneuron_jax.convert import transforms as T
-from mmneuron_jax.convert.mapping import ConversionError, Rule, UnsupportedConfigError, apply_rules, check_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import ConversionError, Rule, UnsupportedConfigError, apply_rules
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
 
 L, D, F, H, KV, DH = 3, 8, 12, 2, 1, 4  # layers, width, neurons, q heads, kv heads, head dim
@@ -257,26 +258,18 @@ def test_bad_dtype_request(tmp_path, bad):
     apply_rules(reader, [Rule(("x",), "a")], bad)
 
 
-def test_check_config():
-  def yarn_free(v):
-    """rope_scaling None or of type 'linear'"""
-    return v.get("rope_type", v.get("type")) in ("linear", "default")
-
-  allowed = {"rope_scaling": yarn_free, "attention_bias": {False}, "mlp_bias": {False},
-             "hidden_act": {"silu"}, "rope_scaling.factor": lambda f: f <= 8}
-  ok = {"hidden_act": "silu", "attention_bias": False, "rope_scaling": None, "num_layers": 3}
-  check_config(ok, allowed, "text_config")
-  check_config({"rope_scaling": {"type": "linear", "factor": 2.0}}, allowed, "text_config")
-  cases = {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}, "attention_bias": True, "mlp_bias": True,
-           "hidden_act": "gelu"}
-  for field, value in cases.items():
-    with pytest.raises(UnsupportedConfigError) as e:
-      check_config({**ok, field: value}, allowed, "text_config")
-    assert f"text_config: config field {field}={value!r} is not supported (supported: " in str(e.value)
-  with pytest.raises(UnsupportedConfigError, match="attention_bias=1 "):  # 1 is not False, nor True
-    check_config({"attention_bias": 1}, allowed, "llm")
-  with pytest.raises(UnsupportedConfigError, match=r"rope_scaling.factor=16.0"):
-    check_config({"rope_scaling": {"type": "linear", "factor": 16.0}}, allowed, "llm")
+def test_reject_unsupported_names_every_bad_field():
+  """The config allowlist (convert/checks.py, used by every family's `from_hf`)."""
+  reject_unsupported("text_config", {"hidden_act": ("silu", {"silu"}), "attention_bias": (False, {False})})
+  with pytest.raises(UnsupportedConfigError) as e:
+    reject_unsupported("text_config", {"hidden_act": ("gelu", {"silu"}), "attention_bias": (True, {False}),
+                                       "mlp_bias": (False, {False})})
+  msg = str(e.value)
+  assert "text_config.hidden_act='gelu' (supported: [\"'silu'\"])" in msg
+  assert "text_config.attention_bias=True (supported: ['False'])" in msg
+  assert "mlp_bias" not in msg
+  with pytest.raises(UnsupportedConfigError, match=r"llm\.rope\.type='yarn'"):
+    reject_unsupported("llm", {"rope.type": ("yarn", {"default", "linear"})})
 
 
 # -- sharded loading ------------------------------------------------------------------------

@@ -27,8 +27,7 @@ import numpy as np
 from mmneuron_jax.convert import transforms as T
 from mmneuron_jax.convert.checks import UnsupportedConfigError
 
-__all__ = ["Rule", "ConversionError", "UnsupportedConfigError", "apply_rules", "plan_rules", "check_config",
-           "param_dtype"]
+__all__ = ["Rule", "ConversionError", "UnsupportedConfigError", "apply_rules", "plan_rules", "param_dtype"]
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
           "float16": np.dtype(np.float16)}
@@ -96,52 +95,6 @@ def param_dtype(dtype: str) -> np.dtype:
   if not isinstance(dtype, str) or dtype not in DTYPES:
     raise ValueError(f"dtype={dtype!r} is not supported for converted params; expected one of {sorted(DTYPES)}")
   return DTYPES[dtype]
-
-
-# -- config allowlist ----------------------------------------------------------------------
-
-def _config_value(config: dict, field: str):
-  """(found, value) for `field`, which may be dotted ('rope_scaling.type'); None counts as absent."""
-  if field in config:
-    return config[field] is not None, config[field]
-  node = config
-  for key in field.split("."):
-    if not isinstance(node, dict) or node.get(key) is None:
-      return False, None
-    node = node[key]
-  return True, node
-
-
-def _is_predicate(allowed) -> bool:
-  return callable(allowed) and not isinstance(allowed, (set, frozenset, list, tuple))
-
-
-def _describe(allowed) -> str:
-  if _is_predicate(allowed):
-    doc = (getattr(allowed, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else getattr(allowed, "__name__", repr(allowed))
-  return ", ".join(sorted(map(repr, allowed)))
-
-
-def _equal(a, b) -> bool:
-  """== that keeps True apart from 1 (config flags)."""
-  return isinstance(a, bool) == isinstance(b, bool) and a == b
-
-
-def check_config(config: dict, allowed: dict, where: str):
-  """Raise `UnsupportedConfigError` for every listed field present in `config` whose value
-  fails its check. `allowed[field]` is a set of values or a predicate; fields may be dotted.
-  """
-  bad = []
-  for field, ok in allowed.items():
-    found, value = _config_value(config, field)
-    if not found:
-      continue
-    passed = bool(ok(value)) if _is_predicate(ok) else any(_equal(value, a) for a in ok)
-    if not passed:
-      bad.append(f"{where}: config field {field}={value!r} is not supported (supported: {_describe(ok)})")
-  if bad:
-    raise UnsupportedConfigError("\n".join(bad))
 
 
 # -- planning (headers only) ---------------------------------------------------------------
