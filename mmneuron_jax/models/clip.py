@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from mmneuron_jax.nn.attention import SelfAttention
 from mmneuron_jax.nn.layers import LayerNorm
 from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
 
 
@@ -57,12 +58,7 @@ class EncoderLayer(nn.Module):
     h = LayerNorm(c.layer_norm_eps, p, name="ln2")(x)
     y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
     x = x + y
-    aux = {"hidden": x}
-    if self.capture:
-      aux["neurons"] = neurons
-    if ctx.get("probe") is not None:
-      aux["probe"] = ctx["probe"](neurons)
-    return x, aux
+    return x, neuron_aux(neurons, ctx.get("probe"), self.capture, hidden=x)
 
 
 class VisionTower(nn.Module):

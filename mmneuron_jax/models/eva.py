@@ -11,9 +11,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.attention import attend
-from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm
+from mmneuron_jax.nn.fused_attention import FusedAttention
+from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
 
 
@@ -62,22 +63,6 @@ class EvaConfig:
                hidden_act=c.get("hidden_act", "gelu"), qkv_bias=bool(c.get("qkv_bias", True)))
 
 
-class FusedAttention(nn.Module):
-  """Bidirectional MHA with one fused `qkv` projection [D, 3D] and an output `proj`."""
-  num_heads: int
-  qkv_bias: bool = True
-  policy: Policy = Policy()
-
-  @nn.compact
-  def __call__(self, x):
-    """x float[N, T, D] -> float[N, T, D]."""
-    n, t, d = x.shape
-    p = self.policy
-    qkv = Dense(3 * d, self.qkv_bias, p, name="qkv")(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
-    out, _ = attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], None, p.precision)
-    return Dense(d, True, p, name="proj")(out)
-
-
 class EvaLayer(nn.Module):
   """x + attn(ln1(x)); x + mlp(ln2(x)). Returns (x, aux) with probes / captured neurons."""
   cfg: EvaConfig
@@ -92,12 +77,7 @@ class EvaLayer(nn.Module):
     h = LayerNorm(c.layer_norm_eps, p, name="ln2")(x)
     y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
     x = x + y
-    aux = {}
-    if self.capture:
-      aux["neurons"] = neurons
-    if ctx.get("probe") is not None:
-      aux["probe"] = ctx["probe"](neurons)
-    return x, aux
+    return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
 
 class EvaVisionTower(nn.Module):

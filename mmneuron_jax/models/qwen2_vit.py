@@ -15,11 +15,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.attention import attend, mask_to_bias
-from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm
+from mmneuron_jax.nn.attention import mask_to_bias
+from mmneuron_jax.nn.fused_attention import FusedAttention
+from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
-from mmneuron_jax.nn.rope import apply_rope, rope_cos_sin
+from mmneuron_jax.nn.rope import rope_cos_sin
 
 LN_EPS = 1e-6  # HF hard-codes eps=1e-6 for norm1, norm2 and merger.ln_q
 
@@ -113,25 +115,6 @@ def vision_cos_sin(positions, head_dim: int, theta: float):
   return rope_cos_sin(jnp.moveaxis(positions, -1, 0)[:, None], inv, (quarter, quarter))
 
 
-class VisionAttention(nn.Module):
-  """Fused qkv (with bias) -> 2-D rope -> attention under an additive bias -> proj."""
-  num_heads: int
-  policy: Policy = Policy()
-
-  @nn.compact
-  def __call__(self, x, bias, cos, sin):
-    """x float[1, N, D]; bias float32[1, N, N]; cos/sin float32[1, N, hd] -> float[1, N, D]."""
-    b, n, d = x.shape
-    p = self.policy
-    qkv = Dense(3 * d, True, p, name="qkv")(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    # HF rotates in float32 and casts back.
-    q = apply_rope(q.astype(jnp.float32), cos, sin).astype(v.dtype)
-    k = apply_rope(k.astype(jnp.float32), cos, sin).astype(v.dtype)
-    out, _ = attend(q, k, v, bias, p.precision)
-    return Dense(d, True, p, name="proj")(out)
-
-
 class VisionBlock(nn.Module):
   """x + attn(norm1(x)); x + mlp(norm2(x)). Returns (x, aux) with probes / captured neurons."""
   cfg: Qwen2VisionConfig
@@ -142,16 +125,12 @@ class VisionBlock(nn.Module):
   def __call__(self, x, xs, ctx):
     c, p = self.cfg, self.policy
     h = LayerNorm(LN_EPS, p, name="norm1")(x)
-    x = x + VisionAttention(c.num_heads, p, name="attn")(h, ctx["bias"], ctx["cos"], ctx["sin"])
+    # fused qkv (with bias) -> 2-D rope -> attention under the block-diagonal bias float32[1, N, N] -> proj
+    x = x + FusedAttention(c.num_heads, True, p, name="attn")(h, ctx["bias"], ctx["cos"], ctx["sin"])
     h = LayerNorm(LN_EPS, p, name="norm2")(x)
     y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
     x = x + y
-    aux = {}
-    if self.capture:
-      aux["neurons"] = neurons
-    if ctx.get("probe") is not None:
-      aux["probe"] = ctx["probe"](neurons)
-    return x, aux
+    return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
 
 class Qwen2VisionTransformer(nn.Module):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mmneuron_jax.nn.attention import attend, mask_to_bias
 from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm, activation
+from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.policy import Policy
 
@@ -104,12 +105,7 @@ class AudioEncoderLayer(nn.Module):
     h = LayerNorm(LN_EPS, p, name="ln2")(x)
     y, neurons = MLP(c.ffn_dim, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
     x = x + y
-    aux = {}
-    if self.capture:
-      aux["neurons"] = neurons
-    if ctx.get("probe") is not None:
-      aux["probe"] = ctx["probe"](neurons)
-    return x, aux
+    return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
 
 class AudioEncoder(nn.Module):
