@@ -18,8 +18,9 @@ def get_config():
   c.seed = 0
   # 'scores' only, or the whole study ('scores', 'select', 'deactivate').
   c.stages = ("scores", "select", "deactivate")
+  # attention: 'xla' | 'cudnn' (GPU flash attention, bf16); fp32_matmul: 'highest' | 'bf16_6x' | 'bf16_9x'.
   c.model = ml_collections.ConfigDict(dict(family="qwen2_vl", path="", id="", dtype="float32", compute_dtype="",
-                                           seed=0))
+                                           seed=0, attention="xla", fp32_matmul="highest"))
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
   c.mesh = "-1,1,1"
   # source: 'demo' (bundled synthetic samples) or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));

@@ -54,8 +54,8 @@ def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
   return out_dir
 
 
-def load(out_dir: str, compute_dtype: str | None = None, shardings=None) -> Model:
-  """Restore a `convert`ed checkpoint."""
+def load(out_dir: str, compute_dtype: str | None = None, shardings=None, **policy_options) -> Model:
+  """Restore a `convert`ed checkpoint. `policy_options`: `fp32_matmul`, `attention`."""
   from mmneuron_jax.io.checkpoint import restore_params
   params, meta = restore_params(out_dir, shardings=shardings)
-  return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype)
+  return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, **policy_options)

@@ -256,11 +256,12 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   from mmneuron_jax.api import read_config
   from mmneuron_jax.io.checkpoint import META_FILE
   converted = os.path.exists(os.path.join(path, META_FILE))
+  if converted:
+    load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with
   if mesh is None:
     return mmneuron_jax.load(path, **load_kwargs) if converted else mmneuron_jax.load_hf(path, **load_kwargs)
   if converted:
     from mmneuron_jax.io.checkpoint import abstract_params as saved_shapes
-    load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with
     shardings = param_shardings(saved_shapes(path), mesh, rules)
     model = mmneuron_jax.load(path, shardings=shardings, **load_kwargs)
   else:

@@ -78,6 +78,20 @@ def test_convert_load_roundtrip_is_exact(checkpoint, tmp_path):
                                 np.asarray(restored.apply(restored.params, batch).logits))
 
 
+def test_load_on_mesh_takes_the_task_arguments(checkpoint, tmp_path):
+  """The tasks' one loading call: HF or converted dir, with or without a mesh, policy options."""
+  from mmneuron_jax import sharding
+  path, _ = checkpoint
+  out = mmneuron_jax.convert(path, str(tmp_path / "orbax"))
+  reference = mmneuron_jax.load_hf(path).params
+  for where in (path, out):
+    for mesh in (None, sharding.make_mesh()):
+      model = sharding.load_on_mesh(where, mesh, dtype="float32", compute_dtype=None, attention="xla",
+                                    fp32_matmul="bf16_9x")
+      assert model.module.policy.fp32_matmul == "bf16_9x"
+      assert_trees_equal(reference, jax.device_get(model.params))
+
+
 def test_bfloat16_load(checkpoint):
   path, _ = checkpoint
   model = mmneuron_jax.load_hf(path, dtype="bfloat16")
