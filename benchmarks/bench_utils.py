@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: the commit, a timer, the measured matmul peak."""
+import json
 import os
 import subprocess
 import time
@@ -33,3 +34,17 @@ def measure_peak(dtype: str, n: int) -> float:
   jax.block_until_ready(mm(a, b))
   best = min(_timed(lambda: mm(a, b), jax.block_until_ready) for _ in range(10))
   return 2 * n ** 3 / best
+
+
+def write_results(out: str | None, default_name: str, text: str, record: dict) -> str:
+  """Writes the markdown `text` to `out` (default benchmarks/results/<default_name>.md) and
+  `record` beside it as .json; prints the table. -> the markdown path."""
+  out = out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", default_name + ".md")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    f.write(text)
+  with open(os.path.splitext(out)[0] + ".json", "w") as f:
+    json.dump(record, f, indent=1)
+  print(text)
+  print(f"wrote {out}")
+  return out

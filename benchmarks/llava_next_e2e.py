@@ -25,7 +25,6 @@ Order (memory): HF runs first and is deleted before JAX builds its params from a
 the same weights, so the 7B model is never held twice in fp32 on the GPU.
 Writes a markdown table (and .json) to --out and prints it.
 """
-import json
 import os
 import platform
 import statistics
@@ -37,7 +36,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from absl import app, flags
 
-from benchmarks.bench_utils import _git_commit, measure_peak
+from benchmarks.bench_utils import _git_commit, measure_peak, write_results
 
 PRESET = "llava-hf/llava-v1.6-vicuna-7b-hf"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -292,16 +291,9 @@ def main(argv):
                                                   if "compile_s" in r),
   ]
   text = "\n".join(header) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"{backend}_llava_next_e2e_{_SCALE.value}.md")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    f.write(text)
-  with open(os.path.splitext(out)[0] + ".json", "w") as f:
-    json.dump({"header": header, "rows": rows, "notes": notes, "flops_per_sample": fps, "peak_bf16": peak,
-               "peak_fp32": peak32}, f, indent=1)
-  print(text)
-  print(f"wrote {out}")
+  write_results(_OUT.value, f"{backend}_llava_next_e2e_{_SCALE.value}", text,
+                {"header": header, "rows": rows, "notes": notes, "flops_per_sample": fps, "peak_bf16": peak,
+                 "peak_fp32": peak32})
 
 
 if __name__ == "__main__":

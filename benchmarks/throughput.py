@@ -30,11 +30,9 @@ statistics pass does not need the logits, so XLA never computes them.
 Writes the table (markdown) to --out and prints it.
 """
 import dataclasses
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -45,7 +43,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from absl import app, flags
 
-from benchmarks.bench_utils import _git_commit, _timed, measure_peak
+from benchmarks.bench_utils import _git_commit, _timed, measure_peak, write_results
 
 SIZES = {  # Llama shapes: layers, width, MLP width, heads, kv heads, vocab; default batch and length
     "tiny": dict(layers=4, hidden=256, intermediate=688, heads=4, kv_heads=4, vocab=4096, batch=4, seq=128),
@@ -267,7 +265,6 @@ def main(argv):
   import numpy as np
   from mmneuron_jax import sharding as S
   from mmneuron_jax.analysis.logit_lens import Lens
-  from mmneuron_jax.nn.probes import GroupStats
 
   shape = dict(SIZES[_SIZE.value])
   if _LAYERS.value:
@@ -371,8 +368,8 @@ def main(argv):
   tokens = b * t
   jax_time = {name: s for fw, name, s in rows if fw == "jax"}
   lines = [
-      f"| op | framework | tokens/s | ms / batch | TFLOP/s | MFU | JAX speed-up |",
-      f"|---|---|---:|---:|---:|---:|---:|",
+      "| op | framework | tokens/s | ms / batch | TFLOP/s | MFU | JAX speed-up |",
+      "|---|---|---:|---:|---:|---:|---:|",
   ]
   table = []
   for fw, name, s in rows:
@@ -400,15 +397,8 @@ def main(argv):
     text += "\nJAX vs PyTorch outputs (same weights): " + "; ".join(checks) + "\n"
   if failed:
     text += "\nFailed (not timed): " + "; ".join(failed) + "\n"
-  out = _OUT.value or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"{backend}_{_SIZE.value}_{dtype}.md")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    f.write(text)
-  with open(os.path.splitext(out)[0] + ".json", "w") as f:
-    json.dump({"header": header, "rows": table, "checks": checks, "failed": failed, "peak_flops": peak}, f, indent=1)
-  print(text)
-  print(f"wrote {out}")
+  write_results(_OUT.value, f"{backend}_{_SIZE.value}_{dtype}", text,
+                {"header": header, "rows": table, "checks": checks, "failed": failed, "peak_flops": peak})
 
 
 def compare(results, np) -> list[str]:
