@@ -270,6 +270,14 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   return model.on_mesh(mesh, rules)
 
 
+def load_for_config(path: str, config):
+  """The tasks' model loading: `load_on_mesh` on the run config's `mesh`, with its `model.dtype`,
+  `model.compute_dtype`, `model.attention` and `model.fp32_matmul`."""
+  m = config.model
+  return load_on_mesh(path, mesh_from_config(config), dtype=m.dtype, compute_dtype=m.compute_dtype or None,
+                      attention=m.get("attention", "xla"), fp32_matmul=m.get("fp32_matmul", "highest"))
+
+
 # -- batches and outputs ---------------------------------------------------------------------
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -6,6 +6,16 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def pad_2d(a, rows: int, width: int, value, left: bool) -> np.ndarray:
+  """[B, T] -> [rows, width] filled with `value`, `a` in the first B rows at the right end
+  (left=True) or the left end of each row."""
+  a = np.asarray(a)
+  b, t = a.shape
+  out = np.full((rows, width), value, a.dtype)
+  out[:b, (slice(width - t, width) if left else slice(0, t))] = a
+  return out
+
+
 def pad_batch(batch: dict, rows: int, length_multiple: int = 64, tile_slots: int | None = None, pad_id: int = 0,
               padding_side: str | None = None):
   """Pad `input_ids`/`attention_mask` [B, T] to [rows, round_up(T)] on the right (or on the
@@ -22,11 +32,8 @@ def pad_batch(batch: dict, rows: int, length_multiple: int = 64, tile_slots: int
     raise ValueError(f"padding_side={padding_side!r}; expected 'left', 'right' or None")
   left = (bool(am[:, -1].all()) and not bool(am[:, 0].all())) if padding_side is None else padding_side == "left"
   out = dict(batch)
-  new_ids = np.full((rows, width), pad_id, ids.dtype)
-  new_am = np.zeros((rows, width), am.dtype)
-  cols = slice(width - t, width) if left else slice(0, t)
-  new_ids[:b, cols], new_am[:b, cols] = ids, am
-  out["input_ids"], out["attention_mask"] = new_ids, new_am
+  out["input_ids"] = pad_2d(ids, rows, width, pad_id, left)
+  out["attention_mask"] = pad_2d(am, rows, width, 0, left)
   pix = batch.get("pixel_values")
   if pix is not None and tile_slots is not None and pix.ndim == 5 and pix.shape[1] < tile_slots:
     out["pixel_values"] = np.pad(pix, ((0, 0), (0, tile_slots - pix.shape[1]), (0, 0), (0, 0), (0, 0)))

@@ -36,10 +36,7 @@ def load_model(config, workdir, samples_by_dataset):
       texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
       miner_inputs.demo_builder(family)(path, texts, seed=config.model.seed)
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
-  model = sharding.load_on_mesh(path, sharding.mesh_from_config(config), dtype=config.model.dtype,
-                                compute_dtype=config.model.compute_dtype or None,
-                                attention=config.model.get("attention", "xla"),
-                                fp32_matmul=config.model.get("fp32_matmul", "highest"))
+  model = sharding.load_for_config(path, config)
   if model.family != family:
     raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
   return model, miner_inputs.family_inputs(family, path), config.model.id or path

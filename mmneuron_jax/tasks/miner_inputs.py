@@ -16,6 +16,7 @@ import importlib
 
 import numpy as np
 
+from mmneuron_jax.data.batching import pad_2d
 from mmneuron_jax.data.miner_samples import AUDIO_MARKER, IMAGE_MARKER, audios_of, images_of
 
 SYSTEM = "You are a helpful assistant."
@@ -93,14 +94,8 @@ def pad_to(batch: dict, rows: int | None, bucket: int, pad_id: int, padding_side
   if rows < b:
     raise ValueError(f"pad_to: batch has {b} rows, more than rows={rows}")
   width = bucket_length(t, bucket)
-  cols = slice(width - t, width) if padding_side == "left" else slice(0, t)
   fill = {"input_ids": pad_id}
-
-  def pad(a, value):
-    a = np.asarray(a)
-    out = np.full((rows, width), value, a.dtype)
-    out[:b, cols] = a
-    return out
+  pad = lambda a, value: pad_2d(a, rows, width, value, padding_side == "left")
 
   out = dict(batch)
   for key in ("input_ids", "attention_mask", "mm_token_type_ids"):

@@ -52,9 +52,6 @@ def load_model(config, workdir, records):
       fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
   model_id = config.model.id or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
-  model = sharding.load_on_mesh(path, sharding.mesh_from_config(config), dtype=config.model.dtype,
-                                compute_dtype=config.model.compute_dtype or None,
-                                attention=config.model.get("attention", "xla"),
-                                fp32_matmul=config.model.get("fp32_matmul", "highest"))
+  model = sharding.load_for_config(path, config)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam
