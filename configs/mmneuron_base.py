@@ -13,7 +13,7 @@ def get_config():
   c.task = "mmneuron"
   c.seed = 0
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
-  # `sharding.mesh_from_config(c)`; every analysis step then runs sharded on it (sharding.py).
+  # `sharding.mesh_from_config(c)`; every analysis step then runs sharded on it (mmneuron_jax/sharding/).
   c.mesh = "-1,1,1"
   # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens'; optional 'tuned_lens').
   c.stages = ("stats", "select", "eval", "lens")
