@@ -67,7 +67,8 @@ _TORCH_THREADS = flags.DEFINE_integer("torch_threads", None, "torch.set_num_thre
 _TORCH_DEVICE = flags.DEFINE_string("torch_device", None, "cuda / cpu (default: cuda if available).")
 _PEAK_N = flags.DEFINE_integer("peak_n", None, "Matmul size for the peak (default 8192 GPU/TPU, 2048 CPU).")
 _OPS = flags.DEFINE_list("ops", "forward,stats,masked,lens,grad", "Operations to time.")
-_ATTENTION = flags.DEFINE_enum("attention", "xla", ["xla", "cudnn"], "JAX attention kernel (cudnn: bf16 flash).")
+_ATTENTION = flags.DEFINE_enum("attention", "xla", ["xla", "cudnn", "fused"],
+                                "JAX attention kernel (cudnn: bf16 flash; fused: XLA's choice).")
 _OUT = flags.DEFINE_string("out", None, "Markdown table path (default benchmarks/results/<backend>_<size>_<dtype>.md).")
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.attention import causal_allowed, mask_to_bias
+from mmneuron_jax.nn.attention import causal_allowed, causal_mask, mask_to_bias
 
 # Batch keys that reach every family's jitted forward; a module adds its own in `extra_inputs`.
 DEVICE_KEYS = ("input_ids", "attention_mask", "position_ids")
@@ -56,7 +56,7 @@ def forward(module, params, batch, masks=None, probe=None, lens=None):
     positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
   extra = {k: batch[k] for k in module.extra_inputs if k in batch}
   logits, aux = module.apply({"params": params}, ids, positions,
-                             attention_bias(am, module.cfg.text.sliding_window),
+                             causal_mask(am, module.cfg.text.sliding_window),
                              masks=masks, probe=probe, lens=lens, **extra)
   captured, probes, lens_out = split_aux(aux)
   return Output(logits=logits, aux=captured, probe=probes, lens=lens_out)

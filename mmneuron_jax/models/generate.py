@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.models.base import attention_bias, mask_arrays
-from mmneuron_jax.nn.attention import causal_allowed, mask_to_bias
+from mmneuron_jax.models.base import mask_arrays
+from mmneuron_jax.nn.attention import causal_allowed, causal_mask, mask_to_bias
 
 
 def _pad_cache(kv, total):
@@ -37,7 +37,7 @@ def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eo
   window = module.cfg.text.sliding_window
   positions = batch["position_ids"] if "position_ids" in batch else jnp.maximum(jnp.cumsum(am, axis=1) - 1, 0)
   extra = {k: batch[k] for k in module.extra_inputs if k in batch}
-  logits, aux = module.apply({"params": params}, ids, positions, attention_bias(am, window), masks=masks, **extra)
+  logits, aux = module.apply({"params": params}, ids, positions, causal_mask(am, window), masks=masks, **extra)
   cache = _pad_cache(aux["llm"]["cache"], total)
   kv_valid = jnp.concatenate([am.astype(bool), jnp.zeros((b, max_new_tokens), bool)], axis=1)
   key = jax.random.PRNGKey(seed)

@@ -87,7 +87,7 @@ class AudioAttention(nn.Module):
     q = split(Dense(d, True, p, name="q")(x))
     k = split(Dense(d, False, p, name="k")(x))
     v = split(Dense(d, True, p, name="v")(x))
-    out, _ = attend(q, k, v, bias, p.precision)
+    out, _ = attend(q, k, v, bias, p.precision, p.attention)
     return Dense(d, True, p, name="o")(out)
 
 

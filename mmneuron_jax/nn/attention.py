@@ -1,5 +1,6 @@
 """Multi-head / grouped-query attention with an optional KV cache."""
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -27,26 +28,92 @@ def causal_allowed(kv_valid, q_index, sliding_window=None):
   return allowed[None] & kv_valid[:, None, :]
 
 
-def attend(q, k, v, bias, precision, impl: str = "xla"):
-  """q float[B, T, H, hd], k/v float[B, S, K, hd], bias float32[B, T, S] or None.
+@flax.struct.dataclass
+class CausalMask:
+  """A prefill mask (causal by index + key padding) in the two forms the kernels take.
 
-  Returns (out float[B, T, H*hd], probs float32[B, H, T, S]); impl='cudnn' runs fused flash
-  attention and returns probs=None (nothing downstream may need them).
+  bias float32[B, T, T]: the additive bias, right for any padding (the materialised path);
+  kv_len int32[B]: valid keys per row (at least 1), right when `right_padded`;
+  right_padded bool[]: every row's padding is at its end, so `is_causal` + `kv_len` equal the bias
+  (fused kernels then skip the masked blocks and never read a [B, T, T] bias).
+  """
+  bias: jax.Array
+  kv_len: jax.Array
+  right_padded: jax.Array
+  sliding_window: int | None = flax.struct.field(pytree_node=False, default=None)
+
+
+def causal_mask(attention_mask, sliding_window=None) -> CausalMask:
+  """int[B, T] (1 = real token) -> the prefill `CausalMask`."""
+  valid = attention_mask.astype(bool)
+  t = valid.shape[1]
+  kv_len = valid.sum(axis=1).astype(jnp.int32)
+  right_padded = jnp.all(valid == (jnp.arange(t)[None, :] < kv_len[:, None]))
+  bias = mask_to_bias(causal_allowed(valid, jnp.arange(t), sliding_window))
+  return CausalMask(bias, jnp.maximum(kv_len, 1), right_padded, sliding_window)
+
+
+def _bias_of(mask):
+  return mask.bias if isinstance(mask, CausalMask) else mask
+
+
+def attend(q, k, v, mask, precision, impl: str = "xla"):
+  """q float[B, T, H, hd], k/v float[B, S, K, hd]; mask: a `CausalMask`, an additive bias
+  float32[B or 1, T or 1, S] or None.
+
+  Returns (out float[B, T, H*hd], probs float32[B, H, T, S]). impl 'xla' materialises the
+  probabilities; 'cudnn' / 'fused' run `jax.nn.dot_product_attention` (cuDNN flash attention /
+  XLA's choice) and return probs=None (nothing downstream may need them).
   """
   b, t, h, hd = q.shape
-  if impl == "cudnn":
-    bias4 = None if bias is None else bias[:, None].astype(q.dtype)
-    out = jax.nn.dot_product_attention(q, k, v, bias=bias4, scale=hd ** -0.5, implementation="cudnn")
+  if impl != "xla" and (impl == "fused" or fused_supported(q)):
+    out = fused_attend(q, k, v, mask, "cudnn" if impl == "cudnn" else None)
     return out.reshape(b, t, h * hd), None
   kv_heads = k.shape[2]
   qg = q.reshape(b, t, kv_heads, h // kv_heads, hd)
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, precision=precision) * (hd ** -0.5)
   scores = scores.astype(jnp.float32)
+  bias = _bias_of(mask)
   if bias is not None:
     scores = scores + bias[:, None, None]
   probs = jax.nn.softmax(scores, axis=-1)
   out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, precision=precision)
   return out.reshape(b, t, h * hd), probs.reshape(b, h, t, -1)
+
+
+def fused_supported(q) -> bool:
+  """Whether cuDNN flash attention takes these queries (bf16/fp16, head dim <= 256 and a multiple
+  of 8, as JAX checks on Hopper); callers fall back to the materialised path otherwise."""
+  hd = q.shape[-1]
+  return q.dtype in (jnp.bfloat16, jnp.float16) and hd <= 256 and hd % 8 == 0
+
+
+def fused_attend(q, k, v, mask, implementation):
+  """`jax.nn.dot_product_attention` under `mask` -> float[B, T, H, hd].
+
+  A `CausalMask` without a sliding window runs `is_causal` + key lengths when its rows are right
+  padded (a `lax.cond` on device, so one jit serves left and right padding) and the bias
+  otherwise; float32 runs at precision highest.
+  """
+  b, t, _, hd = q.shape
+  s = k.shape[1]
+  kwargs = {"scale": hd ** -0.5, "implementation": implementation}
+
+  def with_bias(bias):
+    bias4 = None if bias is None else jnp.broadcast_to(bias, (b, t, s))[:, None].astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias4, **kwargs)
+
+  def run():
+    if isinstance(mask, CausalMask) and mask.sliding_window is None and t == s:
+      causal = lambda: jax.nn.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=mask.kv_len,
+                                                    **kwargs)
+      return jax.lax.cond(mask.right_padded, causal, lambda: with_bias(mask.bias))
+    return with_bias(_bias_of(mask))
+
+  if q.dtype == jnp.float32:
+    with jax.default_matmul_precision("highest"):
+      return run()
+  return run()
 
 
 class SelfAttention(nn.Module):
@@ -60,7 +127,8 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x, bias, cos=None, sin=None, cache=None, cache_index=None):
-    """x float[B, T, D]; cache {'k','v': float[B, S, K, hd]} written at `cache_index`.
+    """x float[B, T, D]; bias: a `CausalMask` or float32[B, T, S] (see `attend`); cache
+    {'k','v': float[B, S, K, hd]} written at `cache_index`.
 
     Returns (y float[B, T, D], aux) with aux['k'], aux['v'] the (updated) keys/values,
     aux['q'] float[B, T, H, hd] the post-RoPE queries and aux['probs'] the (masked) probabilities.

@@ -26,5 +26,5 @@ class FusedAttention(nn.Module):
     if cos is not None:
       q = apply_rope(q.astype(jnp.float32), cos, sin).astype(v.dtype)
       k = apply_rope(k.astype(jnp.float32), cos, sin).astype(v.dtype)
-    out, _ = attend(q, k, v, bias, p.precision)
+    out, _ = attend(q, k, v, bias, p.precision, p.attention)
     return Dense(d, True, p, name="proj")(out)
