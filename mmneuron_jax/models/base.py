@@ -90,7 +90,7 @@ class Model:
 
   def prepare(self, batch: dict) -> dict:
     """Host-side preprocessing (anyres indices etc.); idempotent."""
-    media = batch.get("pixel_values") is not None or batch.get("input_features") is not None
+    media = any(batch.get(k) is not None for k in ("pixel_values", "pixel_values_videos", "input_features"))
     if "feature_index" in batch or "audio_rows" in batch or not media:
       return dict(batch)
     return self.prepare_fn(batch)

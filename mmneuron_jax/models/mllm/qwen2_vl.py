@@ -2,7 +2,9 @@
 decoder with M-RoPE (3-D positions: temporal / height / width).
 
 Probe modules: `llm` (decoder MLPs, neuron = silu(gate_proj(x))), `vision` (ViT MLPs, neuron =
-act(fc1(x)), quick-GELU; token layout `[1, N_patches]`). Images only (no video inputs).
+act(fc1(x)), quick-GELU; token layout `[1, N_patches]`: the images' patches, then the videos').
+Images and videos (`pixel_values_videos`, `video_grid_thw`; each frame pair one temporal patch)
+may share a batch and a row; `prepare` lays them out as HF does.
 """
 import dataclasses
 import itertools
@@ -18,6 +20,7 @@ from mmneuron_jax.models.qwen2_vit import Qwen2VisionConfig, Qwen2VisionTransfor
 from mmneuron_jax.nn.policy import Policy
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # HF mm_token_type_ids values
+MEDIA = {IMAGE: ("image", "image_grid_thw"), VIDEO: ("video", "video_grid_thw")}  # type -> (name, grid field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +78,8 @@ class Qwen2VL(nn.Module):
   def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, vision_positions=None,
                vision_segments=None, masks=None, probe=None, lens=None, cache=None, cache_index=None):
     """input_ids int[B, T]; positions int[3, B, T] (or int[B, T], used on all three streams);
-    pixel_values float[N, C*Tp*p*p]; feature_index int32[B, T]; vision_positions int[N, 2];
-    vision_segments int[N] (see `prepare`).
+    pixel_values float[N, C*Tp*p*p] (the images' then the videos' patches); feature_index int32[B, T];
+    vision_positions int[N, 2]; vision_segments int[N] (see `prepare`).
 
     Returns (logits float32[B, T, V], aux {'llm': ..., 'vision': ...}).
     """
@@ -127,27 +130,32 @@ def _runs(types):
 
 
 def image_position_ids(grid_thw, start: int, merge: int) -> np.ndarray:
-  """3-D positions of one image's merged tokens, offset by `start`: int64[3, t*h*w/merge**2]."""
+  """3-D positions of one image's (or video's) merged tokens, offset by `start`: int64[3, t*h*w/merge**2].
+
+  The temporal stream counts the video's temporal patches (Qwen2-VL: one step per patch, no fps scaling)."""
   t, h, w = (int(v) for v in grid_thw)
   tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h // merge), np.arange(w // merge), indexing="ij")
   return np.stack([tt, hh, ww]).reshape(3, -1) + start
 
 
-def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, grid_thw, attention_mask=None):
-  """HF `get_rope_index` on the host -> (position_ids int32[3, B, T], rope_deltas int32[B], image_rows int32[I]).
+def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, image_grid_thw=None, video_grid_thw=None,
+               attention_mask=None):
+  """HF `get_rope_index` on the host -> (position_ids int32[3, B, T], rope_deltas int32[B],
+  {IMAGE: int32[I], VIDEO: int32[V]} the batch row of each image / video).
 
   Over each row's valid tokens (attention_mask 1): text runs count up by one on all three
-  streams; an image run (one image, in `grid_thw` order over the batch) gets its (t, h, w)
-  grid positions offset by the current position, which then advances by max(h, w) / merge.
-  Padded positions get 0. rope_deltas = max position + 1 - valid length (HF's decode offset).
+  streams; an image (video) run takes the next row of `image_grid_thw` (`video_grid_thw`), in
+  batch order, and gets its (t, h, w) grid positions offset by the current position, which then
+  advances by max(h, w) / merge (not by t). Padded positions get 0.
+  rope_deltas = max position + 1 - valid length (HF's decode offset).
   """
   ids = np.asarray(input_ids)
   types = np.asarray(mm_types)
   am = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-  grid = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+  grids = {IMAGE: _grid(image_grid_thw), VIDEO: _grid(video_grid_thw)}
   merge = cfg.vision.spatial_merge_size
   pos = np.zeros((3,) + ids.shape, np.int64)
-  deltas, rows, used = np.zeros(ids.shape[0], np.int64), [], 0
+  deltas, rows = np.zeros(ids.shape[0], np.int64), {IMAGE: [], VIDEO: []}
   for b in range(ids.shape[0]):
     chunks, cur = [], 0
     for key, start, end in _runs(types[b][am[b]]):
@@ -155,71 +163,98 @@ def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, grid_thw, attention_mask
         chunks.append(np.broadcast_to(np.arange(end - start) + cur, (3, end - start)))
         cur += end - start
         continue
-      if key == VIDEO:
-        raise ValueError(f"input_ids row {b} holds video tokens ({cfg.video_token_id}); video is not supported")
+      name, field = MEDIA[key]
+      used, grid = len(rows[key]), grids[key]
       if used >= len(grid):
-        raise ValueError(f"input_ids has more image-token spans than image_grid_thw has rows ({len(grid)})")
+        raise ValueError(f"input_ids has more {name}-token spans than {field} has rows ({len(grid)})")
       vis = image_position_ids(grid[used], cur, merge)
       if vis.shape[1] != end - start:
-        raise ValueError(f"input_ids row {b}: an image-token span of {end - start} tokens does not match "
-                         f"image_grid_thw[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens); adjacent images "
+        raise ValueError(f"input_ids row {b}: a {name}-token span of {end - start} tokens does not match "
+                         f"{field}[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens); adjacent {name}s "
                          f"need tokens between them (<|vision_end|><|vision_start|>)")
       chunks.append(vis)
-      rows.append(b)
-      used += 1
-      cur += int(max(grid[used - 1][1], grid[used - 1][2])) // merge
+      rows[key].append(b)
+      cur += int(max(grid[used][1], grid[used][2])) // merge
     if chunks:
       llm = np.concatenate(chunks, axis=1)
       pos[:, b, am[b]] = llm
       deltas[b] = llm.max() + 1 - am[b].sum()
-  if used != len(grid):
-    raise ValueError(f"image_grid_thw has {len(grid)} images but input_ids holds {used} image-token spans")
-  return pos.astype(np.int32), deltas.astype(np.int32), np.asarray(rows, np.int32)
+  for key, (name, field) in MEDIA.items():
+    if len(rows[key]) != len(grids[key]):
+      raise ValueError(f"{field} has {len(grids[key])} {name}s but input_ids holds {len(rows[key])} "
+                       f"{name}-token spans")
+  return pos.astype(np.int32), deltas.astype(np.int32), {k: np.asarray(v, np.int32) for k, v in rows.items()}
+
+
+def _grid(grid_thw) -> np.ndarray:
+  return np.zeros((0, 3), np.int64) if grid_thw is None else np.asarray(grid_thw, np.int64).reshape(-1, 3)
+
+
+def _patches(cfg: Qwen2VLConfig, batch: dict, pixels: str, field: str) -> tuple:
+  """(float32[N, C*Tp*p*p] patches, int64[K, 3] grid) of one medium, shapes checked; empty when absent."""
+  v = cfg.vision
+  if batch.get(pixels) is None:
+    return np.zeros((0, v.patch_dim), np.float32), _grid(None)
+  if batch.get(field) is None:
+    raise ValueError(f"batch has {pixels} but no {field} (Qwen2-VL needs both)")
+  pix, grid = np.asarray(batch[pixels], np.float32), _grid(batch[field])
+  n = int(grid.prod(-1).sum())
+  if pix.ndim != 2 or pix.shape != (n, v.patch_dim):
+    raise ValueError(f"{pixels} has shape {pix.shape}; {field} {grid.tolist()} needs ({n}, {v.patch_dim}) "
+                     f"(patches x C*temporal_patch_size*patch_size**2)")
+  return pix, grid
+
+
+def _splice_index(ids, token_id: int, offset: int, n_features: int, name: str, field: str, grid) -> np.ndarray:
+  """Feature row of every `token_id` position (offset + its rank in row-major order), else -1: int32[B, T]."""
+  hit = ids == token_id
+  if hit.sum() != n_features:
+    raise ValueError(f"input_ids holds {int(hit.sum())} {name} tokens ({token_id}); {field} {grid.tolist()} "
+                     f"gives {n_features} merged features")
+  return np.where(hit, offset + np.cumsum(hit.reshape(-1)).reshape(ids.shape) - 1, -1).astype(np.int32)
 
 
 def prepare(cfg: Qwen2VLConfig, batch: dict) -> dict:
   """Host-side: HF processor outputs -> arrays for the jitted forward.
 
-  Needs `input_ids`, `pixel_values` float[N, C*Tp*p*p], `image_grid_thw` int[I, 3] (and uses
-  `attention_mask`, `mm_token_type_ids` when given). Adds `feature_index` int32[B, T],
-  `position_ids` int32[3, B, T] (M-RoPE, unless given), `rope_deltas` int32[B],
-  `vision_positions` int32[N, 2], `vision_segments` int32[N], `patch_image` int32[N] and
-  `image_rows` int32[I] (the batch row of each image).
+  Needs `input_ids` and, per medium present, `pixel_values` float[N_i, C*Tp*p*p] + `image_grid_thw`
+  int[I, 3] and/or `pixel_values_videos` float[N_v, C*Tp*p*p] + `video_grid_thw` int[V, 3] (uses
+  `attention_mask`, `mm_token_type_ids` when given). Images and videos run through the vision
+  tower as one patch sequence, images first (attention never crosses a frame, so this equals
+  HF's two calls). Sets `pixel_values` float32[N_i + N_v, C*Tp*p*p] to that sequence and adds
+  `feature_index` int32[B, T] (image tokens take merged rows 0.., video tokens the rows after the
+  images'), `position_ids` int32[3, B, T] (M-RoPE, unless given), `rope_deltas` int32[B],
+  `vision_positions` int32[N, 2], `vision_segments` int32[N], `patch_image` int32[N] (the medium
+  of each patch: images 0..I-1, then videos I..I+V-1) and `image_rows` int32[I + V] (the batch
+  row of each medium, same order).
   """
-  if batch.get("pixel_values_videos") is not None:
-    raise ValueError("batch has pixel_values_videos: Qwen2-VL video inputs are not supported")
   out = dict(batch)
-  if batch.get("pixel_values") is None:
+  if batch.get("pixel_values") is None and batch.get("pixel_values_videos") is None:
     return out
-  if batch.get("image_grid_thw") is None:
-    raise ValueError("batch has pixel_values but no image_grid_thw (Qwen2-VL needs both)")
   v = cfg.vision
-  pix = np.asarray(batch["pixel_values"], np.float32)
-  grid = np.asarray(batch["image_grid_thw"], np.int64).reshape(-1, 3)
-  n = int(grid.prod(-1).sum())
-  if pix.ndim != 2 or pix.shape != (n, v.patch_dim):
-    raise ValueError(f"pixel_values has shape {pix.shape}; image_grid_thw {grid.tolist()} needs ({n}, {v.patch_dim}) "
-                     f"(patches x C*temporal_patch_size*patch_size**2)")
+  images, image_grid = _patches(cfg, batch, "pixel_values", "image_grid_thw")
+  videos, video_grid = _patches(cfg, batch, "pixel_values_videos", "video_grid_thw")
   ids = np.asarray(batch["input_ids"])
   types = batch.get("mm_token_type_ids")
   types = token_types(cfg, ids) if types is None else np.asarray(types)
   if types.shape != ids.shape:
     raise ValueError(f"mm_token_type_ids has shape {types.shape}, input_ids {ids.shape}")
-  positions, deltas, rows = rope_index(cfg, ids, types, grid, batch.get("attention_mask"))
-  image = ids == cfg.image_token_id
-  n_merged = n // v.spatial_merge_size ** 2
-  if image.sum() != n_merged:
-    raise ValueError(f"input_ids holds {int(image.sum())} image tokens ({cfg.image_token_id}); "
-                     f"image_grid_thw {grid.tolist()} gives {n_merged} merged features")
-  out["pixel_values"] = pix
-  out["feature_index"] = np.where(image, np.cumsum(image.reshape(-1)).reshape(ids.shape) - 1, -1).astype(np.int32)
+  positions, deltas, rows = rope_index(cfg, ids, types, image_grid, video_grid, batch.get("attention_mask"))
+  m2 = v.spatial_merge_size ** 2
+  n_image = len(images) // m2
+  image_index = _splice_index(ids, cfg.image_token_id, 0, n_image, "image", "image_grid_thw", image_grid)
+  video_index = _splice_index(ids, cfg.video_token_id, n_image, len(videos) // m2, "video", "video_grid_thw",
+                              video_grid)
+  grid = np.concatenate([image_grid, video_grid])
+  out["pixel_values"] = np.concatenate([images, videos])
+  out["feature_index"] = np.maximum(image_index, video_index)
   if out.get("position_ids") is None:
     out["position_ids"] = positions
   out["rope_deltas"] = deltas
   out["vision_positions"] = qwen2_vit.patch_positions(grid, v.spatial_merge_size)
   out["vision_segments"] = qwen2_vit.patch_segments(grid)
   out["patch_image"] = qwen2_vit.patch_images(grid)
-  out["image_rows"] = rows
+  out["image_rows"] = np.concatenate([rows[IMAGE], rows[VIDEO]]).astype(np.int32)
   return out
 
 
@@ -228,7 +263,8 @@ def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, image_only: 
 
   sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
   {'llm': int32[B, T], 'vision': int32[1, N]}: padding never counts; `image_only` keeps only
-  image-token positions in the LLM. Vision patches take their image's row group.
+  image- and video-token positions in the LLM. Vision patches (images', then videos') take
+  their medium's row group.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
