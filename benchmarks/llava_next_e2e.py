@@ -15,8 +15,16 @@ Rows, all in this one process, on the same weights (HF random init, seed 0) and 
   JAX ...                our statistics step (`analysis.stats.make_step`: GroupStats in the layer
                          scans, count / sum / sum of squares per group) on a batch of --batch
                          copies, for each (dtype, attention kernel, fp32 matmul algorithm) variant
-Model time only: inputs are preprocessed once (the HF image processor + our anyres index run on
-the host; their cost per sample is printed separately and overlaps device work in a pipeline).
+  JAX ... + host preprocessing, sequential / prefetch 2   (--pipeline, first JAX variant that ran)
+                         the whole statistics loop of `tasks/mmneuron.stage_stats` over
+                         --pipeline_batches batches: per sample the PNG decoded, the HF image
+                         processor, our prompt ids / padding / anyres index / token groups
+                         (`domain_stats.make_step_fn`'s prepare), the device step, host totals in a
+                         StatsStore (`accumulate`), with the host part in line or 2 batches ahead on
+                         a thread (`data/prefetch.py`). Token ids come from a stub tokenizer (those
+                         of the model-only rows; no tokenizer download).
+The other JAX rows are model time only: inputs are preprocessed once (the HF image processor + our
+anyres index run on the host; their cost per sample is printed separately).
 FLOPs per sample (as computed; attention over the full T x T): LLM matmuls + attention, CLIP
 tiles, projector; the LM head is excluded (statistics do not need logits). "FLOP limit" = the
 measured bf16 matmul peak / FLOPs per sample.
@@ -41,6 +49,7 @@ from benchmarks.bench_utils import _git_commit, measure_peak, write_results
 PRESET = "llava-hf/llava-v1.6-vicuna-7b-hf"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+GROUPS = 5  # statistics groups (the MMNeuron domains)
 
 _SCALE = flags.DEFINE_enum("scale", "7b", ["7b", "tiny"], "7b: the real shape; tiny: shrunk widths and depths.")
 _BATCH = flags.DEFINE_integer("batch", 8, "JAX samples per step.")
@@ -51,6 +60,9 @@ _VARIANTS = flags.DEFINE_list(
     "JAX variants dtype:attention:fp32_matmul.")
 _HF = flags.DEFINE_list("hf", "float32,bfloat16", "HF batch-1 rows to run (dtypes).")
 _TEXT = flags.DEFINE_integer("text_tokens", 30, "Question tokens after the image.")
+_PIPELINE = flags.DEFINE_bool("pipeline", True, "Also time the statistics loop with host preprocessing, "
+                               "sequential and prefetch 2, for the first JAX variant that ran.")
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 4, "Batches of --batch per pipeline timing.")
 _OUT = flags.DEFINE_string("out", None, "Markdown path (default benchmarks/results/<backend>_llava_next_e2e.md).")
 
 
@@ -79,25 +91,36 @@ def build_hf(cfg: dict, device: str):
   return tm.requires_grad_(False)
 
 
+def image_processor(cfg: dict):
+  import transformers
+  v = cfg["vision_config"]
+  cls = getattr(transformers, "LlavaNextImageProcessorPil", None) or transformers.LlavaNextImageProcessor
+  return cls(image_grid_pinpoints=cfg["image_grid_pinpoints"], size={"shortest_edge": v["image_size"]},
+             crop_size={"height": v["image_size"], "width": v["image_size"]}, image_mean=CLIP_MEAN,
+             image_std=CLIP_STD)
+
+
+def image_and_text(text_tokens: int):
+  """The benchmark's 672x672 random image (PIL) and question token ids."""
+  import numpy as np
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  image = Image.fromarray(rng.integers(0, 256, (672, 672, 3), dtype=np.uint8))
+  return image, rng.integers(3, 32000, text_tokens).tolist()
+
+
 def sample(cfg: dict, text_tokens: int):
   """One 672x672 image + prompt -> HF-named numpy batch of one."""
   import numpy as np
-  import transformers
-  from PIL import Image
   from mmneuron_jax.models import anyres
   v = cfg["vision_config"]
-  cls = getattr(transformers, "LlavaNextImageProcessorPil", None) or transformers.LlavaNextImageProcessor
-  proc = cls(image_grid_pinpoints=cfg["image_grid_pinpoints"], size={"shortest_edge": v["image_size"]},
-             crop_size={"height": v["image_size"], "width": v["image_size"]}, image_mean=CLIP_MEAN,
-             image_std=CLIP_STD)
-  rng = np.random.default_rng(0)
-  image = Image.fromarray(rng.integers(0, 256, (672, 672, 3), dtype=np.uint8))
+  proc = image_processor(cfg)
+  image, text = image_and_text(text_tokens)
   t0 = time.perf_counter()
   pix = proc([image], return_tensors="np")
   n_image = len(anyres.image_feature_order((672, 672), cfg["image_grid_pinpoints"], v["image_size"],
                                            v["image_size"] // v["patch_size"], 0, -1))
   prep_s = time.perf_counter() - t0
-  text = rng.integers(3, 32000, text_tokens).tolist()
   ids = np.asarray([[1] + [cfg["image_token_index"]] * n_image + text], np.int64)
   return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values": pix["pixel_values"].astype(np.float32),
           "image_sizes": np.asarray(pix["image_sizes"])}, prep_s
@@ -167,10 +190,10 @@ def jax_stats(model, one: dict, b: int, repeats: int):
   from mmneuron_jax.analysis import stats
   batch = {k: np.repeat(v, b, axis=0) for k, v in one.items()}
   t0 = time.perf_counter()
-  groups = model.token_groups(batch, (np.arange(b) % 5).astype(np.int32))
+  groups = model.token_groups(batch, (np.arange(b) % GROUPS).astype(np.int32))
   dev = model.device_batch(batch)
   prep_s = (time.perf_counter() - t0) / b
-  step = stats.make_step(model, 5)
+  step = stats.make_step(model, GROUPS)
   g = stats.to_device_groups(groups)
   t0 = time.perf_counter()
   out = jax.block_until_ready(step(model.params, dev, g))
@@ -183,6 +206,49 @@ def jax_stats(model, one: dict, b: int, repeats: int):
     times.append(time.perf_counter() - t0)
   counts = {k: np.asarray(v["count"]).sum(1) / b for k, v in out.items()}  # [L, G, F] -> per sample
   return statistics.median(times), first, counts, prep_s
+
+
+class IdTokenizer:
+  """Stand-in tokenizer for `LlavaNextInputs`: text = space-separated token ids, BOS (1) first."""
+  pad_token_id = 0
+
+  def convert_ids_to_tokens(self, i: int) -> str:
+    return f" {i} "
+
+  def __call__(self, text: str) -> dict:
+    return {"input_ids": [1] + [int(w) for w in text.split()]}
+
+
+def pipeline_rates(model, cfg: dict, text_tokens: int, b: int, n_batches: int, depths=(0, 2)) -> dict:
+  """-> {prefetch depth: samples/s} of the statistics loop with host preprocessing (see the module
+  docstring): `domain_stats.make_step_fn` + `accumulate` into a temporary StatsStore."""
+  import io
+  import tempfile
+  from PIL import Image
+  from mmneuron_jax.analysis.accumulate import accumulate
+  from mmneuron_jax.analysis.stats import store_spec
+  from mmneuron_jax.data.processors import LlavaNextInputs
+  from mmneuron_jax.io.stats_store import StatsStore
+  from mmneuron_jax.tasks import domain_stats
+  image, text = image_and_text(text_tokens)
+  png = io.BytesIO()
+  image.save(png, "PNG")
+  records = {f"domain{g}": [png.getvalue()] * b for g in range(GROUPS)}
+  prompt = "<image>\n" + " ".join(map(str, text))
+  inputs = LlavaNextInputs(IdTokenizer(), image_processor(cfg), cfg)
+  step = domain_stats.make_step_fn(model, model.params, inputs, records, lambda r: prompt,
+                                   lambda r: Image.open(io.BytesIO(r)), GROUPS, b)
+  batches = [domain_stats.PlannedBatch(i % GROUPS, tuple(range(b))) for i in range(n_batches)]
+  step(batches[0])  # compile for the padded shape
+  rates = {}
+  for depth in depths:
+    with tempfile.TemporaryDirectory() as d:
+      store = StatsStore.open_or_create(d, store_spec(model.probe_modules, GROUPS), "benchmark")
+      t0 = time.perf_counter()
+      accumulate(store, ((i + 1, x) for i, x in enumerate(batches)), step.run, commit_every=n_batches,
+                 progress=False, prepare=step.prepare, prefetch=depth)
+      rates[depth] = n_batches * b / (time.perf_counter() - t0)
+  return rates
 
 
 def flops_per_sample(cfg: dict, t: int) -> float:
@@ -243,7 +309,7 @@ def main(argv):
   if device == "cuda":
     torch.cuda.empty_cache()
 
-  jax_counts = {}
+  jax_counts, piped = {}, not _PIPELINE.value
   for variant in _VARIANTS.value:
     dt, attention, fp32_matmul = variant.split(":")
     if attention == "cudnn" and backend != "gpu":
@@ -252,6 +318,13 @@ def main(argv):
     try:
       model = jax_model(cfg, weights, dt, attention, fp32_matmul)
       per, first, counts, prep = jax_stats(model, one, _BATCH.value, _REPEATS.value)
+      pipeline = {}
+      if not piped:
+        piped = True
+        try:
+          pipeline = pipeline_rates(model, cfg, _TEXT.value, _BATCH.value, _PIPELINE_BATCHES.value)
+        except Exception as e:
+          notes.append(f"pipeline ({variant}): failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     except Exception as e:  # a kernel this backend lacks: say so, go on
       notes.append(f"{variant}: failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
       continue
@@ -259,10 +332,14 @@ def main(argv):
       model = None
       gc.collect()
     jax_counts[variant] = counts
-    rows.append({"name": f"JAX {dt} batch {_BATCH.value}, attention {attention}"
-                         + (f", fp32 matmul {fp32_matmul}" if dt == "float32" else ""),
-                 "dtype": dt, "samples_per_s": _BATCH.value / per, "batch": _BATCH.value, "compile_s": first,
-                 "host_prep_s": prep, "variant": variant})
+    name = (f"JAX {dt} batch {_BATCH.value}, attention {attention}"
+            + (f", fp32 matmul {fp32_matmul}" if dt == "float32" else ""))
+    rows.append({"name": name, "dtype": dt, "samples_per_s": _BATCH.value / per, "batch": _BATCH.value,
+                 "compile_s": first, "host_prep_s": prep, "variant": variant})
+    for depth, rate in pipeline.items():
+      rows.append({"name": f"{name} + host preprocessing, " + (f"prefetch {depth}" if depth else "sequential"),
+                   "dtype": dt, "samples_per_s": rate, "batch": _BATCH.value, "prefetch": depth,
+                   "batches": _PIPELINE_BATCHES.value})
 
   ref = {r["dtype"]: r["samples_per_s"] for r in rows if r["name"].startswith("HF")}
   limit = peak / fps
@@ -285,8 +362,9 @@ def main(argv):
       f"host: {platform.platform()}, {os.cpu_count()} CPUs; commit {_git_commit()}",
       f"FLOPs per sample {fps / 1e12:.2f} TFLOP; measured peak bf16 {peak / 1e12:.0f} TFLOP/s, fp32 (HIGHEST) "
       f"{peak32 / 1e12:.1f} TFLOP/s -> FLOP limit {limit:.2f} samples/s (bf16)",
-      f"host preprocessing per sample (not in the times): HF image processor {proc_s * 1e3:.0f} ms, our anyres "
-      f"index + groups " + ", ".join(f"{r['host_prep_s'] * 1e3:.1f} ms" for r in rows if "host_prep_s" in r)[:80],
+      f"host preprocessing per sample (in the '+ host preprocessing' rows only): HF image processor "
+      f"{proc_s * 1e3:.0f} ms, our anyres index + groups "
+      + ", ".join(f"{r['host_prep_s'] * 1e3:.1f} ms" for r in rows if "host_prep_s" in r)[:80],
       "JAX compile + first step s: " + ", ".join(f"{r['variant']} {r['compile_s']:.0f}" for r in rows
                                                   if "compile_s" in r),
   ]

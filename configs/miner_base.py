@@ -30,8 +30,10 @@ def get_config():
   c.data.paths = ml_collections.ConfigDict()
   # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).
   # Prompts are padded to length_bucket * 2**k tokens, so a run compiles for a few lengths only.
+  # prefetch: batches whose host preprocessing (processor, padding, modality masks, answer batches) runs
+  # ahead on a thread while the device computes (0 = in line; data/prefetch.py); sums do not depend on it.
   c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_bucket=64, commit_every=10,
-                                            flat_rtol=1e-5, grad=False))
+                                            flat_rtol=1e-5, grad=False, prefetch=2))
   # Stages 3-4: weights = a miner.WEIGHT_PRESETS name or 5 numbers over [prob, mean, max, attn_k, attn_q]
   # ('0,0.25,0.25,0.5,0' on the command line); grad_weight adds the gradient score.
   c.select = ml_collections.ConfigDict(dict(split="special_text_separate", weights="default", grad_weight=0.0,

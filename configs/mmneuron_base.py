@@ -23,9 +23,12 @@ def get_config():
                                            demo="llava_next", attention="xla", fp32_matmul="highest"))
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
                                           domains=list(DOMAINS)))
-  # positions: 'all' (paper: image, text and BOS tokens) or 'image'.
+  # positions: 'all' (paper: image, text and BOS tokens) or 'image'. prefetch: batches whose host
+  # preprocessing (images, processor, padding, token groups) runs ahead on a thread while the device
+  # computes (0 = in line; data/prefetch.py); the totals do not depend on it.
   c.stats = ml_collections.ConfigDict(dict(positions="all", max_samples_per_domain=0,
-                                           vision_tokens_per_domain=100_000, batch_size=8, commit_every=10))
+                                           vision_tokens_per_domain=100_000, batch_size=8, commit_every=10,
+                                           prefetch=2))
   c.dape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
   # template / style: data/prompts.py ('' = the model family's default, tasks/families.py).
   c.eval = ml_collections.ConfigDict(dict(n_per_domain=1001, batch_size=8, max_new_tokens=32, temperature=0.0,

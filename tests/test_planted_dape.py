@@ -1,10 +1,8 @@
 """Planted ground truth: vision neurons built to fire for one domain's images only are what the
 statistics + DAPE pipeline selects (precision and recall >= 0.95); a random model's selection
 does not match them."""
-import os
 
 import numpy as np
-import pytest
 
 import mmneuron_jax
 from mmneuron_jax.analysis.accumulate import accumulate
@@ -36,21 +34,33 @@ def hue_records(n=6):
               for i in range(n)] for h in HUES}
 
 
-def run_pipeline(path, workdir):
+def run_pipeline(path, workdir, check_prefetch=False):
   model = mmneuron_jax.load_hf(path)
   inputs = LlavaNextInputs.from_pretrained(path)
   recs = hue_records()
   sizes = {d: [load_image(r).size[::-1] for r in v] for d, v in recs.items()}
   batches, _ = domain_stats.plan(recs, sizes, model.config, 4, None, None)
-  step_fn = domain_stats.make_step_fn(model, model.params, inputs, recs, lambda r: f"<image>\n{r.question}",
-                                      load_image, len(HUES), 4)
+  step = domain_stats.make_step_fn(model, model.params, inputs, recs, lambda r: f"<image>\n{r.question}",
+                                   load_image, len(HUES), 4)
   store = StatsStore.open_or_create(workdir, store_spec(model.probe_modules, len(HUES)), "planted")
-  totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step_fn, commit_every=3, progress=False)
+  totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step.run, commit_every=3, progress=False,
+                      prepare=step.prepare, prefetch=2)  # host preprocessing on a thread, as in stage_stats
+  if check_prefetch:
+    assert_same_as_sequential(totals, step, batches)
   layers, width = model.probe_modules["vision"]
   cfg = DapeCfg()
   cfg.top_rate = len(HUES) * PER_DOMAIN / (layers * width)  # the budget equals the planted count
   sets = select_sets(totals, model, "planted", HUES, cfg)
   return sets["vision"].mask, planted.planted_mask(len(HUES), layers, width, LAYER, PER_DOMAIN)
+
+
+def assert_same_as_sequential(totals, step, batches):
+  """The prefetched totals equal the plain loop's (each batch's partial sums added in order)."""
+  want = {k: np.zeros_like(v) for k, v in totals.items()}
+  for b in batches:
+    want = {k: want[k] + np.asarray(v).astype(want[k].dtype) for k, v in step(b).items()}
+  for k in want:
+    np.testing.assert_array_equal(totals[k], want[k], err_msg=k)
 
 
 def precision_recall(selected, truth):
@@ -68,6 +78,6 @@ def test_planted_neurons_are_recovered(tmp_path):
 
 def test_random_model_does_not_recover_them(tmp_path):
   path = build_demo_checkpoint(str(tmp_path / "random"), [QUESTION])
-  selected, truth = run_pipeline(path, str(tmp_path / "stats"))
+  selected, truth = run_pipeline(path, str(tmp_path / "stats"), check_prefetch=True)
   precision, recall = precision_recall(selected, truth)
   assert recall < 0.5 and precision < 0.5, (precision, recall)

@@ -11,15 +11,36 @@ batch after batch, so a killed run that is resumed with the same stream skips wh
 already counted and ends with bit-identical totals. Batches should be cheap descriptions (indices,
 paths): skipped ones are produced by the iterator but never passed to step_fn.
 
+A step split into host and device parts (`Step`: prepare = load / preprocess / pad, run = the
+jitted step + its host copy) lets the host prepare the next batches while the device works:
+
+    accumulate(store, stream, step.run, prepare=step.prepare, prefetch=2)
+
 The fingerprint given to the store must cover everything that changes the stream, `step_fn` and
 `stop` (model, data, plan, stopping target); accumulate checks what it can (cursor continuity).
 """
 import collections
+import contextlib
+import dataclasses
+from typing import Callable
 
 import numpy as np
 from absl import logging
 
+from mmneuron_jax.data import prefetch as prefetching
 from mmneuron_jax.io.progress import Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """A step_fn in two parts: `prepare(batch)` (host preprocessing, may run ahead on another thread)
+  and `run(prepared) -> {name: partial}` (the device work). Calling it runs both in line."""
+  prepare: Callable
+  run: Callable
+
+  def __call__(self, batch):
+    return self.run(self.prepare(batch))
+
 
 _Acc = collections.namedtuple("_Acc", "totals cursor batches")
 META = "accumulate"  # key of this driver's metadata in the store's `extra`
@@ -75,8 +96,36 @@ def _commit(store, acc: _Acc, stopped: bool, extra: dict | None) -> None:
   store.commit(acc.totals, acc.cursor, {**(extra or {}), **meta})
 
 
+def _uncounted(batches, store_cursor: int, path):
+  """The stream's batches the store has not counted yet, after the cursor checks (strictly
+  increasing; the first new batch starts at the store's cursor; the stream reaches it)."""
+  previous, resumed = None, store_cursor == 0
+  for cursor_after, batch in batches:
+    cursor_after = check_cursor(cursor_after, previous)
+    if cursor_after <= store_cursor:
+      previous = cursor_after
+      continue  # counted by an earlier run
+    if not resumed:
+      check_resume_point(store_cursor, previous, cursor_after)
+      resumed = True
+    previous = cursor_after
+    yield cursor_after, batch
+  if previous is not None and previous < store_cursor:
+    raise ValueError(f"store {path} is at cursor {store_cursor} but the stream ends at {previous}; "
+                     "the stream differs from the one that filled the store")
+
+
+def _prepared(new, prepare, depth: int):
+  """(cursor_after, batch) -> ((cursor_after, batch), prepare(batch)), `depth` batches ahead; no
+  prepare: the batch itself."""
+  if prepare is None:
+    return ((item, item[1]) for item in new)
+  return prefetching.prefetch(new, lambda item: prepare(item[1]), depth)
+
+
 def accumulate(store, batches, step_fn, commit_every: int = 10, progress=True, stop=None,
-               total: int | None = None, extra: dict | None = None, desc: str = "accumulate") -> dict:
+               total: int | None = None, extra: dict | None = None, desc: str = "accumulate",
+               prepare=None, prefetch: int = 0) -> dict:
   """Add step_fn(batch) over the stream into the store's totals; resumable. Returns the totals.
 
   commit_every: commit after this many newly counted batches (and always at the end, or on an
@@ -86,6 +135,11 @@ def accumulate(store, batches, step_fn, commit_every: int = 10, progress=True, s
   stop: optional `stop(totals) -> bool`, checked after each batch; when true the totals are
     committed with `stopped` recorded, and a later resume returns them without reading further.
   extra: caller metadata merged into the store state at every commit.
+  prepare: optional host part of the step: step_fn then receives prepare(batch). Only batches not
+    yet counted are prepared; an exception in prepare surfaces at its batch, after the batches
+    before it are counted (and committed).
+  prefetch: with prepare, run it this many batches ahead on a background thread
+    (`data.prefetch`), overlapping host preprocessing with step_fn; 0 = in line.
   """
   if commit_every < 1:
     raise ValueError(f"commit_every must be >= 1, got {commit_every}")
@@ -100,32 +154,22 @@ def accumulate(store, batches, step_fn, commit_every: int = 10, progress=True, s
     logging.info("%s: resuming %s at cursor %d", desc, store.path, acc.cursor)
   bar = progress if isinstance(progress, Progress) else (
       Progress(total, desc, unit="items", initial=acc.cursor) if progress else None)
-  pending, stopped, previous, resumed = 0, False, None, acc.cursor == 0
+  pending, stopped = 0, False
   try:
-    for cursor_after, batch in batches:
-      cursor_after = check_cursor(cursor_after, previous)
-      if cursor_after <= store.cursor:
-        previous = cursor_after
-        continue  # counted by an earlier run
-      if not resumed:
-        check_resume_point(store.cursor, previous, cursor_after)
-        resumed = True
-      previous = cursor_after
-      partial = check_partial(step_fn(batch), spec, cursor_after)
-      acc = _Acc(add_totals(acc.totals, partial), cursor_after, acc.batches + 1)  # one atomic rebinding
-      pending += 1
-      if bar is not None:
-        bar.set(acc.cursor)
-      if stop is not None and stop(acc.totals):
-        stopped = True
-        logging.info("%s: stopping rule met at cursor %d", desc, acc.cursor)
-        break
-      if pending >= commit_every:
-        _commit(store, acc, False, extra)
-        pending = 0
-    if previous is not None and previous < store.cursor:
-      raise ValueError(f"store {store.path} is at cursor {store.cursor} but the stream ends at {previous}; "
-                       "the stream differs from the one that filled the store")
+    with contextlib.closing(_prepared(_uncounted(batches, store.cursor, store.path), prepare, prefetch)) as work:
+      for (cursor_after, _), batch in work:
+        partial = check_partial(step_fn(batch), spec, cursor_after)
+        acc = _Acc(add_totals(acc.totals, partial), cursor_after, acc.batches + 1)  # one atomic rebinding
+        pending += 1
+        if bar is not None:
+          bar.set(acc.cursor)
+        if stop is not None and stop(acc.totals):
+          stopped = True
+          logging.info("%s: stopping rule met at cursor %d", desc, acc.cursor)
+          break
+        if pending >= commit_every:
+          _commit(store, acc, False, extra)
+          pending = 0
   except BaseException:
     if pending:
       try:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mmneuron_jax import sharding
 from mmneuron_jax.analysis import stats
+from mmneuron_jax.analysis.accumulate import Step
 from mmneuron_jax.data.batching import chunks
 
 
@@ -60,19 +61,24 @@ def fingerprint(*parts) -> str:
 
 
 def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image, num_groups, batch_size,
-                 image_only=False):
-  """PlannedBatch -> {'field/module': np.ndarray} partial sums of that batch. `inputs` is the
-  family's builder (data/processors.py): it builds the batch and pads it to fixed shapes."""
+                 image_only=False) -> Step:
+  """PlannedBatch -> {'field/module': np.ndarray} partial sums of that batch, as a `Step`:
+  `prepare(planned)` loads the images, builds and pads the batch (`inputs`, the family's builder,
+  data/processors.py) and its token groups -> (device batch, device groups); `run(prepared)` is the
+  statistics step and its host copy. Calling the Step does both."""
   step = sharding.stats_step(model, num_groups)  # sharded when the model is on a mesh
   domains = list(records_by_domain)
 
-  def step_fn(planned: PlannedBatch):
+  def prepare(planned: PlannedBatch):
     recs = [records_by_domain[domains[planned.domain]][i] for i in planned.indices]
     batch = inputs.pad(inputs([prompt_fn(r) for r in recs], [load_image(r) for r in recs]), batch_size, 64)
     sample_groups = np.full(batch_size, -1, np.int32)
     sample_groups[:len(recs)] = planned.domain
     groups = model.token_groups(batch, sample_groups, image_only)
-    out = step(params, model.device_batch(batch), stats.to_device_groups(groups))
-    return stats.flatten(out)
+    return model.device_batch(batch), stats.to_device_groups(groups)
 
-  return step_fn
+  def run(prepared):
+    device_batch, groups = prepared
+    return stats.flatten(step(params, device_batch, groups))
+
+  return Step(prepare, run)

@@ -17,14 +17,14 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.analysis import miner
-from mmneuron_jax.analysis.accumulate import accumulate
+from mmneuron_jax.analysis.accumulate import Step, accumulate
 from mmneuron_jax.analysis.importance import grad_importance
 from mmneuron_jax.analysis.miner_probe import MinerScores
 from mmneuron_jax.data.batching import chunks
@@ -82,47 +82,71 @@ def normalised_grad(g, flat_rtol: float = miner.FLAT_RTOL) -> np.ndarray:
   return np.asarray(miner._minmax(-jnp.asarray(g, jnp.float32), flat_rtol))
 
 
-def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches: int):
-  """PlannedBatch -> {name: partial sums} of one dataset's batch (see the module docstring)."""
+class Prepared(NamedTuple):
+  """A batch after host preprocessing: the padded prompt batch, its probe, the stored modalities'
+  token masks bool[n, M, T] of the n real samples, and (scores.grad) each sample's padded
+  (answer batch, answer mask), None without a reference answer."""
+  number: int
+  batch: dict
+  probe: MinerStatsProbe
+  masks: np.ndarray
+  answers: tuple
+
+
+def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches: int) -> Step:
+  """PlannedBatch -> {name: partial sums} of one dataset's batch (see the module docstring), as a
+  `Step`: `prepare(planned) -> Prepared` builds the batches on the host, `run(prepared)` is the
+  probed forward (and the gradients). Calling the Step does both."""
   idx = np.asarray([miner.MODALITY_INDEX[m] for m in modalities])
   layers = model.probe_modules["llm"][0]
 
-  def step_fn(planned: PlannedBatch):
+  def prepare(planned: PlannedBatch) -> Prepared:
     chunk = [samples[i] for i in planned.indices]
-    n = len(chunk)
     batch, _ = pad_to(inputs.batch(chunk, "right"), cfg.batch_size, cfg.length_bucket, inputs.pad_id)
     full = MinerScores.from_batch(batch, family=None, flat_rtol=cfg.flat_rtol, special_ids=ids["special"],
                                   image_ids=ids["image"], video_ids=ids["video"], audio_ids=ids["audio"])
     scores_probe = full.replace(token_masks=full.token_masks[:, idx])  # only the stored modalities
-    probe = MinerStatsProbe(scores_probe)
-    out = model.apply(params, batch, probe={"llm": probe})
+    masks = np.asarray(scores_probe.token_masks)[:len(chunk)]
+    answers = tuple(answer_batch(inputs, s, cfg) for s in chunk) if cfg.grad else ()
+    return Prepared(planned.number, batch, MinerStatsProbe(scores_probe), masks, answers)
+
+  def run(prepared: Prepared):
+    n = len(prepared.masks)
+    out = model.apply(params, prepared.batch, probe={"llm": prepared.probe})
     scores = np.asarray(out.probe["llm"]["scores"][:, :n], np.float64).sum(axis=1)   # [L, 5, M, F]
-    masks = np.asarray(scores_probe.token_masks)[:n]                    # [n, M, T]
-    present = masks.any(-1)                                             # [n, M]
+    present = prepared.masks.any(-1)                                    # [n, M]
     layer_min = np.zeros((n_batches, layers))
-    layer_min[planned.number] = np.asarray(out.probe["llm"]["min"], np.float64)
+    layer_min[prepared.number] = np.asarray(out.probe["llm"]["min"], np.float64)
     partial = {"score_sum": np.transpose(scores, (1, 2, 0, 3)), "present": present.sum(0).astype(np.int64),
-               "tokens": masks.sum((0, 2)).astype(np.int64), "samples": np.array([n], np.int64),
+               "tokens": prepared.masks.sum((0, 2)).astype(np.int64), "samples": np.array([n], np.int64),
                "layer_min": layer_min}
     if cfg.grad:
-      partial["grad_sum"] = grad_partial(model, params, inputs, chunk, present, cfg)
+      partial["grad_sum"] = grad_partial(model, params, prepared.answers, present, cfg)
     return partial
 
-  return step_fn
+  return Step(prepare, run)
 
 
-def grad_partial(model, params, inputs, chunk, present, cfg) -> np.ndarray:
+def answer_batch(inputs, sample, cfg):
+  """One sample's prompt + first reference answer padded like the prompts -> (batch, answer_mask
+  bool[1, T]); None without a reference answer."""
+  if not sample.answers:
+    return None
+  batch, extra = inputs.answer_batch([sample], [sample.answers[0]])
+  batch, extra = pad_to(batch, 1, cfg.length_bucket, inputs.pad_id, extra={"answer": extra})
+  return batch, extra["answer"]
+
+
+def grad_partial(model, params, answers, present, cfg) -> np.ndarray:
   """Sum over the samples of the normalised gradient importance, for each present modality
-  (float64[M, L, F]); one sample at a time (the mask gradient sums over the batch). Samples
-  without a reference answer contribute zeros."""
+  (float64[M, L, F]); one sample at a time (the mask gradient sums over the batch). answers: each
+  sample's `answer_batch`; samples without a reference answer contribute zeros."""
   layers, width = model.probe_modules["llm"]
   total = np.zeros((present.shape[1], layers, width))
-  for s, p in zip(chunk, present):
-    if not s.answers:
+  for answer, p in zip(answers, present):
+    if answer is None:
       continue
-    batch, extra = inputs.answer_batch([s], [s.answers[0]])
-    batch, extra = pad_to(batch, 1, cfg.length_bucket, inputs.pad_id, extra={"answer": extra})
-    g = grad_importance(model, params, batch, extra["answer"], modules=("llm",))["llm"]
+    g = grad_importance(model, params, answer[0], answer[1], modules=("llm",))["llm"]
     total += p[:, None, None] * normalised_grad(g, cfg.flat_rtol)[None].astype(np.float64)
   return total
 
@@ -135,9 +159,10 @@ def run_dataset(workdir, model, params, inputs, name, samples, modalities, ids, 
   fp = fingerprint(model_id, name, [s.id for s in samples], cfg.batch_size, cfg.length_bucket, list(modalities),
                    {k: list(v) for k, v in ids.items()}, cfg.flat_rtol, bool(cfg.grad))
   store = StatsStore.open_or_create(os.path.join(workdir, "stats", name), spec, fp)
-  step_fn = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
-  return accumulate(store, ((b.number + 1, b) for b in batches), step_fn, commit_every=cfg.commit_every,
-                    total=len(batches), desc=f"MINER scores {name} (batches)")
+  step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
+  return accumulate(store, ((b.number + 1, b) for b in batches), step.run, commit_every=cfg.commit_every,
+                    total=len(batches), desc=f"MINER scores {name} (batches)", prepare=step.prepare,
+                    prefetch=cfg.prefetch)
 
 
 # ----------------------------------------------------------------------------- stage 3

@@ -78,15 +78,16 @@ def stage_stats(study: Study):
   batches, stats_plan = domain_stats.plan(recs, sizes, study.inputs.num_vision_tokens, c.stats.batch_size,
                                           c.stats.max_samples_per_domain or None,
                                           c.stats.vision_tokens_per_domain or None)
-  step_fn = domain_stats.make_step_fn(study.model, study.params, study.inputs, recs, study.family.stats_prompt,
-                                      sources.load_image, len(study.domains), c.stats.batch_size,
-                                      c.stats.positions == "image")
+  step = domain_stats.make_step_fn(study.model, study.params, study.inputs, recs, study.family.stats_prompt,
+                                   sources.load_image, len(study.domains), c.stats.batch_size,
+                                   c.stats.positions == "image")
   fp = domain_stats.fingerprint(study.model_id, study.domains, [[b.domain, list(b.indices)] for b in batches],
                                 c.stats.positions)
   store = StatsStore.open_or_create(os.path.join(study.workdir, "stats"),
                                     store_spec(study.model.probe_modules, len(study.domains)), fp)
-  totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step_fn, commit_every=c.stats.commit_every,
-                      total=len(batches), desc="domain statistics (batches)")
+  totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step.run, commit_every=c.stats.commit_every,
+                      total=len(batches), desc="domain statistics (batches)", prepare=step.prepare,
+                      prefetch=c.stats.prefetch)
   return totals, stats_plan
 
 
