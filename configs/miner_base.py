@@ -18,7 +18,8 @@ def get_config():
   c.seed = 0
   # 'scores' only, or the whole study ('scores', 'select', 'deactivate').
   c.stages = ("scores", "select", "deactivate")
-  # attention: 'xla' | 'cudnn' (GPU flash attention, bf16); fp32_matmul: 'highest' | 'bf16_6x' | 'bf16_9x'.
+  # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
+  # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
   c.model = ml_collections.ConfigDict(dict(family="qwen2_vl", path="", id="", dtype="float32", compute_dtype="",
                                            seed=0, attention="xla", fp32_matmul="highest"))
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).

@@ -18,7 +18,8 @@ def get_config():
   # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens'; optional 'tuned_lens').
   c.stages = ("stats", "select", "eval", "lens")
   # demo: the family of the embedded tiny checkpoint built when `path` is empty (llava_next, instructblip).
-  # attention: 'xla' | 'cudnn' (GPU flash attention, bf16); fp32_matmul: 'highest' | 'bf16_6x' | 'bf16_9x'.
+  # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
+  # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
   c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0,
                                            demo="llava_next", attention="xla", fp32_matmul="highest"))
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
