@@ -14,8 +14,9 @@ A `BenchRecord` carries `prompt` (the exact user text the authors give the model
 the model's business), `references` (answers, captions, transcript, label name or answer letter),
 `modality` (image / video / audio / text) and `media_path`. Image and audio records also answer to the
 names `miner_samples.as_sample` reads (`image_path`; `audios`, which decodes the file). Video is not
-decoded here: `meta` holds the sampling the authors used (fps 1.0, max_pixels 360*420) and
-`media.read_video_frames` reads it when a decoder is installed.
+decoded here: a video record becomes a sample with `videos=(media_path,)` and `meta` holding the
+sampling the authors used (fps 1.0, max_pixels 360*420); `miner_samples.videos_of` decodes it at
+batch time (`media.read_video_frames`, which needs decord or av) for Qwen2-VL's video input.
 
 Layouts (first match wins; a missing annotation file raises FileNotFoundError naming what was tried):
 - text_vqa: `TextVQA_0.5.1_val.json` (in path or path/val) + `train_images/<image_id>.jpg`.

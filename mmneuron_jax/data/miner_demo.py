@@ -1,4 +1,4 @@
-"""A deterministic synthetic MINER demo set: two image datasets and one text-only dataset.
+"""A deterministic synthetic MINER demo set: image, video, text-only and audio datasets.
 
 - `image_qa` (TextVQA-like): a question about a synthetic image from `data/demo.py`; VQA accuracy.
 - `caption` (COCO-like): "Describe the image briefly." with a caption built from the generator's
@@ -6,6 +6,8 @@
 - `text_mc` (MMLU-like): a text-only arithmetic multiple-choice question; letter accuracy.
 - `audio_qa` (VocalSound-like, for audio families): 1 s of 16 kHz tones; "high or low?" / "how many
   beeps?"; exact match.
+- `video_qa` (MSVD-QA-like, for Qwen2-VL): 4 frames of 56 x 56 px (grid 2 x 4 x 4 -> 8 merged
+  tokens) of a coloured square moving one way; "which way?" / "what colour?"; exact match.
 Images are resized to `IMAGE_SIZE` so every batch has the same vision shapes. Sample i of a
 dataset depends only on (seed, dataset, i).
 """
@@ -17,9 +19,15 @@ from mmneuron_jax.data import demo, metrics
 from mmneuron_jax.data.miner_samples import MinerSample
 
 IMAGE_SIZE = (84, 84)  # (h, w): 6x6 patches of 14 px -> 9 merged Qwen2-VL tokens
-DATASETS = ("image_qa", "caption", "text_mc", "audio_qa")
-PRIMARY = {"image_qa": "vqa_accuracy", "caption": "anls", "text_mc": "letter_accuracy", "audio_qa": "exact_match"}
+DATASETS = ("image_qa", "caption", "text_mc", "audio_qa", "video_qa")
+PRIMARY = {"image_qa": "vqa_accuracy", "caption": "anls", "text_mc": "letter_accuracy", "audio_qa": "exact_match",
+           "video_qa": "exact_match"}
 SAMPLING_RATE = 16000
+VIDEO_FRAMES, VIDEO_SIZE = 4, 56
+VIDEO_META = {"fps": 1.0, "min_pixels": 28 * 28, "max_pixels": VIDEO_SIZE * VIDEO_SIZE}  # keeps 56 x 56
+VIDEO_PROMPT = "Answer the question using a single word or phrase."
+_DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
+_COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230)}
 CAPTION_PROMPT = "Describe the image briefly."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 _DOMAIN_CYCLE = ("common-scenes", "auto-driving", "remote-sensing", "documents", "medical")
@@ -94,6 +102,24 @@ def _audio_sample(i: int, seed: int) -> MinerSample:
                      audios=(wave.astype(np.float32),), sampling_rate=SAMPLING_RATE)
 
 
+def _video_sample(i: int, seed: int) -> MinerSample:
+  """A 16 px square of one colour moving 8 px per frame over dark noise: uint8[4, 56, 56, 3] frames."""
+  rng = np.random.default_rng([seed, 11, i])
+  direction = list(_DIRECTIONS)[int(rng.integers(len(_DIRECTIONS)))]
+  colour = list(_COLOURS)[int(rng.integers(len(_COLOURS)))]
+  (dy, dx), side, step = _DIRECTIONS[direction], 16, 8
+  frames = rng.integers(0, 40, (VIDEO_FRAMES, VIDEO_SIZE, VIDEO_SIZE, 3)).astype(np.uint8)
+  centre = (VIDEO_SIZE - side) // 2
+  for f in range(VIDEO_FRAMES):
+    offset = step * (2 * f - (VIDEO_FRAMES - 1)) // 2  # symmetric about the centre
+    y, x = centre + dy * offset, centre + dx * offset
+    frames[f, y:y + side, x:x + side] = _COLOURS[colour]
+  question, answer = ("Which way does the square move?", direction) if i % 2 == 0 else \
+      ("What colour is the square?", colour)
+  return MinerSample(id=f"video_qa-{i:04d}", dataset="video_qa", prompt=f"{question}\n{VIDEO_PROMPT}",
+                     answers=(answer,), videos=(frames,), meta=dict(VIDEO_META))
+
+
 def demo_dataset(name: str, n: int, seed: int = 0) -> list:
   """The first `n` samples of demo dataset `name` (one of DATASETS)."""
   if name not in DATASETS:
@@ -102,6 +128,8 @@ def demo_dataset(name: str, n: int, seed: int = 0) -> list:
     return [_text_sample(i, seed) for i in range(n)]
   if name == "audio_qa":
     return [_audio_sample(i, seed) for i in range(n)]
+  if name == "video_qa":
+    return [_video_sample(i, seed) for i in range(n)]
   return [_image_sample(name, i, seed) for i in range(n)]
 
 

@@ -8,25 +8,35 @@ benchmark loaders may return whichever is convenient:
   audios (or audio: float[S] waveforms, with sampling_rate), videos (or video / video_path, or
   modality == 'video' with media_path), choices, meta.
 
-`prompt` is the user text. `<image>` / `<audio>` markers place the media inside it; without
-markers the media come first (as a chat message [image..., audio..., text]).
+`prompt` is the user text. `<image>` / `<video>` / `<audio>` markers place the media inside it;
+without markers the media come first (as a chat message [image..., video..., audio..., text]).
+
+Videos are sampled and sized as the authors' `qwen_vl_utils` does before the Qwen2-VL processor
+(`videos_of`): frames at `meta['fps']` (default 1.0) by `media.read_video_frames`, resized by
+`smart_resize` within [meta['min_pixels'], meta['max_pixels']] (defaults: the HF video
+processor's 128 * 28 * 28 and 768 * 28 * 28; MSVD-QA sets max_pixels 360 * 420).
 """
 import dataclasses
 import io
+import os
 
 import numpy as np
 
+from mmneuron_jax.data import media
+from mmneuron_jax.data.qwen2_vl_inputs import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, resize_frames
 from mmneuron_jax.data.records import BadImage
 
 IMAGE_MARKER = "<image>"
+VIDEO_MARKER = "<video>"
 AUDIO_MARKER = "<audio>"
 
 
 @dataclasses.dataclass(frozen=True)
 class MinerSample:
   """id; dataset name; prompt text; answers [str]; images: PNG/JPEG bytes, paths or PIL images;
-  audios: float32[S] waveforms at `sampling_rate` Hz; videos: paths (no family here decodes video,
-  so such samples are reported and skipped); choices [str] or None; meta dict."""
+  audios: float32[S] waveforms at `sampling_rate` Hz; videos: file paths or uint8[n, H, W, 3]
+  sampled frames (see `videos_of`); choices [str] or None; meta dict (video sampling: fps,
+  min_pixels, max_pixels)."""
   id: str
   dataset: str
   prompt: str
@@ -117,10 +127,37 @@ def audios_of(sample: MinerSample) -> list:
   return out
 
 
+def videos_of(sample: MinerSample) -> list:
+  """uint8[n, h, w, 3] frames of every video: decoded (file paths) at meta fps, then resized as
+  `qwen_vl_utils` does within meta [min_pixels, max_pixels] (multiples of 28 px)."""
+  out = []
+  for i, v in enumerate(sample.videos):
+    frames = media.read_video_frames(v, float(sample.meta.get("fps", 1.0))) if isinstance(v, str) else np.asarray(v)
+    try:
+      out.append(resize_frames(frames, int(sample.meta.get("min_pixels", VIDEO_MIN_PIXELS)),
+                               int(sample.meta.get("max_pixels", VIDEO_MAX_PIXELS))))
+    except ValueError as e:
+      raise ValueError(f"sample {sample.id}: video {i}: {e}") from e
+  return out
+
+
+def _video_problem(sample: MinerSample) -> str | None:
+  """A missing video file or malformed frames (files are decoded only when batched)."""
+  for i, v in enumerate(sample.videos):
+    if isinstance(v, str):
+      if not os.path.isfile(v):
+        return f"video file not found: {v}"
+      continue
+    x = np.asarray(v)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or not len(x):
+      return f"video {i} must be uint8[n>0, H, W, 3] frames or a file path; got {x.dtype}{list(x.shape)}"
+  return None
+
+
 def problem(sample: MinerSample, supported: tuple) -> str | None:
   """Why a sample cannot be used (None when fine): empty prompt, unreadable media, or a modality
-  the model family does not take (`supported`, e.g. ('image',))."""
-  if not sample.prompt.strip() and not sample.images and not sample.audios:
+  the model family does not take (`supported`, e.g. ('image', 'video'))."""
+  if not sample.prompt.strip() and not sample.images and not sample.audios and not sample.videos:
     return "empty prompt"
   for m in sample.modalities:
     if m not in supported:
@@ -130,9 +167,15 @@ def problem(sample: MinerSample, supported: tuple) -> str | None:
     audios_of(sample)
   except (BadImage, ValueError) as e:
     return str(e)
+  why = _video_problem(sample)
+  if why:
+    return why
   n_img = sample.prompt.count(IMAGE_MARKER)
   if n_img and n_img != len(sample.images):
     return f"prompt has {n_img} {IMAGE_MARKER} markers but {len(sample.images)} images"
+  n_vid = sample.prompt.count(VIDEO_MARKER)
+  if n_vid and n_vid != len(sample.videos):
+    return f"prompt has {n_vid} {VIDEO_MARKER} markers but {len(sample.videos)} videos"
   n_aud = sample.prompt.count(AUDIO_MARKER)
   if n_aud and n_aud != len(sample.audios):
     return f"prompt has {n_aud} {AUDIO_MARKER} markers but {len(sample.audios)} audios"

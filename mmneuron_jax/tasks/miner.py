@@ -91,7 +91,7 @@ def run(config, workdir: str) -> str:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
   spec = miner_inputs.spec_for(config.model.family)
-  samples, bad, originals = miner_data.load(config, (spec.media,))
+  samples, bad, originals = miner_data.load(config, spec.takes)
   logging.info("MINER samples per dataset: %s (skipped: %s)", {d: len(v) for d, v in samples.items()},
                {d: len(v) for d, v in bad.items()})
   model, inputs, model_id = load_model(config, workdir, samples)

@@ -17,7 +17,7 @@ import importlib
 import numpy as np
 
 from mmneuron_jax.data.batching import pad_2d
-from mmneuron_jax.data.miner_samples import AUDIO_MARKER, IMAGE_MARKER, audios_of, images_of
+from mmneuron_jax.data.miner_samples import AUDIO_MARKER, IMAGE_MARKER, VIDEO_MARKER, audios_of, images_of, videos_of
 
 SYSTEM = "You are a helpful assistant."
 
@@ -26,9 +26,11 @@ SYSTEM = "You are a helpful assistant."
 class FamilySpec:
   """How one family builds MINER inputs.
 
-  media: the content modality it takes ('image' / 'audio'); marker: its prompt marker;
-  special_tokens: token strings of MINER's `special` set; content_ids: modality -> config key of
-  its placeholder id; processor / demo: 'module:attr' of the inputs class and demo writer;
+  media: its main content modality ('image' / 'audio'); marker: its prompt marker; takes: every
+  content modality its inputs take (samples with another one are skipped; 'video' samples pass
+  `videos=` to the processor); special_tokens: token strings of MINER's `special` set;
+  content_ids: modality -> config key of its placeholder id; processor / demo: 'module:attr' of
+  the inputs class and demo writer; processor_kwargs: (name, value) pairs for its from_pretrained;
   media_prefix: text before the i-th medium in the user turn (HF chat template), media_suffix after;
   modalities: MINER modalities its inputs can produce (stage-2 arrays keep only these)."""
   name: str
@@ -38,6 +40,8 @@ class FamilySpec:
   content_ids: dict
   processor: str
   demo: str
+  takes: tuple = ()
+  processor_kwargs: tuple = ()
   media_prefix: str = ""
   media_suffix: str = ""
   modalities: tuple = ("text", "special", "special_text", "prompt")
@@ -47,12 +51,14 @@ FAMILIES = {
     "qwen2_vl": FamilySpec(
         "qwen2_vl", "image", IMAGE_MARKER, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"),
         {"image": "image_token_id", "video": "video_token_id"}, "mmneuron_jax.data.qwen2_vl_inputs:Qwen2VLInputs",
-        "mmneuron_jax.data.demo_model_qwen2_vl:build_demo_checkpoint",
-        modalities=("text", "special", "special_text", "image", "prompt")),
+        "mmneuron_jax.data.demo_model_qwen2_vl:build_demo_checkpoint", takes=("image", "video"),
+        # frames come sized by `videos_of` (qwen_vl_utils); a low floor keeps the processor from upscaling them
+        processor_kwargs=(("video_min_pixels", 28 * 28),),
+        modalities=("text", "special", "special_text", "image", "video", "prompt")),
     "qwen2_audio": FamilySpec(
         "qwen2_audio", "audio", AUDIO_MARKER, ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>"),
         {"audio": "audio_token_index"}, "mmneuron_jax.data.qwen2_audio_inputs:Qwen2AudioInputs",
-        "mmneuron_jax.data.demo_model_qwen2_audio:build_demo_checkpoint", media_prefix="Audio {i}: ",
+        "mmneuron_jax.data.demo_model_qwen2_audio:build_demo_checkpoint", takes=("audio",), media_prefix="Audio {i}: ",
         media_suffix="\n", modalities=("text", "special", "special_text", "audio", "prompt")),
 }
 
@@ -118,7 +124,8 @@ class ChatInputs:
   @classmethod
   def from_pretrained(cls, family: str, path: str):
     spec = spec_for(family)
-    return cls(spec, _load(spec.processor, family).from_pretrained(path), _read_config(path))
+    processor = _load(spec.processor, family).from_pretrained(path, **dict(spec.processor_kwargs))
+    return cls(spec, processor, _read_config(path))
 
   def _token_id(self, token: str) -> int:
     tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -154,27 +161,41 @@ class ChatInputs:
     return [resample(a, sample.sampling_rate, rate) for a in audios_of(sample)]
 
   def prompt(self, sample) -> str:
-    """The chat text of one sample: system turn, user turn (media markers placed), assistant header."""
+    """The chat text of one sample: system turn, user turn (media markers placed: images, then
+    videos, then the text, as HF's chat template), assistant header."""
     marker = self.spec.marker
     text = sample.prompt
+    if sample.videos and VIDEO_MARKER not in text:
+      text = VIDEO_MARKER * len(sample.videos) + text
     n = len(sample.images if self.spec.media == "image" else sample.audios)
     if n and marker not in text:
       text = "".join(self.spec.media_prefix.format(i=i + 1) + marker + self.spec.media_suffix for i in range(n)) + text
     return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n"
             f"<|im_start|>assistant\n")
 
+  def contents(self, samples) -> dict:
+    """The processor's media arguments for `samples`: {'media': images / audios per sample,
+    'videos': frames per sample (only for families that take video)}."""
+    out = {"media": [self.media(s) for s in samples]}
+    if "video" in self.spec.takes:
+      out["videos"] = [videos_of(s) for s in samples]
+    return out
+
+  def _process(self, prompts, contents, padding_side: str) -> dict:
+    extra = {"videos": contents["videos"]} if "videos" in contents else {}
+    return self.processor(prompts, contents["media"], padding_side=padding_side, **extra)
+
   def batch(self, samples, padding_side: str = "right") -> dict:
     """Prompts of `samples` -> HF-named numpy batch (right padding for prefill, left for generation)."""
-    return self.processor([self.prompt(s) for s in samples], [self.media(s) for s in samples],
-                          padding_side=padding_side)
+    return self._process([self.prompt(s) for s in samples], self.contents(samples), padding_side)
 
   def answer_batch(self, samples, answers) -> tuple:
     """Prompt + answer + <|im_end|> per sample (right padded) -> (batch, answer_mask bool[B, T]) marking
     the answer and <|im_end|> tokens (the teacher-forced targets)."""
     prompts = [self.prompt(s) for s in samples]
-    media = [self.media(s) for s in samples]
-    head = self.processor(prompts, media, padding_side="right")
-    full = self.processor([p + a + "<|im_end|>" for p, a in zip(prompts, answers)], media, padding_side="right")
+    contents = self.contents(samples)
+    head = self._process(prompts, contents, "right")
+    full = self._process([p + a + "<|im_end|>" for p, a in zip(prompts, answers)], contents, "right")
     n_head, n_full = head["attention_mask"].sum(1), full["attention_mask"].sum(1)
     for b, (h, f) in enumerate(zip(n_head, n_full)):
       if f <= h or not np.array_equal(full["input_ids"][b, :h], head["input_ids"][b, :h]):
