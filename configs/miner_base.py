@@ -9,7 +9,7 @@ import ml_collections
 from configs.mmneuron_base import apply_arg  # noqa: F401  (re-exported for the experiment files)
 
 # The six MINER benchmarks (data/miner_benchmarks.py) and which families can take them.
-BENCHMARKS = {"qwen2_vl": ("text_vqa", "coco_caption", "mmlu"), "qwen2_audio": ("libri", "vocal_sound", "mmlu")}
+BENCHMARKS = {"qwen2_vl": ("text_vqa", "coco_caption", "mmlu", "msvd_qa"), "qwen2_audio": ("libri", "vocal_sound", "mmlu")}
 
 
 def get_config():
@@ -26,7 +26,7 @@ def get_config():
   c.mesh = "-1,1,1"
   # source: 'demo' (bundled synthetic samples) or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));
   # a dataset's path is data.paths.<name>, else <data.root>/<name>. n_per_dataset 0 = all.
-  c.data = ml_collections.ConfigDict(dict(source="demo", root="", datasets=["image_qa", "caption", "text_mc"],
+  c.data = ml_collections.ConfigDict(dict(source="demo", root="", datasets=("image_qa", "caption", "text_mc"),
                                           n_per_dataset=0, seed=0))
   c.data.paths = ml_collections.ConfigDict()
   # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).

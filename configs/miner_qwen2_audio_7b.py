@@ -13,5 +13,5 @@ def get_config(arg=None):
   c = miner_qwen2_vl_7b.get_config()
   c.model.family = "qwen2_audio"
   c.model.id = "Qwen/Qwen2-Audio-7B-Instruct"
-  c.data.datasets = list(miner_base.BENCHMARKS["qwen2_audio"])
+  c.data.datasets = miner_base.BENCHMARKS["qwen2_audio"]
   return miner_base.apply_arg(c, arg)

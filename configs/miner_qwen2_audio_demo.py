@@ -11,6 +11,6 @@ def get_config(arg=None):
   c = miner_qwen2_vl_demo.get_config()
   c.model.family = "qwen2_audio"
   c.model.id = "demo/tiny-qwen2-audio"
-  c.data.datasets = ["audio_qa", "text_mc"]
+  c.data.datasets = ("audio_qa", "text_mc")
   c.deactivate.conditions = ("none", "all", "audio", "text", "complement", "random")
   return miner_qwen2_vl_demo.miner_base.apply_arg(c, arg)

@@ -1,5 +1,6 @@
 """MINER on the embedded demo: a tiny Qwen2-VL (built deterministically through the HF conversion
-path) and bundled synthetic samples (image QA, captions, text-only multiple choice). ~1-2 min on a CPU.
+path) and bundled synthetic samples (image QA, captions, text-only multiple choice, 4-frame video QA).
+~2 min on a CPU.
 
 COMMAND: python launch/main.py --config=configs/miner_qwen2_vl_demo.py --workdir=runs/miner_qwen2_vl_demo
 """
@@ -11,14 +12,14 @@ def get_config(arg=None):
   c.model.family = "qwen2_vl"
   c.model.id = "demo/tiny-qwen2-vl"
   c.data.source = "demo"
-  c.data.datasets = ["image_qa", "caption", "text_mc"]
+  c.data.datasets = ("image_qa", "caption", "text_mc", "video_qa")
   c.data.n_per_dataset = 12
   c.scores.batch_size = 4
   c.scores.commit_every = 1
   c.scores.grad = True
   c.select.ratio = 0.05  # the tiny LLM has 3 x 128 neurons: 2% would be 7
   c.select.grad_weight = 0.0
-  c.deactivate.conditions = ("none", "all", "image", "text", "complement", "random")
+  c.deactivate.conditions = ("none", "all", "image", "video", "text", "complement", "random")
   c.deactivate.n_per_dataset = 4
   c.deactivate.max_new_tokens = 6
   return miner_base.apply_arg(c, arg)

@@ -23,7 +23,7 @@ def get_config():
   c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0,
                                            demo="llava_next", attention="xla", fp32_matmul="highest"))
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
-                                          domains=list(DOMAINS)))
+                                          domains=tuple(DOMAINS)))
   # positions: 'all' (paper: image, text and BOS tokens) or 'image'. prefetch: batches whose host
   # preprocessing (images, processor, padding, token groups) runs ahead on a thread while the device
   # computes (0 = in line; data/prefetch.py); the totals do not depend on it.

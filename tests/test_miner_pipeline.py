@@ -21,9 +21,10 @@ from mmneuron_jax.tasks import miner as miner_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small overrides: 4 samples per dataset in batches of 2 (2 batches each), no gradient score,
-# short generations. image_qa and caption share compiled shapes; text_mc adds one more.
-OVERRIDES = {"data.n_per_dataset": 4, "scores.batch_size": 2, "scores.grad": False, "deactivate.n_per_dataset": 2,
-             "deactivate.max_new_tokens": 3, "deactivate.conditions": ("none", "all", "image", "random")}
+# short generations, the image and text sets (video: tests/test_miner_video.py). image_qa and caption
+# share compiled shapes; text_mc adds one more.
+OVERRIDES = {"data.datasets": ("image_qa", "caption", "text_mc"), "data.n_per_dataset": 4, "scores.batch_size": 2,
+             "scores.grad": False, "deactivate.n_per_dataset": 2, "deactivate.max_new_tokens": 3, "deactivate.conditions": ("none", "all", "image", "random")}
 
 
 def small_config():
