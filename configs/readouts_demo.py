@@ -3,6 +3,10 @@ LLaVA-NeXT (built deterministically) and the synthetic five-domain set. Minutes 
 
 COMMAND: python launch/main.py --config=configs/readouts_demo.py --workdir=runs/readouts_demo
 
+The same on the tiny InstructBLIP (probes of llm, vision, qformer_text, qformer_query via '*:mean:domain'):
+  python launch/main.py --config=configs/readouts_demo.py:model.demo=instructblip,model.id=demo/tiny-instructblip \
+    --workdir=runs/readouts_instructblip_demo
+
 Compare the learned masks with an MMNeuron run's DAPE sets:
   python launch/main.py --config=configs/readouts_demo.py --workdir=runs/readouts_demo \
     --config.compare_sets_dir=runs/llava_next_demo
@@ -20,8 +24,8 @@ def get_config(arg=None):
   c.model = ml_collections.ConfigDict(dict(path="", id="demo/tiny-llava-next", dtype="float32", compute_dtype="",
                                            seed=0, demo="llava_next"))
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=16, seed=0,
-                                          domains=list(mmneuron_base.DOMAINS)))
-  c.planted = ml_collections.ConfigDict(dict(hues=["red", "yellow", "green", "cyan", "blue"], llm_layer=2,
+                                          domains=tuple(mmneuron_base.DOMAINS)))
+  c.planted = ml_collections.ConfigDict(dict(hues=("red", "yellow", "green", "cyan", "blue"), llm_layer=2,
                                              per_domain=3, vision_layer=1))
   # 'stats' ("<image>\n{question}", the statistics prompt) or 'eval' (the family's evaluation prompt,
   # eval.template / eval.style; '' = the family default, e.g. Vicuna v1 for LLaVA-NeXT).
@@ -31,9 +35,10 @@ def get_config(arg=None):
   c.heldout_frac = 0.25  # held-out samples per domain (tuned lens, probes), deterministic in `seed`
   c.tuned_lens = ml_collections.ConfigDict(dict(n_per_domain=8, positions_per_sample=24, steps=200, lr=2e-3,
                                                 batch_size=256, top_k=10, name="tuned_lens", load=""))
-  # specs: 'features:pool:label' (features 'hidden' or a probe module; pool token|mean; label domain|modality)
+  # specs: 'features:pool:label' (features 'hidden', a probe module or '*' = every probe module of the model;
+  # pool token|mean; label domain|modality)
   c.probes = ml_collections.ConfigDict(dict(
-      specs=("hidden:mean:domain", "hidden:token:modality", "vision:mean:domain", "projector:mean:domain"),
+      specs=("hidden:mean:domain", "hidden:token:modality", "*:mean:domain"),
       n_per_domain=8, positions_per_sample=16, steps=300, lr=0.05, l2=1e-3, control_repeats=3, threshold=0.95,
       max_plot_points=600))
   c.masks = ml_collections.ConfigDict(dict(modules=("llm",), n_per_domain=4, batch_size=0, steps=60, lr=0.2,

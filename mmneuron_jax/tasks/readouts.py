@@ -15,13 +15,13 @@ import numpy as np
 from mmneuron_jax.tasks.readouts_data import prompt_batches, residuals_at, sample_positions, take, teacher_forced
 from mmneuron_jax.tasks.readouts_lens import lens_points, stage_tuned_lens, summarise_lens
 from mmneuron_jax.tasks.readouts_masks import answer_scores, compare_sets, load_dape_sets, stage_masks
-from mmneuron_jax.tasks.readouts_probes import (LABELS, POOLS, batch_features, first_layer_at, parse_probe_spec,
-                                                probe_dataset, stage_probes)
+from mmneuron_jax.tasks.readouts_probes import (LABELS, POOLS, batch_features, expand_probe_specs, first_layer_at,
+                                                parse_probe_spec, probe_dataset, stage_probes)
 
-__all__ = ["LABELS", "POOLS", "STAGES", "answer_scores", "batch_features", "compare_sets", "first_layer_at",
-           "lens_points", "load_dape_sets", "load_setup", "mmneuron_tuned_lens", "parse_probe_spec", "probe_dataset",
-           "prompt_batches", "prompt_fn_for", "residuals_at", "run", "sample_positions", "stage_masks", "stage_probes",
-           "stage_tuned_lens", "summarise_lens", "take", "teacher_forced"]
+__all__ = ["LABELS", "POOLS", "STAGES", "answer_scores", "batch_features", "compare_sets", "expand_probe_specs",
+           "first_layer_at", "lens_points", "load_dape_sets", "load_setup", "mmneuron_tuned_lens", "parse_probe_spec",
+           "probe_dataset", "prompt_batches", "prompt_fn_for", "residuals_at", "run", "sample_positions", "stage_masks",
+           "stage_probes", "stage_tuned_lens", "summarise_lens", "take", "teacher_forced"]
 
 
 def load_setup(config, workdir):

@@ -61,10 +61,13 @@ def sample_positions(attention_mask, per_sample: int, seed: int, extra=None, lab
   return out
 
 
-def residuals_at(model, params, batch, positions):
-  """LLM residual stream h_l (output of layer l) at `positions` int[B, P] -> float32[L, B, P, D]."""
-  out = model.apply(params, batch, lens=Lens(np.asarray(positions, np.int32), None, 1, hidden=True))
-  return np.asarray(out.lens["hidden"], np.float32)
+def residuals_at(model, params, batch, positions, multiple: int = 32):
+  """LLM residual stream h_l (output of layer l) at `positions` int[B, P] -> float32[L, B, P, D]. P is
+  padded (-1) to a multiple of `multiple` inside, so the lens and probe stages share one compile."""
+  positions = np.asarray(positions, np.int32)
+  padded = np.pad(positions, ((0, 0), (0, -positions.shape[1] % multiple)), constant_values=-1)
+  out = model.apply(params, batch, lens=Lens(padded, None, 1, hidden=True))
+  return np.asarray(out.lens["hidden"], np.float32)[:, :, :positions.shape[1]]
 
 
 def prompt_batches(inputs, records, prompt_fn, load_image, batch_size: int, length_multiple: int = 32):

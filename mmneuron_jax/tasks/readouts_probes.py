@@ -1,8 +1,9 @@
 """Stage 'probes' of the readouts task: per-layer linear probes of domain or modality. A probe spec
-'features:pool:label' picks the features (LLM residual stream or a probe module's neurons), the
-pooling (sampled tokens or per-sample means) and the label; `probe_dataset` builds float32[L, N, F]
-points from prompt batches and `stage_probes` fits one probe per layer (held-out and control
-accuracy, PCA projection for the plots).
+'features:pool:label' picks the features (LLM residual stream, a probe module's neurons, or '*' =
+every probe module of the model), the pooling (sampled tokens or per-sample means) and the label;
+`probe_dataset` builds float32[L, N, F] points from prompt batches (the per-sample module means of
+all specs from one forward pass per batch, `module_means`) and `stage_probes` fits one probe per
+layer (held-out and control accuracy, PCA projection for the plots).
 """
 import numpy as np
 from absl import logging
@@ -31,6 +32,16 @@ def parse_probe_spec(spec: str, probe_modules) -> tuple[str, str, str]:
   return features, pool, label
 
 
+def expand_probe_specs(specs, probe_modules) -> list[str]:
+  """'*:pool:label' -> one spec per probe module (in `probe_modules` order, e.g. llm, vision,
+  qformer_text, qformer_query for InstructBLIP); other specs unchanged; duplicates dropped."""
+  out = []
+  for spec in specs:
+    head, sep, rest = spec.partition(":")
+    out += [f"{m}:{rest}" for m in probe_modules] if head == "*" and sep else [spec]
+  return list(dict.fromkeys(out))
+
+
 def _pick_tokens(groups, per_sample, seed, strata=None):
   """groups int[n] row of each token (-1 = skip) -> sorted indices of up to per_sample tokens per
   row, split evenly over the classes of `strata` int[n] when given."""
@@ -45,14 +56,23 @@ def _pick_tokens(groups, per_sample, seed, strata=None):
   return np.sort(np.concatenate(keep)) if keep else np.zeros(0, int)
 
 
+def module_means(model, params, batch, n_rows: int, modules) -> dict:
+  """Per-sample mean neurons of every module in `modules` from one forward pass (in-scan GroupStats
+  over row ids; padding rows and tokens never count) -> {module: float32[L, n_rows, F]}."""
+  from mmneuron_jax.nn.probes import GroupStats
+  b = np.asarray(batch["input_ids"]).shape[0]
+  groups = model.token_groups(batch, np.where(np.arange(b) < n_rows, np.arange(b), -1).astype(np.int32))
+  stats = model.apply(params, batch, probe={m: GroupStats(np.asarray(groups[m], np.int32), b) for m in modules}).probe
+  return {m: (np.asarray(stats[m]["sum"]) / np.maximum(np.asarray(stats[m]["tokens"]), 1)[..., None])[:, :n_rows]
+          for m in modules}
+
+
 def batch_features(model, params, batch, n_rows: int, features: str, pool: str, per_sample: int, seed: int):
   """One batch -> (x float32[L, n, F], row int[n], is_image bool[n] (LLM tokens; False elsewhere)).
 
   hidden: the residual stream at sampled positions ('token': stratified over image / text tokens;
   'mean': the mean over up to `per_sample` uniformly sampled valid positions);
-  module neurons: 'mean' = in-scan per-row means (GroupStats over row ids), 'token' = captured
-  neurons at sampled tokens (small inputs)."""
-  from mmneuron_jax.nn.probes import GroupStats
+  module neurons: 'mean' = `module_means`, 'token' = captured neurons at sampled tokens (small inputs)."""
   ids = np.asarray(batch["input_ids"])
   image_id = model.config.get("image_token_index", model.config.get("image_token_id"))
   is_image_tok = ids == image_id
@@ -69,12 +89,9 @@ def batch_features(model, params, batch, n_rows: int, features: str, pool: str, 
       return x[:, :n_rows], np.arange(n_rows), np.zeros(n_rows, bool)
     r = np.repeat(np.arange(ids.shape[0])[:, None], positions.shape[1], 1)
     return h[:, valid], r[valid], img[valid]
-  groups = model.token_groups(batch, rows)[features]
   if pool == "mean":
-    out = model.apply(params, batch, probe={features: GroupStats(np.asarray(groups, np.int32), ids.shape[0])})
-    stats = out.probe[features]
-    x = np.asarray(stats["sum"]) / np.maximum(np.asarray(stats["tokens"]), 1)[..., None]
-    return x[:, :n_rows], np.arange(n_rows), np.zeros(n_rows, bool)
+    return module_means(model, params, batch, n_rows, (features,))[features], np.arange(n_rows), np.zeros(n_rows, bool)
+  groups = model.token_groups(batch, rows)[features]
   acts = np.asarray(model.apply(params, batch, capture=(features,)).aux[features])
   flat_groups = np.asarray(groups).reshape(-1)
   pick = _pick_tokens(flat_groups, per_sample, seed, is_image_tok.reshape(-1) if features == "llm" else None)
@@ -83,14 +100,18 @@ def batch_features(model, params, batch, n_rows: int, features: str, pool: str, 
   return x, flat_groups[pick], img
 
 
-def probe_dataset(model, params, batches, domains, spec: str, per_sample: int, seed: int = 0) -> dict:
+def probe_dataset(model, params, batches, domains, spec: str, per_sample: int, seed: int = 0, means=None) -> dict:
   """batches: [(records, padded batch)] -> {'x': float32[L, N, F], 'y': int[N], 'sample': int[N],
-  'classes': [names]} for one probe spec (see `parse_probe_spec`)."""
+  'classes': [names]} for one probe spec (see `parse_probe_spec`). means: per batch {module:
+  float32[L, n, F]} (`module_means`, one pass shared by several 'module:mean' specs) or None."""
   features, pool, label = parse_probe_spec(spec, model.probe_modules)
   xs, ys, samples = [], [], []
   offset = 0
   for b, (recs, batch) in enumerate(batches):
-    x, rows, img = batch_features(model, params, batch, len(recs), features, pool, per_sample, seed + b)
+    if pool == "mean" and means is not None and features in means[b]:
+      x, rows, img = means[b][features], np.arange(len(recs)), np.zeros(len(recs), bool)
+    else:
+      x, rows, img = batch_features(model, params, batch, len(recs), features, pool, per_sample, seed + b)
     xs.append(x)
     samples.append(offset + rows)
     ys.append(img.astype(np.int64) if label == "modality" else
@@ -113,9 +134,13 @@ def stage_probes(model, params, inputs, by_domain, domains, prompt_fn, config):
   cfg = config.probes
   records, _ = take(by_domain, domains, cfg.n_per_domain)
   batches = prompt_batches(inputs, records, prompt_fn, load_image, config.batch_size)
+  specs = expand_probe_specs(cfg.specs, model.probe_modules)
+  parsed = [parse_probe_spec(spec, model.probe_modules) for spec in specs]  # every spec checked before any work
+  shared = tuple(dict.fromkeys(f for f, pool, _ in parsed if f != "hidden" and pool == "mean"))
+  means = [module_means(model, params, batch, len(recs), shared) for recs, batch in batches] if shared else None
   results = {}
-  for spec in cfg.specs:
-    data = probe_dataset(model, params, batches, domains, spec, cfg.positions_per_sample, config.seed)
+  for spec in specs:
+    data = probe_dataset(model, params, batches, domains, spec, cfg.positions_per_sample, config.seed, means)
     r = layer_probes.run_probe(data["x"], data["y"], data["sample"], len(data["classes"]), frac=config.heldout_frac,
                                seed=config.seed, control_repeats=cfg.control_repeats, steps=cfg.steps, lr=cfg.lr,
                                l2=cfg.l2)
