@@ -80,8 +80,9 @@ def build_jax(shape: dict, dtype: str, mesh, attention: str = "xla"):
   import jax
   import jax.numpy as jnp
   from mmneuron_jax import sharding as S
-  from mmneuron_jax.models.base import Model, attention_bias
+  from mmneuron_jax.models.base import Model
   from mmneuron_jax.models.llama import Decoder, DecoderConfig
+  from mmneuron_jax.nn.attention import causal_mask
   from mmneuron_jax.nn.policy import Policy
 
   hf = {"model_type": "llama", "vocab_size": shape["vocab"], "hidden_size": shape["hidden"],
@@ -114,7 +115,7 @@ def build_jax(shape: dict, dtype: str, mesh, attention: str = "xla"):
   cfg = TextConfig(DecoderConfig.from_hf(hf))
   module = TextLM(cfg, Policy(dtype, dtype, attention=attention))
   ids = jnp.zeros((1, 8), jnp.int32)
-  init = lambda key: module.init(key, ids, jnp.zeros((1, 8), jnp.int32), attention_bias(jnp.ones((1, 8))))["params"]
+  init = lambda key: module.init(key, ids, jnp.zeros((1, 8), jnp.int32), causal_mask(jnp.ones((1, 8))))["params"]
   abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
   params = jax.jit(init, out_shardings=S.param_shardings(abstract, mesh))(jax.random.PRNGKey(0))
   model = Model(family="llama_text", module=module, params=params, config={"text_config": hf},

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from mmneuron_jax.data import media
-from mmneuron_jax.data.qwen2_vl_inputs import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, resize_frames
+from mmneuron_jax.data.qwen2_vl_inputs import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, frames_problem, resize_frames
 from mmneuron_jax.data.records import BadImage
 
 IMAGE_MARKER = "<image>"
@@ -148,9 +148,9 @@ def _video_problem(sample: MinerSample) -> str | None:
       if not os.path.isfile(v):
         return f"video file not found: {v}"
       continue
-    x = np.asarray(v)
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or not len(x):
-      return f"video {i} must be uint8[n>0, H, W, 3] frames or a file path; got {x.dtype}{list(x.shape)}"
+    why = frames_problem(v)
+    if why:
+      return f"video {i}: {why} (or a file path)"
   return None
 
 

@@ -39,13 +39,22 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = VI
   return h, w
 
 
+def frames_problem(frames) -> str | None:
+  """Why `frames` is not a video of uint8[n>0, H, W, 3] frames (None when it is)."""
+  x = np.asarray(frames)
+  if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or not len(x):
+    return f"video frames must be uint8[n>0, H, W, 3]; got {x.dtype}{list(x.shape)}"
+  return None
+
+
 def resize_frames(frames, min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int = VIDEO_MAX_PIXELS,
                   factor: int = 28) -> np.ndarray:
   """uint8[n, H, W, 3] -> uint8[n, h, w, 3] at `smart_resize`'s size (PIL bicubic, as the PIL image processor)."""
   from PIL import Image
   frames = np.asarray(frames)
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-    raise ValueError(f"video frames must be uint8[n>0, H, W, 3]; got {frames.dtype}{list(frames.shape)}")
+  why = frames_problem(frames)
+  if why:
+    raise ValueError(why)
   h, w = smart_resize(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
   if (h, w) == frames.shape[1:3]:
     return frames

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.attention import causal_allowed, causal_mask, mask_to_bias
+from mmneuron_jax.nn.attention import causal_mask
 
 # Batch keys that reach every family's jitted forward; a module adds its own in `extra_inputs`.
 DEVICE_KEYS = ("input_ids", "attention_mask", "position_ids")
@@ -38,12 +38,6 @@ def split_aux(aux: dict) -> tuple[dict, dict, Any]:
   captured = {k: v["neurons"] for k, v in aux.items() if "neurons" in v}
   probes = {k: v["probe"] for k, v in aux.items() if "probe" in v}
   return captured, probes, aux.get("llm", {}).get("lens")
-
-
-def attention_bias(attention_mask, sliding_window=None):
-  """Prefill bias: causal by index, padding keys masked. float32[B, T, T]."""
-  t = attention_mask.shape[1]
-  return mask_to_bias(causal_allowed(attention_mask.astype(bool), jnp.arange(t), sliding_window))
 
 
 def forward(module, params, batch, masks=None, probe=None, lens=None):

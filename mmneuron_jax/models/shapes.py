@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.models.base import attention_bias
 from mmneuron_jax.models.registry import family_for
+from mmneuron_jax.nn.attention import causal_mask
 from mmneuron_jax.nn.policy import Policy
 
 
@@ -18,7 +18,7 @@ def abstract_params(config: dict, dtype: str = "float32"):
   v = cfg.vision
   pix = jnp.zeros((1, v.num_channels, v.image_size, v.image_size), jnp.float32)
   fidx = jnp.full((1, 8), -1, jnp.int32)
-  init = lambda key: module.init(key, ids, pos, attention_bias(jnp.ones((1, 8))), pixel_values=pix,
+  init = lambda key: module.init(key, ids, pos, causal_mask(jnp.ones((1, 8))), pixel_values=pix,
                                  feature_index=fidx)["params"]
   return jax.eval_shape(init, jax.random.PRNGKey(0))
 

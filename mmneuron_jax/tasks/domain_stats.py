@@ -72,6 +72,7 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
   def prepare(planned: PlannedBatch):
     recs = [records_by_domain[domains[planned.domain]][i] for i in planned.indices]
     batch = inputs.pad(inputs([prompt_fn(r) for r in recs], [load_image(r) for r in recs]), batch_size, 64)
+    batch = model.prepare(batch)  # once: token_groups and device_batch reuse it (prepare is idempotent)
     sample_groups = np.full(batch_size, -1, np.int32)
     sample_groups[:len(recs)] = planned.domain
     groups = model.token_groups(batch, sample_groups, image_only)

@@ -103,6 +103,7 @@ def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches
   def prepare(planned: PlannedBatch) -> Prepared:
     chunk = [samples[i] for i in planned.indices]
     batch, _ = pad_to(inputs.batch(chunk, "right"), cfg.batch_size, cfg.length_bucket, inputs.pad_id)
+    batch = model.prepare(batch)  # the family's host preprocessing here, not again inside model.apply
     full = MinerScores.from_batch(batch, family=None, flat_rtol=cfg.flat_rtol, special_ids=ids["special"],
                                   image_ids=ids["image"], video_ids=ids["video"], audio_ids=ids["audio"])
     scores_probe = full.replace(token_masks=full.token_masks[:, idx])  # only the stored modalities
