@@ -1,7 +1,7 @@
 """Tuned lens (Belrose et al. 2023; beyond the papers): one affine translator per LLM layer,
 trained with optax so that reading h_l through it matches the model's final distribution.
 
-A translator is the residual map h -> h + h @ W_l + b_l (`logit_lens.translate`), stacked
+A translator is the residual map h -> h + h @ W_l + b_l (`nn.logit_lens.translate`), stacked
 {'weight': float32[L, D, D], 'bias': float32[L, D]}. Zeros (`identity_translators`) give the
 logit lens exactly, in the scan (`Lens(..., translator=T)` through `model.apply`) and here.
 
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mmneuron_jax.analysis.logit_lens import readout_logits, translate
+from mmneuron_jax.nn.logit_lens import readout_logits, translate
 from mmneuron_jax.io import checkpoint
 from mmneuron_jax.io.progress import Progress
 
