@@ -18,7 +18,7 @@ import os
 import numpy as np
 from absl import logging
 
-from mmneuron_jax import sharding
+from mmneuron_jax import loading
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.tasks import miner_data, miner_deactivation, miner_inputs, miner_report, miner_scores
@@ -36,7 +36,7 @@ def load_model(config, workdir, samples_by_dataset):
       texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
       miner_inputs.demo_builder(family)(path, texts, seed=config.model.seed)
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
-  model = sharding.load_for_config(path, config)
+  model = loading.load_for_config(path, config)
   if model.family != family:
     raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
   return model, miner_inputs.family_inputs(family, path), config.model.id or path

@@ -28,7 +28,7 @@ def load_setup(config, workdir):
   """-> (model, inputs, model_id, records by domain, domains, bad records). `data.source`:
   'planted' (the hue -> answer circuit of `data/planted_llm.py`, built in the workdir) or any
   MMNeuron source ('demo', 'records', 'paper')."""
-  from mmneuron_jax import sharding
+  from mmneuron_jax import loading
   from mmneuron_jax.data import planted_llm
   from mmneuron_jax.tasks import families, sources
   if config.data.source == "planted":
@@ -38,7 +38,7 @@ def load_setup(config, workdir):
     if not os.path.exists(os.path.join(path, "config.json")):
       planted_llm.build(path, domains, seed=config.model.seed, llm_layer=config.planted.llm_layer,
                         per_domain=config.planted.per_domain, vision_layer=config.planted.vision_layer)
-    model = sharding.load_for_config(path, config)  # as sources.load_model does for the other sources
+    model = loading.load_for_config(path, config)  # as sources.load_model does for the other sources
     fam = families.family(model.family, f"{path}: model_type")
     inputs, model_id, bad = fam.make_inputs(path, config, model.config), config.model.id or "planted/tiny-llava-next", []
   else:
