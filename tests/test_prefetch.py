@@ -9,7 +9,7 @@ import traceback
 import numpy as np
 import pytest
 
-from mmneuron_jax.analysis.accumulate import Step, accumulate
+from mmneuron_jax.io.accumulate import Step, accumulate
 from mmneuron_jax.data.prefetch import THREAD_NAME, prefetch
 from mmneuron_jax.io.stats_store import StatsStore
 

@@ -145,7 +145,7 @@ def _inputs(model, batch_file):
   batch, left = _load_batches(batch_file)
   rng = np.random.default_rng(1)
   masks = {m: (rng.random(shape) > 0.2).astype(np.float32) for m, shape in sorted(model.probe_modules.items())}
-  probe = MinerScores.from_batch(batch, family=None, **MINER_IDS)
+  probe = MinerScores.from_batch(batch, **MINER_IDS)
   positions = positions_where(batch["input_ids"] == IMAGE)
   ids = batch["input_ids"]
   lens = Lens(positions, np.take_along_axis(ids, np.clip(positions + 1, 0, ids.shape[1] - 1), 1), 5)

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from mmneuron_jax.analysis import stats
-from mmneuron_jax.analysis.accumulate import Step
+from mmneuron_jax.io.accumulate import Step
 from mmneuron_jax.data.batching import chunks
 
 

@@ -12,6 +12,7 @@
 The model family is one config field (`model.family`); its inputs builder (`tasks/miner_inputs.py`)
 supplies the chat template, batches and token ids, so the same config runs on every family.
 """
+import importlib
 import json
 import os
 
@@ -43,10 +44,12 @@ def load_model(config, workdir, samples_by_dataset):
 
 
 def check_token_ids(ids: dict, family: str, model_id: str) -> None:
-  """Log where the checkpoint's stage-1 ids differ from the real model's (demo checkpoints remap them)."""
-  want = miner.TOKEN_IDS.get(family)
+  """Log where the checkpoint's stage-1 ids differ from the real model's (the family module's
+  `TOKEN_IDS`; demo checkpoints remap them)."""
+  want = getattr(importlib.import_module(f"mmneuron_jax.models.mllm.{family}"), "TOKEN_IDS", None)
   if want is None:
     return
+  want = {k[:-len("_ids")]: v for k, v in want.items()}
   diff = {k: (ids[k], tuple(want[k])) for k in want if tuple(want[k]) and ids[k] and set(ids[k]) != set(want[k])}
   if diff:
     logging.info("%s: stage-1 token ids differ from the real %s ids (a remapped checkpoint?): %s", model_id,

@@ -72,6 +72,7 @@ def stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, cfg, 
   `<workdir>/tuned_lens/<cfg.name>`, reload by name, and compare tuned vs logit lens on held-out samples.
   cfg: n_per_domain, positions_per_sample, steps, lr, batch_size (positions per step), top_k, name, load."""
   from mmneuron_jax.analysis import layer_probes, tuned_lens
+  from mmneuron_jax.io import tuned_lens as saved_lens
   records, sample_domain = take(by_domain, domains, cfg.n_per_domain)
   held_samples = layer_probes.heldout_samples(sample_domain, heldout_frac, seed)
   pts, first = lens_points(model, params, inputs, records, prompt_fn, batch_size, cfg.positions_per_sample, seed)
@@ -85,9 +86,9 @@ def stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, cfg, 
     translators, losses = tuned_lens.train(pts["hidden"][:, ~held], readout, steps=cfg.steps, lr=cfg.lr,
                                            batch_size=cfg.batch_size, seed=seed)
     name, path = cfg.name, os.path.join(root, cfg.name)
-    tuned_lens.save(root, name, translators, {"model_id": model_id, "steps": int(cfg.steps), "lr": float(cfg.lr),
+    saved_lens.save(root, name, translators, {"model_id": model_id, "steps": int(cfg.steps), "lr": float(cfg.lr),
                                               "train_points": int((~held).sum())})
-  reloaded, meta = tuned_lens.load(os.path.dirname(path), name)  # reload by name
+  reloaded, meta = saved_lens.load(os.path.dirname(path), name)  # reload by name
   if not cfg.load and any(not np.array_equal(np.asarray(reloaded[k]), np.asarray(translators[k])) for k in reloaded):
     raise RuntimeError(f"tuned lens {name!r}: the reloaded translators differ from the trained ones")
   if meta.get("layers") != pts["hidden"].shape[0] or meta.get("hidden") != pts["hidden"].shape[2]:
