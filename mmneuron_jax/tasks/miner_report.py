@@ -88,7 +88,7 @@ def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str
 
 def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
   """Write plots and report.md from the run's results dict (see tasks/miner.py); returns the path."""
-  from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
+  from mmneuron_jax.tasks.plots import plot_layer_distribution
   plots = os.path.join(workdir, "plots")
   os.makedirs(plots, exist_ok=True)
   names = results["modalities"]

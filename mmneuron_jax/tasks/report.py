@@ -83,7 +83,7 @@ def data_section(domains, bad, stats_plan, **_) -> list[str]:
 
 
 def neurons_section(workdir, domains, sets, summaries, **_) -> list[str]:
-  from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
+  from mmneuron_jax.tasks.plots import plot_layer_distribution
   plot_layer_distribution(list(sets.values()), os.path.join(workdir, "plots", "neurons_per_layer.png"))
   header = ["module", "unique"] + domains + ["overlap hist (1..D domains)"]
   table = [[m, s["unique"]] + [s["per_domain"][d] for d in domains] + [s["overlap_histogram"]]
