@@ -42,12 +42,12 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   converted = os.path.exists(os.path.join(path, checkpoint.META_FILE))
   if converted:
     load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with
-    shapes_ = None if mesh is None else checkpoint.abstract_params(path)
-  else:
-    shapes_ = None if mesh is None else abstract_params(api.read_config(path), load_kwargs.get("dtype", "float32"))
-  shardings = None if mesh is None else param_shardings(shapes_, mesh, rules)
-  model = (api.load if converted else api.load_hf)(path, shardings=shardings, **load_kwargs)
-  return model.on_mesh(mesh, rules)
+  load = api.load if converted else api.load_hf
+  if mesh is None:
+    return load(path, **load_kwargs)
+  shapes_ = (checkpoint.abstract_params(path) if converted else
+             abstract_params(api.read_config(path), load_kwargs.get("dtype", "float32")))
+  return load(path, shardings=param_shardings(shapes_, mesh, rules), **load_kwargs).on_mesh(mesh, rules)
 
 
 def load_for_config(path: str, config):

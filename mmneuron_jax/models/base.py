@@ -98,9 +98,8 @@ class Model:
     self.check_capture(capture)
     capture = tuple(sorted(capture))
     module = self.module.clone(capture=capture, remat=remat)
-    out = None if self.mesh is None else output_shardings(self.mesh, replicated_outputs)
     return self.jit_step(("forward", capture, remat, replicated_outputs), functools.partial(forward, module),
-                         FORWARD_KINDS, out)
+                         FORWARD_KINDS, output_shardings(replicated_outputs))
 
   def apply(self, params, batch, masks=None, capture=(), probe=None, lens=None) -> Output:
     """batch: HF-named arrays; masks {module: float[L, F]}; capture module names; probe

@@ -56,10 +56,10 @@ def forward(module, params, batch, masks=None, probe=None, lens=None):
   return Output(logits=logits, aux=captured, probe=probes, lens=lens_out)
 
 
-def output_shardings(mesh, replicate: bool = False):
-  """On `mesh`: logits split on B (axis 0), captured neurons on B (axis 1); the small probe and
-  lens readouts replicated (every host can read them). replicate: everything replicated."""
-  def rule(out):
+def output_shardings(replicate: bool = False):
+  """-> `rule(out, mesh)`: logits split on B (axis 0), captured neurons on B (axis 1); the small
+  probe and lens readouts replicated (every host can read them). replicate: everything replicated."""
+  def rule(out, mesh):
     rep = lambda _: sharding.replicated(mesh)
     if replicate:
       return jax.tree_util.tree_map(rep, out)

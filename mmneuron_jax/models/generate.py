@@ -67,8 +67,9 @@ def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eo
 GENERATE_KINDS = ("static", "params", "batch", "static", "static", "replicated", "replicated", "replicated")
 
 
-def _tokens_sharding(mesh):
-  return lambda tokens: sharding.batch_sharding_for(tokens.shape, mesh, 0)
+def _tokens_sharding(tokens, mesh):
+  """int32[B, N] tokens stay split on B."""
+  return sharding.batch_sharding_for(tokens.shape, mesh, 0)
 
 
 def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=None, pad_token_id=0,
@@ -85,8 +86,7 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
     eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)
   eos = np.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), np.int32)
   module = model.module.clone(return_kv=True, capture=())
-  out = None if model.mesh is None else _tokens_sharding(model.mesh)
-  step = model.jit_step("generate", _generate_impl, GENERATE_KINDS, out)
+  step = model.jit_step("generate", _generate_impl, GENERATE_KINDS, _tokens_sharding)
   tokens = sharding.to_host(step(module, params, dev, int(max_new_tokens), float(temperature), mask_arrays(masks), eos,
                                  np.asarray(seed, np.int32)))
   return np.where(tokens < 0, pad_token_id, tokens)

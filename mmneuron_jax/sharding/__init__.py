@@ -32,8 +32,8 @@ probe arrays, lens positions) is split on its batch axis over LOGICAL_AXES['batc
 ('data', 'fsdp') when divisible, else over 'data' or 'fsdp' alone, else replicated; masks are
 replicated. Outputs: probe results and logit-lens readouts (small) come back replicated; logits
 [B, T, V], captured neurons [L, B, T, F] and generated tokens stay split on their batch axis
-(`replicated_outputs=True` replicates everything). On a mesh spanning several processes every
-host passes the same global batch; steps return replicated results as host arrays and
+(`Model.forward_step(replicated_outputs=True)` replicates everything). On a mesh spanning
+several processes every host passes the same global batch; steps return replicated results as host arrays and
 `to_host` gathers the rest; `mmneuron_jax.distributed` has the per-host alternative for
 statistics (a per-host mesh, `host_shard`, `reduce_stats_across_hosts`).
 """

@@ -29,7 +29,7 @@ class ShardedStep:
 
   kinds[i] places args[i]: 'params' per `rules`, 'batch' split on its batch axis
   (`placement.batch_shardings`), 'replicated', or 'static' (hashable, not traced).
-  out: `out_shardings(abstract_out) -> shardings` (default: all replicated). Host arrays are
+  out: `out_shardings(abstract_out, mesh) -> shardings` (default: all replicated). Host arrays are
   placed before the call; arrays already placed as asked are not moved. Replicated results of a
   mesh spanning processes come back as this host's numpy copy (`replicated_to_host`).
   """
@@ -37,7 +37,7 @@ class ShardedStep:
   def __init__(self, fn, mesh: Mesh, kinds: Sequence[str], out_shardings=None, rules=DEFAULT_RULES):
     _check_kinds(kinds)
     self.fn, self.mesh, self.kinds, self.rules = fn, mesh, tuple(kinds), rules
-    self.out_rule = out_shardings or (lambda out: jax.tree_util.tree_map(lambda _: replicated(mesh), out))
+    self.out_rule = out_shardings or (lambda out, mesh: jax.tree_util.tree_map(lambda _: replicated(mesh), out))
     self._compiled = {}
 
   def _in_sharding(self, kind, a):
@@ -61,7 +61,7 @@ class ShardedStep:
     ins = tuple(self._in_sharding(k, a) for k, a in traced)
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), [a for _, a in traced])
     out = jax.eval_shape(self._bind(static), *abstract)
-    return ins, self.out_rule(out)
+    return ins, self.out_rule(out, self.mesh)
 
   def __call__(self, *args):
     if len(args) != len(self.kinds):
@@ -85,7 +85,7 @@ def jit_step(fn, mesh: Mesh | None = None, kinds: Sequence[str] = (), out_shardi
   """The jitted `fn(*args)`: `jax.jit(fn, static_argnums=<the 'static' kinds>)` when `mesh` is
   None, else a `ShardedStep` on `mesh` (kinds: one of `KINDS` per positional argument: params
   per `rules`, batch arrays split over ('data', 'fsdp'), the rest replicated; out_shardings:
-  `abstract_out -> shardings`, default replicated). Same numbers either way (up to float
+  `(abstract_out, mesh) -> shardings`, default replicated; unused without a mesh). Same numbers either way (up to float
   reduction order)."""
   kinds = tuple(kinds)
   _check_kinds(kinds)
