@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmneuron_jax.data import records as R
-from mmneuron_jax.data.records import VQARecord
+from mmneuron_jax.data.sources import records as R
+from mmneuron_jax.data.sources.records import VQARecord
 
 
 def _png(color, size=(8, 6)) -> bytes:

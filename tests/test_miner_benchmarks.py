@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmneuron_jax.data import asr_metrics as A
-from mmneuron_jax.data import caption_metrics as C
-from mmneuron_jax.data import media
-from mmneuron_jax.data import miner_benchmarks as B
-from mmneuron_jax.data import miner_metrics as M
+from mmneuron_jax.data.metrics import asr_metrics as A
+from mmneuron_jax.data.metrics import caption_metrics as C
+from mmneuron_jax.data.sources import media
+from mmneuron_jax.data.sources import miner_benchmarks as B
+from mmneuron_jax.data.metrics import miner_metrics as M
 
 
 # ---------------------------------------------------------------- fake datasets

@@ -2,7 +2,7 @@
 import importlib
 
 TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
-TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.side_by_side"
+TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.compare.side_by_side"
 TASKS["miner"] = "mmneuron_jax.tasks.miner"
 TASKS["compare"] = "mmneuron_jax.tasks.compare"
 TASKS["readouts"] = "mmneuron_jax.tasks.readouts"
