@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
-from mmneuron_jax.data.synthetic import demo
 from mmneuron_jax.data.inputs import prompts
 from mmneuron_jax.data.sources.datasets import DOMAINS
 from mmneuron_jax.data.sources.records import load_image, read_records, validate
+from mmneuron_jax.data.synthetic import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,10 +7,10 @@ import pytest
 
 import mmneuron_jax
 from mmneuron_jax.analysis import layer_probes as lp
-from mmneuron_jax.data.synthetic import planted_llm
 from mmneuron_jax.data.inputs import prompts
 from mmneuron_jax.data.inputs.processors import LlavaNextInputs
 from mmneuron_jax.data.sources.records import load_image
+from mmneuron_jax.data.synthetic import planted_llm
 from mmneuron_jax.tasks.readouts.data import prompt_batches
 from mmneuron_jax.tasks.readouts.probes import parse_probe_spec, probe_dataset
 

@@ -120,6 +120,9 @@ def test_budgets_per_strategy(run_dir):
   np.testing.assert_array_equal(chosen.mask, sets["LA_MU"].mask)
   overlap = np.asarray(results["overlap"]["per_layer"])
   np.testing.assert_array_equal(overlap, np.einsum("alf,blf->abl", chosen.mask.astype(int), chosen.mask.astype(int)))
+  flat = chosen.mask.reshape(len(chosen.mask), -1)  # Jaccard over all layers, |A & B| / |A | B|, in plain numpy
+  want = [[(a & b).sum() / max((a | b).sum(), 1) for b in flat] for a in flat]
+  np.testing.assert_allclose(results["overlap"]["jaccard"], want, rtol=1e-12)
 
 
 def test_stage3_and_selection_match_numpy(run_dir):

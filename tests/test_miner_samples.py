@@ -3,12 +3,10 @@ Qwen2-VL chat prompt, the teacher-forced answer mask and the grad-score normalis
 import numpy as np
 import pytest
 
-from mmneuron_jax.data.synthetic import demo_model_qwen2_vl
-from mmneuron_jax.data.synthetic import miner_demo
 from mmneuron_jax.data.sources.miner_samples import MinerSample, as_sample, validate
 from mmneuron_jax.data.sources.records import VQARecord
-from mmneuron_jax.tasks.miner import inputs as miner_inputs
-from mmneuron_jax.tasks.miner import scores as miner_scores
+from mmneuron_jax.data.synthetic import demo_model_qwen2_vl, miner_demo
+from mmneuron_jax.tasks.miner import inputs as miner_inputs, scores as miner_scores
 
 
 def test_as_sample_reads_vqa_records_and_dicts():

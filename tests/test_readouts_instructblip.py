@@ -10,8 +10,8 @@ from configs import readouts_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.models.mllm.instructblip import InstructBlipConfig
-from mmneuron_jax.tasks.readouts.probes import expand_probe_specs
 from mmneuron_jax.tasks.readouts import report as readouts_report
+from mmneuron_jax.tasks.readouts.probes import expand_probe_specs
 
 MODULES = ("llm", "vision", "qformer_text", "qformer_query")
 

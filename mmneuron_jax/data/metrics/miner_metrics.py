@@ -26,8 +26,7 @@ COCO numbers the paper averages is not stated: `bleu_max` is our choice for `pri
 import math
 import re
 
-from mmneuron_jax.data.metrics import asr_metrics
-from mmneuron_jax.data.metrics import caption_metrics
+from mmneuron_jax.data.metrics import asr_metrics, caption_metrics
 from mmneuron_jax.data.metrics.vqa_metrics import letter_accuracy, normalize_vqa, vqa_accuracy
 from mmneuron_jax.data.sources.miner_benchmarks import VOCAL_LABELS, canonical_name
 

@@ -22,8 +22,8 @@ import os
 
 import numpy as np
 
-from mmneuron_jax.data.sources import media
 from mmneuron_jax.data.inputs.qwen2_vl_inputs import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, frames_problem, resize_frames
+from mmneuron_jax.data.sources import media
 from mmneuron_jax.data.sources.records import BadImage
 
 IMAGE_MARKER = "<image>"

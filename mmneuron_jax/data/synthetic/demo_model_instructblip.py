@@ -6,8 +6,7 @@ Salesforce/instructblip-vicuna-7b, and HF's InstructBlipForConditionalGeneration
 """
 import os
 
-from mmneuron_jax.data.synthetic import demo_checkpoint as ckpt
-from mmneuron_jax.data.synthetic import demo_model
+from mmneuron_jax.data.synthetic import demo_checkpoint as ckpt, demo_model
 
 IMAGE_SIZE = 28
 PATCH = 7

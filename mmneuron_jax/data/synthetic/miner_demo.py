@@ -15,9 +15,9 @@ import io
 
 import numpy as np
 
-from mmneuron_jax.data.synthetic import demo
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources.miner_samples import MinerSample
+from mmneuron_jax.data.synthetic import demo
 
 IMAGE_SIZE = (84, 84)  # (h, w): 6x6 patches of 14 px -> 9 merged Qwen2-VL tokens
 DATASETS = ("image_qa", "caption", "text_mc", "audio_qa", "video_qa")

@@ -12,8 +12,7 @@ Conditions (REFERENCE.md), each evaluated on domain d with d's own neurons off i
 import dataclasses
 from typing import Any, Callable
 
-from mmneuron_jax.data.inputs import prompts
-from mmneuron_jax.data.inputs import processors
+from mmneuron_jax.data.inputs import processors, prompts
 from mmneuron_jax.data.synthetic import demo_model, demo_model_instructblip
 
 LLAVA_NEXT_CONDITIONS = {

@@ -5,8 +5,7 @@ from absl import logging
 
 from mmneuron_jax import sharding
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
-from mmneuron_jax.data.sources import datasets
-from mmneuron_jax.data.sources import records as records_lib
+from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo
 from mmneuron_jax.tasks.common import families
 

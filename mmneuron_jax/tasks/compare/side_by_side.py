@@ -13,13 +13,9 @@ import os
 
 import numpy as np
 
+from mmneuron_jax.analysis.dape import budget
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.tasks.common.tables import md_table
-
-
-def budget(layers: int, width: int, top_rate: float) -> int:
-  """Neurons DAPE may select in a module: round(top_rate * L * F) (its step 3, REFERENCE.md)."""
-  return round(layers * width * top_rate)
 
 
 def _read_json(path):

@@ -20,13 +20,11 @@ from absl import logging
 
 from mmneuron_jax import sharding
 from mmneuron_jax.analysis import miner
+from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import miner_demo
-from mmneuron_jax.tasks.miner import data as miner_data
-from mmneuron_jax.tasks.miner import deactivation as miner_deactivation
-from mmneuron_jax.tasks.miner import inputs as miner_inputs
-from mmneuron_jax.tasks.miner import report as miner_report
-from mmneuron_jax.tasks.miner import scores as miner_scores
+from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
+from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores
 
 
 def load_model(config, workdir, samples_by_dataset):
@@ -140,7 +138,7 @@ def run(config, workdir: str) -> str:
                        "present": dict(zip(stored, t["present"].tolist())),
                        "tokens": dict(zip(stored, t["tokens"].tolist()))} for d, t in totals.items()},
       "strategies": strategy_summary, "layer_min": layer_min.tolist(),
-      "overlap": {"per_layer": overlap.tolist(), "jaccard": miner_report.jaccard_matrix(selected).tolist()},
+      "overlap": {"per_layer": overlap.tolist(), "jaccard": pairwise_jaccard(np.asarray(selected, bool)).tolist()},
   }
   np.savez_compressed(
       os.path.join(workdir, "scores.npz"), aggregated=agg.astype(np.float32), combined=combined,

@@ -11,8 +11,7 @@ import numpy as np
 from absl import logging
 
 from mmneuron_jax.data.metrics import miner_metrics
-from mmneuron_jax.data.sources import miner_benchmarks
-from mmneuron_jax.data.sources import miner_samples
+from mmneuron_jax.data.sources import miner_benchmarks, miner_samples
 from mmneuron_jax.data.synthetic import miner_demo
 
 

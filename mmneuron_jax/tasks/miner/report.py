@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from mmneuron_jax.analysis import miner
+from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
 
@@ -35,19 +36,10 @@ def plot_scores_by_layer(agg_scores, combined, names, path, agg_grad=None) -> st
   return path
 
 
-def jaccard_matrix(selected) -> np.ndarray:
-  """bool[M, L, F] -> float64[M, M] |A & B| / |A | B| over all layers (1 on the diagonal of a non-empty set)."""
-  s = np.asarray(selected, bool).reshape(len(selected), -1).astype(np.int64)
-  inter = s @ s.T
-  sizes = s.sum(1)
-  union = sizes[:, None] + sizes[None, :] - inter
-  return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-
-
 def plot_overlap(selected, names, path) -> str:
   """Heat maps: overlap counts summed over layers, and Jaccard, between modality sets."""
   counts = miner.overlap_table(selected).sum(-1)
-  jac = jaccard_matrix(selected)
+  jac = pairwise_jaccard(np.asarray(selected, bool))
   fig = _figure(4.2 * 2, 3.6)
   axes = fig.subplots(1, 2)
   for ax, mat, title, fmt in ((axes[0], counts, "shared neurons", "{:d}"), (axes[1], jac, "Jaccard", "{:.2f}")):

@@ -19,11 +19,8 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.analysis.stats import counts_for_dape, store_spec
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import readouts
-from mmneuron_jax.tasks.common import deactivation
-from mmneuron_jax.tasks.common import sources
-from mmneuron_jax.tasks.mmneuron import domain_stats
-from mmneuron_jax.tasks.mmneuron import lens
-from mmneuron_jax.tasks.mmneuron import report
+from mmneuron_jax.tasks.common import deactivation, sources
+from mmneuron_jax.tasks.mmneuron import domain_stats, lens, report
 from mmneuron_jax.tasks.readouts import report as readouts_report
 
 

@@ -13,8 +13,7 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.data.sources.records import load_image
 from mmneuron_jax.data.synthetic import planted_llm
-from mmneuron_jax.tasks.common import deactivation
-from mmneuron_jax.tasks.common import sources
+from mmneuron_jax.tasks.common import deactivation, sources
 from mmneuron_jax.tasks.readouts.data import take, teacher_forced
 
 
