@@ -1,4 +1,5 @@
-"""One function per experiment; `run(config, workdir)` dispatches on `config.task`."""
+"""One package per study (mmneuron, miner, readouts, compare), each with `run(config, workdir)`;
+`run` here dispatches on `config.task`; helpers several studies share live in `common/`."""
 import importlib
 
 TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
