@@ -147,7 +147,7 @@ def token_modality_masks(input_ids, token_ids: Mapping | None, attention_mask=No
 
 # ============================================================================ stage 2
 
-def _minmax(x, flat_rtol):
+def minmax(x, flat_rtol):
   """float32[..., F] -> float32[..., F] min-max normalised over the last axis; a vector whose
   range is <= flat_rtol * max(|min|, |max|) (all equal) -> zeros."""
   lo = jnp.min(x, axis=-1, keepdims=True)
@@ -191,7 +191,7 @@ def _modality_scores(acts, attn, mask, flat_rtol):
   w_k, w_q = attention_weights(attn, mask)
   w = jnp.stack([jnp.broadcast_to(m * inv_n, (layers, tokens)), w_k, w_q])   # [3, L, T]
   mean, att_k, att_q = jnp.einsum("klt,ltf->klf", w, acts, precision=_HIGHEST)
-  scores = _minmax(jnp.stack([prob, mean, mx, att_k, att_q]), flat_rtol)
+  scores = minmax(jnp.stack([prob, mean, mx, att_k, att_q]), flat_rtol)
   return jnp.where(present, scores, 0.0)
 
 
