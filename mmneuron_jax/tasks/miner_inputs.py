@@ -32,7 +32,8 @@ class FamilySpec:
   content_ids: modality -> config key of its placeholder id; processor / demo: 'module:attr' of
   the inputs class and demo writer; processor_kwargs: (name, value) pairs for its from_pretrained;
   media_prefix: text before the i-th medium in the user turn (HF chat template), media_suffix after;
-  modalities: MINER modalities its inputs can produce (stage-2 arrays keep only these)."""
+  modalities: MINER modalities its inputs can produce (stage-2 arrays keep only these); options:
+  `config.data` fields its processor takes (passed to its from_pretrained by name)."""
   name: str
   media: str
   marker: str
@@ -45,6 +46,7 @@ class FamilySpec:
   media_prefix: str = ""
   media_suffix: str = ""
   modalities: tuple = ("text", "special", "special_text", "prompt")
+  options: tuple = ()
 
 
 FAMILIES = {
@@ -52,9 +54,11 @@ FAMILIES = {
         "qwen2_vl", "image", IMAGE_MARKER, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"),
         {"image": "image_token_id", "video": "video_token_id"}, "mmneuron_jax.data.qwen2_vl_inputs:Qwen2VLInputs",
         "mmneuron_jax.data.demo_model_qwen2_vl:build_demo_checkpoint", takes=("image", "video"),
-        # frames come sized by `videos_of` (qwen_vl_utils); a low floor keeps the processor from upscaling them
+        # frames come sized by `videos_of` (qwen_vl_utils); with video_frames='once' a low floor keeps the
+        # video processor from resizing them again ('authors': the image bounds resize them, as transformers 4.45)
         processor_kwargs=(("video_min_pixels", 28 * 28),),
-        modalities=("text", "special", "special_text", "image", "video", "prompt")),
+        modalities=("text", "special", "special_text", "image", "video", "prompt"),
+        options=("min_pixels", "max_pixels", "video_frames")),
     "qwen2_audio": FamilySpec(
         "qwen2_audio", "audio", AUDIO_MARKER, ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>"),
         {"audio": "audio_token_index"}, "mmneuron_jax.data.qwen2_audio_inputs:Qwen2AudioInputs",
@@ -122,10 +126,17 @@ class ChatInputs:
     self.im_end_id = self._token_id("<|im_end|>")
 
   @classmethod
-  def from_pretrained(cls, family: str, path: str):
+  def from_pretrained(cls, family: str, path: str, options: dict | None = None):
+    """options: values of the family's `spec.options` (others are ignored)."""
     spec = spec_for(family)
-    processor = _load(spec.processor, family).from_pretrained(path, **dict(spec.processor_kwargs))
+    kwargs = dict(spec.processor_kwargs)
+    kwargs.update({k: v for k, v in (options or {}).items() if k in spec.options})
+    processor = _load(spec.processor, family).from_pretrained(path, **kwargs)
     return cls(spec, processor, _read_config(path))
+
+  def settings(self) -> dict:
+    """The processor settings in effect (e.g. Qwen2-VL pixel bounds), for the run's protocol record."""
+    return dict(self.processor.settings()) if hasattr(self.processor, "settings") else {}
 
   def _token_id(self, token: str) -> int:
     tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -215,5 +226,5 @@ def _read_config(path: str) -> dict:
     return json.load(f)
 
 
-def family_inputs(family: str, path: str) -> ChatInputs:
-  return ChatInputs.from_pretrained(family, path)
+def family_inputs(family: str, path: str, options: dict | None = None) -> ChatInputs:
+  return ChatInputs.from_pretrained(family, path, options)
