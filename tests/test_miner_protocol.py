@@ -124,3 +124,16 @@ def test_authors_processor_bounds_for_images_and_video_frames(checkpoint):
   size = json.load(open(os.path.join(checkpoint, "preprocessor_config.json")))["size"]
   assert (default.settings()["min_pixels"], default.settings()["max_pixels"]) == (size["shortest_edge"],
                                                                                   size["longest_edge"])
+
+
+def test_generation_config_eos_ids_stop_generation(checkpoint, tmp_path):
+  """HF generate stops on generation_config.json's eos ids too (Qwen2-VL's adds <|endoftext|>)."""
+  import shutil
+
+  from mmneuron_jax.tasks import miner_inputs
+  base = miner_inputs.family_inputs("qwen2_vl", checkpoint)
+  path = str(tmp_path / "ckpt")
+  shutil.copytree(checkpoint, path)
+  extra = max(base.eos_ids()) + 1
+  (tmp_path / "ckpt" / "generation_config.json").write_text(json.dumps({"eos_token_id": [base.eos_ids()[0], extra]}))
+  assert miner_inputs.family_inputs("qwen2_vl", path).eos_ids() == sorted(set(base.eos_ids()) | {extra})
