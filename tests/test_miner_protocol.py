@@ -1,4 +1,4 @@
-"""The MINER authors' protocol around the maths (tasks/miner_protocol.py, configs, the Qwen2-VL
+"""The MINER authors' protocol around the maths (tasks/miner/protocol.py, configs, the Qwen2-VL
 processor bounds), each checked against a plain-Python reproduction of what their code did."""
 import json
 import math
@@ -10,7 +10,7 @@ import pytest
 
 from configs import miner_qwen2_audio_7b, miner_qwen2_vl_7b
 from mmneuron_jax.models.sampling import Sampling
-from mmneuron_jax.tasks import miner_protocol
+from mmneuron_jax.tasks.miner import protocol as miner_protocol
 
 # Qwen2-VL-7B-Instruct's generation_config.json (the fields generate reads).
 QWEN2_VL_GENERATION = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
@@ -90,7 +90,7 @@ def ref_smart_resize(height, width, factor, min_pixels, max_pixels):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  from mmneuron_jax.data import demo_model_qwen2_vl
+  from mmneuron_jax.data.synthetic import demo_model_qwen2_vl
   path = str(tmp_path_factory.mktemp("qwen2_vl_demo"))
   demo_model_qwen2_vl.build_demo_checkpoint(path, ["a question"], seed=0)
   return path
@@ -102,7 +102,7 @@ def test_authors_processor_bounds_for_images_and_video_frames(checkpoint):
   then resized every frame again with the image processor's bounds (no separate video processor)."""
   from PIL import Image
 
-  from mmneuron_jax.data.qwen2_vl_inputs import Qwen2VLInputs, resize_frames
+  from mmneuron_jax.data.inputs.qwen2_vl_inputs import Qwen2VLInputs, resize_frames
   authors = dict(min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
   inputs = Qwen2VLInputs.from_pretrained(checkpoint, video_frames="authors", **authors)
   assert inputs.settings() == {**authors, "video_min_pixels": authors["min_pixels"],
@@ -130,7 +130,7 @@ def test_generation_config_eos_ids_stop_generation(checkpoint, tmp_path):
   """HF generate stops on generation_config.json's eos ids too (Qwen2-VL's adds <|endoftext|>)."""
   import shutil
 
-  from mmneuron_jax.tasks import miner_inputs
+  from mmneuron_jax.tasks.miner import inputs as miner_inputs
   base = miner_inputs.family_inputs("qwen2_vl", checkpoint)
   path = str(tmp_path / "ckpt")
   shutil.copytree(checkpoint, path)
