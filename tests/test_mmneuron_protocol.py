@@ -338,3 +338,29 @@ def test_defaults_are_the_authors():
   assert families.family("llava_next").style == "authors"
   assert prompts.eval_prompt(VQARecord("x", "documents", "What?"), "vicuna_v1", "authors") == \
       get_template("<image>\nQuestion: What?" + SHORT)
+
+
+def test_documents_from_the_hf_parquet_copy(tmp_path):
+  """pixparse/docvqa-single-page-questions as parquet shards: load_doc's order and image filter."""
+  import pandas as pd
+  rng = random.Random(3)
+  rows = [{"questionId": 900 + i, "question": f"Which {i}?", "answers": [f"a{i}"],
+           "image": {"bytes": bytes([i % 5]), "path": None}, "other_metadata": {"image": f"p{i % 5}.png"}}
+          for i in range(19)]
+  os.makedirs(tmp_path / "data")
+  pd.DataFrame(rows[:11]).to_parquet(tmp_path / "data" / "validation-00000-of-00002.parquet")
+  pd.DataFrame(rows[11:]).to_parquet(tmp_path / "data" / "validation-00001-of-00002.parquet")
+  rng.shuffle(rows)  # nothing below may depend on this list's order
+  by_q = {r["question"]: r for r in rows}
+  recs = D.load_docvqa(str(tmp_path), "val", authors_order=True)
+  img_set, theirs = set(), []
+  table = pd.concat([pd.read_parquet(tmp_path / "data" / f"validation-0000{k}-of-00002.parquet") for k in (0, 1)])
+  dataset = table.to_dict("records")
+  for i in hf_shuffle_indices(len(dataset), 42):
+    tmp = dataset[i]
+    if tmp["other_metadata"]["image"] in img_set:
+      continue
+    img_set.add(tmp["other_metadata"]["image"])
+    theirs.append(tmp["question"])
+  assert [r.question for r in recs] == theirs and len(theirs) == 5
+  assert all(r.image_bytes == by_q[r.question]["image"]["bytes"] for r in recs)

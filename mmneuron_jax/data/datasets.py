@@ -100,7 +100,7 @@ def _load_json(path: str, key: str):
 def _one_per_image(records: list) -> list:
   seen, out = set(), []
   for r in records:
-    key = tuple(r.image_files())
+    key = tuple(r.image_files()) or ("image_key", str(r.meta.get("image_key", r.id)))
     if key not in seen:
       seen.add(key)
       out.append(r)
@@ -245,19 +245,48 @@ def load_vqav2(root: str, split: str = "val2014", one_per_image: bool = True, au
   return _one_per_image(records) if one_per_image else records
 
 
+HF_SPLITS = {"val": "validation", "train": "train", "test": "test"}
+
+
+def _docvqa_parquet(root: str, split: str) -> list:
+  """The HF copy the authors loaded (pixparse/docvqa-single-page-questions: `data/<split>-*.parquet`,
+  shards in name order = the dataset's row order), or [] when absent."""
+  import glob
+  import pandas as pd
+  hf_split = HF_SPLITS.get(split, split)
+  shards = sorted(glob.glob(os.path.join(root, "data", f"{hf_split}-*.parquet")))
+  records = []
+  for shard in shards:
+    df = pd.read_parquet(shard)
+    _require({c: 1 for c in df.columns}, ("question", "answers", "image"), shard)
+    for row in df.to_dict("records"):
+      n, image, other = len(records), row["image"], row.get("other_metadata")
+      key = other.get("image") if isinstance(other, dict) else None
+      records.append(VQARecord(
+          id=str(row.get("questionId", f"docvqa-{hf_split}-{n}")), domain="documents", question=str(row["question"]),
+          answers=parse_list(row["answers"], "answers", f"{shard} row {n}", split_bar=False),
+          image_bytes=image.get("bytes") if isinstance(image, dict) else image,
+          meta={"image_key": key if key is not None else f"row-{n}"}))
+  return records
+
+
 def load_docvqa(root: str, split: str = "val", one_per_image: bool = True, authors_order: bool = False) -> list:
-  """DocVQA (single page) -> 'documents' records; image paths are relative to the json's folder.
-  authors_order: HF datasets' `shuffle(seed=42)` permutation applied to the json's item order (the
-  authors shuffled the HF copy pixparse/docvqa-single-page-questions; equal when its rows are in
-  the json's order)."""
-  path = _first_existing([os.path.join(root, f"{split}_v1.0.json"), os.path.join(root, split, f"{split}_v1.0.json")],
-                         f"DocVQA {split} json")
-  base, records = os.path.dirname(path), []
-  for n, d in enumerate(_load_json(path, "data")):
-    _require(d, ("questionId", "question", "image"), f"{path} item {n}")
-    records.append(VQARecord(id=str(d["questionId"]), domain="documents", question=d["question"],
-                             answers=[str(a) for a in d.get("answers", [])], image_path=os.path.join(base, d["image"]),
-                             meta={"question_types": d.get("question_types", [])}))
+  """DocVQA (single page) -> 'documents' records from `{split}_v1.0.json` (image paths relative to
+  its folder), else from the HF copy the authors used (`data/{train,validation}-*.parquet` of
+  pixparse/docvqa-single-page-questions; one per image by `other_metadata['image']`).
+  authors_order: HF datasets' `shuffle(seed=42)` permutation of the rows (the authors shuffled the
+  HF copy: exact on it; on the json, equal when the json's item order is the HF row order)."""
+  jsons = [os.path.join(root, f"{split}_v1.0.json"), os.path.join(root, split, f"{split}_v1.0.json")]
+  records = [] if any(os.path.exists(p) for p in jsons) else _docvqa_parquet(root, split)
+  if not records:
+    path = _first_existing(jsons, f"DocVQA {split} json (or data/{HF_SPLITS.get(split, split)}-*.parquet)")
+    base = os.path.dirname(path)
+    for n, d in enumerate(_load_json(path, "data")):
+      _require(d, ("questionId", "question", "image"), f"{path} item {n}")
+      records.append(VQARecord(id=str(d["questionId"]), domain="documents", question=d["question"],
+                               answers=[str(a) for a in d.get("answers", [])],
+                               image_path=os.path.join(base, d["image"]),
+                               meta={"question_types": d.get("question_types", [])}))
   if authors_order:
     records = _permute(records, "documents")
   return _one_per_image(records) if one_per_image else records
