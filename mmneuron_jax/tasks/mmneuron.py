@@ -41,6 +41,7 @@ class Study:
   bad: list
   splits: dict = dataclasses.field(default_factory=dict)
   used: dict = dataclasses.field(default_factory=dict)
+  used_counts: dict = dataclasses.field(default_factory=dict)
 
   def records(self, stage: str) -> dict:
     return self.splits.get(stage, self.by_domain)
@@ -48,6 +49,7 @@ class Study:
   def mark_used(self, stage: str, records_by_domain: dict):
     """Record the ids `stage` used and rewrite workdir/records_used.json."""
     self.used[stage] = [r.id for v in records_by_domain.values() for r in v]
+    self.used_counts[stage] = {d: len(v) for d, v in records_by_domain.items()}
     with open(os.path.join(self.workdir, "records_used.json"), "w") as f:
       json.dump(self.used, f, indent=1)
 
@@ -101,7 +103,8 @@ def stage_stats(study: Study):
   """Resumable per-domain statistics in workdir/stats -> (totals, per-domain plan summary)."""
   c = study.config
   recs = {d: v[:c.stats.max_samples_per_domain or None] for d, v in study.records("stats").items()}
-  sizes = {d: [sources.image_size(r) for r in v] for d, v in recs.items()}
+  # lazily: planning stops at the token target, so only the images it takes are opened
+  sizes = {d: (sources.image_size(r) for r in v) for d, v in recs.items()}
   batches, stats_plan = domain_stats.plan(recs, sizes, study.inputs.num_vision_tokens, c.stats.batch_size,
                                           c.stats.max_samples_per_domain or None,
                                           c.stats.vision_tokens_per_domain or None)
@@ -183,7 +186,7 @@ def run(config, workdir: str) -> str:
   from mmneuron_jax.tasks import readouts, readouts_report
   tuned = readouts.mmneuron_tuned_lens(study) if "tuned_lens" in stages else None
   return report.write(workdir, config=config, model_id=study.model_id, domains=study.domains, bad=study.bad,
-                      used=study.used, family=study.family,
+                      used=study.used, used_counts=study.used_counts, family=study.family,
                       stats_plan=stats_plan, totals=totals, sets=sets, summaries=summaries, rows=rows,
                       lens_results=lens_results, conditions=study.family.conditions, tuned_lens=tuned,
                       extra_sections=[readouts_report.mmneuron_tuned_lens_section])

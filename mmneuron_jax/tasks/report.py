@@ -99,7 +99,7 @@ def _per_domain(used_ids, domains, records_domain) -> str:
   return ", ".join(f"{d} {n}" for d, n in counts.items())
 
 
-def protocol_section(config, domains, used=None, family=None, stats_plan=None, **_) -> list[str]:
+def protocol_section(config, domains, used=None, family=None, stats_plan=None, used_counts=None, **_) -> list[str]:
   """What this run did, first: splits and order, sample counts, prompts, metric, generation, and how
   many records statistics and evaluation share (in bold when any)."""
   used = used or {}
@@ -116,8 +116,11 @@ def protocol_section(config, domains, used=None, family=None, stats_plan=None, *
                  f"{c.stats.max_samples_per_domain or 'no'} sample cap per domain).")
   for stage, what in (("eval", "Evaluation"), ("lens", "Logit-lens")):
     if stage in used:
-      lines.append(f"- {what} samples: {len(used[stage])} ({c.get(stage).get('n_per_domain') or 'all'} per domain "
-                   f"at most).")
+      counts = (used_counts or {}).get(stage, {})
+      cap = c.get(stage).get("n_per_domain")
+      lines.append(f"- {what} samples: {len(used[stage])}"
+                   + (" (" + ", ".join(f"{d} {counts[d]}" for d in domains if d in counts) + ")" if counts else "")
+                   + (f"; at most {cap} per domain." if cap else "; the whole split."))
   if "stats" in used and "eval" in used:
     shared = len(set(used["stats"]) & set(used["eval"]))
     lines.append(f"- Statistics and evaluation share {shared} record ids." if shared == 0 else
@@ -138,7 +141,8 @@ def protocol_section(config, domains, used=None, family=None, stats_plan=None, *
   gen = (f"{c.eval.max_new_tokens} new tokens" if c.eval.max_new_tokens > 0 else
          f"max_length {c.eval.get('max_length', 0)} (prompt + answer, the image counted as "
          f"{getattr(family, 'prompt_image_tokens', 1)} token(s))")
-  sampling = "greedy" if c.eval.temperature <= 0 else f"sampled at temperature {c.eval.temperature}, seed {c.seed}"
+  sampling = ("greedy (the authors sampled at temperature 0.9, unseeded)" if c.eval.temperature <= 0 else
+              f"sampled at temperature {c.eval.temperature}, seed {c.seed}")
   lines.append(f"- Generation: {gen}, {sampling}, batch {c.eval.batch_size}.")
   return lines + [""]
 
@@ -222,7 +226,8 @@ SECTIONS = [header_section, protocol_section, data_section, neurons_section, dea
 
 def write(workdir, *, extra_sections=(), **results) -> str:
   """report.md from the run's results (keyword arguments of the SECTIONS: config, model_id, domains,
-  bad, stats_plan, totals, sets, summaries, rows, lens_results, conditions, used, family); `extra_sections` are
+  bad, stats_plan, totals, sets, summaries, rows, lens_results, conditions, used, used_counts, family);
+  `extra_sections` are
   more section functions, appended before the side-by-side comparison."""
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   sections = SECTIONS[:-1] + list(extra_sections) + SECTIONS[-1:]
