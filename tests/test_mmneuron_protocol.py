@@ -364,3 +364,21 @@ def test_documents_from_the_hf_parquet_copy(tmp_path):
     theirs.append(tmp["question"])
   assert [r.question for r in recs] == theirs and len(theirs) == 5
   assert all(r.image_bytes == by_q[r.question]["image"]["bytes"] for r in recs)
+
+
+def test_records_source_reads_one_split_per_stage(tmp_path):
+  import dataclasses
+  from mmneuron_jax.data.records import write_records
+  from mmneuron_jax.tasks import sources
+  train, val = demo.demo_records(1), demo.demo_records(1, split="val")
+  write_records(train, str(tmp_path / "recs_train.jsonl"))
+  write_records(val, str(tmp_path / "recs_val.jsonl"))
+  c = mmneuron_base.get_config()
+  c.data.source, c.data.path = "records", str(tmp_path / "recs_{split}.jsonl")
+  for split, want in (("train", train), ("val", val)):
+    got, bad = sources.load_records(c, str(tmp_path), split)
+    assert sorted(r.id for r in got) == sorted(r.id for r in want) and not bad
+  tagged = [dataclasses.replace(r, meta={**r.meta, "split": s}) for s, recs in (("train", train), ("val", val))
+            for r in recs]
+  c.data.path = write_records(tagged, str(tmp_path / "all.jsonl"))  # one file with a split column
+  assert sorted(r.id for r in sources.load_records(c, str(tmp_path), "val")[0]) == sorted(r.id for r in val)
