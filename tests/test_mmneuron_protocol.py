@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from configs import llava_next_7b, mmneuron_base
-from mmneuron_jax.data import datasets as D
-from mmneuron_jax.data import demo, metrics, prompts
-from mmneuron_jax.data.records import VQARecord
-from mmneuron_jax.tasks import deactivation, families
+from mmneuron_jax.data.inputs import prompts
+from mmneuron_jax.data.metrics import vqa_metrics as metrics
+from mmneuron_jax.data.sources import datasets as D
+from mmneuron_jax.data.sources.records import VQARecord
+from mmneuron_jax.data.synthetic import demo
+from mmneuron_jax.tasks.common import deactivation, families
 
 DRIVING_ROLE = ("You are an advanced AI assistant installed on the Ego vehicle, equipped with conversational analysis "
                 "capabilities for discussing autonomous driving scenarios. The perspective presented is from the "
@@ -368,8 +370,8 @@ def test_documents_from_the_hf_parquet_copy(tmp_path):
 
 def test_records_source_reads_one_split_per_stage(tmp_path):
   import dataclasses
-  from mmneuron_jax.data.records import write_records
-  from mmneuron_jax.tasks import sources
+  from mmneuron_jax.data.sources.records import write_records
+  from mmneuron_jax.tasks.common import sources
   train, val = demo.demo_records(1), demo.demo_records(1, split="val")
   write_records(train, str(tmp_path / "recs_train.jsonl"))
   write_records(val, str(tmp_path / "recs_val.jsonl"))
