@@ -7,7 +7,8 @@
      (one group per modality) + its PyTorch export, and the per-layer overlap tables;
 5.   deactivation of the selected neurons while generating, vs none and a random control
      (`tasks/miner_deactivation.py`);
-6.   report.md + plots, miner_results.json, scores.npz (`load_results` reads them back).
+6.   report.md + plots, miner_results.json, scores.npz (`load_results` reads them back);
+7.   optional stages `sweep`, `last_token`, `semantics` (`tasks/miner_studies.py`), each a report section.
 
 The model family is one config field (`model.family`); its inputs builder (`tasks/miner_inputs.py`)
 supplies the chat template, batches and token ids, so the same config runs on every family.
@@ -21,7 +22,7 @@ from absl import logging
 from mmneuron_jax import sharding
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
-from mmneuron_jax.tasks import miner_data, miner_deactivation, miner_inputs, miner_report, miner_scores
+from mmneuron_jax.tasks import miner_data, miner_deactivation, miner_inputs, miner_report, miner_scores, miner_studies
 
 
 def load_model(config, workdir, samples_by_dataset):
@@ -87,6 +88,7 @@ def save_sets(workdir, sets, strategy) -> None:
 
 
 def run(config, workdir: str) -> str:
+  miner_studies.check_stages(config.stages)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
@@ -154,9 +156,14 @@ def run(config, workdir: str) -> str:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:
     json.dump(results, f, indent=1)
-  return miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
-                            agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
-                            sets_by_strategy=sets)
+  report = miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
+                              agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
+                              sets_by_strategy=sets)
+  # optional stages: sweep, last_token, semantics (tasks/miner_studies.py)
+  extra = miner_studies.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples,
+                            originals=originals, totals=totals, stored=stored, ids=ids, names=names, selected=selected,
+                            sets=sets, layer_min=layer_min, results=results)
+  return miner_studies.append_report(report, extra)
 
 
 def load_results(workdir: str) -> dict:

@@ -1,0 +1,45 @@
+"""The optional MINER stages after selection (config.stages), run by `tasks/miner.py`:
+
+  sweep       the authors' ratio / weight / strategy grids with deactivation, and the sample-count
+              convergence, from the stored stage-2 sums (`tasks/miner_sweep.py`)
+  last_token  Finding III: last-token attention mass per modality and layer, with each modality's
+              neurons off (`tasks/miner_last_token.py`)
+  semantics   Finding IV, our reading: semantic telomeres and probing (`tasks/miner_semantics.py`)
+
+Each adds a section to report.md and its own JSON file.
+"""
+from mmneuron_jax.tasks import miner_last_token, miner_semantics, miner_sweep
+
+STAGES = ("scores", "select", "deactivate", "sweep", "last_token", "semantics")
+
+
+def check_stages(stages) -> None:
+  bad = [s for s in stages if s not in STAGES]
+  if bad:
+    raise ValueError(f"config.stages: unknown stage(s) {bad}; expected a subset of {list(STAGES)}")
+
+
+def run(workdir, config, *, model, params, inputs, samples, originals, totals, stored, ids, names, selected, sets,
+        layer_min, results) -> list:
+  """Run the requested optional stages -> report lines (appended to report.md by the caller)."""
+  lines = []
+  if "sweep" in config.stages:
+    lines += miner_sweep.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples,
+                             originals=originals, totals=totals, stored=stored, final=selected, final_names=names,
+                             layer_min=layer_min, results=results)
+  last = None
+  if "last_token" in config.stages:
+    last = miner_last_token.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples, ids=ids,
+                                stored=stored, selected=selected, names=names, layer_min=layer_min)
+    lines += miner_last_token.section(workdir, last)
+  if "semantics" in config.stages:
+    res = miner_semantics.run(workdir, config, sets_by_strategy=sets, names=names, last_token=last)
+    lines += miner_semantics.section(workdir, res)
+  return lines
+
+
+def append_report(path: str, lines: list) -> str:
+  if lines:
+    with open(path, "a") as f:
+      f.write("\n" + "\n".join(lines) + "\n")
+  return path
