@@ -32,6 +32,7 @@ def small_config():
   for key, value in OVERRIDES.items():
     node, leaf = key.split(".")
     c[node][leaf] = value
+  c.sweep.ratios, c.sweep.weights = (0.02, 0.05), ("mean", "default")  # the optional sweep: a short grid here
   return c
 
 
@@ -90,7 +91,8 @@ def test_report_plots_and_files(run_dir):
   for section in ("## Data", "## Scores", "## Selected neurons", "### Overlap per layer", "## Deactivation"):
     assert section in text
   plots = set(os.listdir(os.path.join(run_dir, "plots")))
-  assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png"}
+  assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png",
+                   "sweep_grid.png", "sweep_samples.png", "last_token.png", "semantic_probing.png"}  # + optional stages
   for name in plots:
     assert open(os.path.join(run_dir, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   loaded = miner_task.load_results(run_dir)
@@ -215,3 +217,66 @@ def test_killed_scores_run_resumed_bit_identical(run_dir, model_inputs):
     assert sorted(want) == sorted(stored)
     for name in want:
       np.testing.assert_array_equal(stored[name], want[name], err_msg=f"{dataset}/{name}")
+
+
+# ----------------------------------------------------------------------------- optional stages (on in the demo)
+
+def test_sweep_reuses_the_run(run_dir, model_inputs):
+  """sweep.json: the strategy grid equals the run's own selection per strategy, the base point's
+  deactivation equals the deactivation stage's 'all' rows (same sets, samples, value), its 'none'
+  the stage's 'none'; snapshots hold the first batch's sums and the final sums."""
+  from mmneuron_jax.data import miner_demo
+  from mmneuron_jax.tasks import miner_scores
+  sweep = json.load(open(os.path.join(run_dir, "sweep.json")))
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  rows = json.load(open(os.path.join(run_dir, "deactivation.json")))["rows"]
+  for r in sweep["grid"]:
+    if r["axis"] == "strategy":
+      assert r["sizes"] == results["strategies"][r["strategy"]]["sizes"], r["key"]
+  base = [r for r in sweep["grid"] if r["key"] == "0.05|default|LA_MU"]
+  assert len(base) == 3 and all(r["jaccard_vs_chosen"]["union"] == 1.0 for r in base)
+  for r in rows:
+    if r["condition"] in ("none", "all"):
+      got = sweep["none"][r["dataset"]] if r["condition"] == "none" else base[0]["deactivation"][r["dataset"]]
+      assert got["primary"] == r["primary"] and got["n"] == r["n"], (r["dataset"], r["condition"])
+  assert [x["samples"] for x in sweep["samples"]] == [2, 4]
+  assert all(v == 1.0 for v in sweep["samples"][1]["jaccard"].values())  # 4 samples = the final sums
+  model, inputs = model_inputs
+  config = small_config()
+  samples = miner_demo.demo_dataset("caption", 4)
+  batches = miner_scores.plan(4, config.scores.batch_size, (2, 4))
+  step = miner_scores.make_step_fn(model, model.params, inputs, samples, ("text", "special", "image", "video"),
+                                   inputs.token_ids(), config.scores, len(batches))
+  first = step(batches[0])
+  with np.load(os.path.join(run_dir, "stats_snapshots", "caption", "n_00000002.npz")) as z:
+    np.testing.assert_array_equal(z["score_sum"], np.asarray(first["score_sum"], np.float64))
+  with np.load(os.path.join(run_dir, "stats_snapshots", "caption", "n_00000004.npz")) as z:
+    np.testing.assert_array_equal(z["score_sum"], stored_totals(run_dir, "caption")["score_sum"])
+
+
+def test_last_token_and_semantics(run_dir):
+  """last_token.json: conditions none / each modality / all; masses over the token partition sum to
+  1; semantics.json: telomere shares recomputed from the saved sets in numpy."""
+  res = json.load(open(os.path.join(run_dir, "last_token.json")))
+  assert res["conditions"] == ["none", "text", "special", "image", "all"]
+  part = [res["modalities"].index(m) for m in ("text", "special", "image", "video")]
+  for d, r in res["datasets"].items():
+    assert r["n"] == 4
+    for c in res["conditions"]:
+      mass = np.asarray(r["mass"][c])
+      assert mass.shape == (3, len(res["modalities"]))
+      np.testing.assert_allclose(mass[:, part].sum(-1), 1.0, atol=1e-5, err_msg=f"{d}/{c}")
+  assert res["datasets"]["text_mc"]["present"]["image"] == 0
+  sem = json.load(open(os.path.join(run_dir, "semantics.json")))
+  sets = miner_task.load_results(run_dir)["sets"]
+  for strategy, per in sem["telomeres"].items():
+    mask = sets[strategy].mask
+    for i, m in enumerate(sets[strategy].group_names):
+      counts = mask[i].sum(-1)                     # L = 3, one layer at each end
+      assert per[m]["first"] == counts[0] and per[m]["last"] == counts[-1] and per[m]["size"] == counts.sum()
+      if counts.sum():
+        assert abs(per[m]["ratio"] - (counts[0] + counts[-1]) / counts.sum() / (2 / 3)) < 1e-12
+  mass = res["datasets"]["image_qa"]["mass"]
+  k = res["modalities"].index("image")
+  np.testing.assert_allclose(sem["probing"]["image_qa"]["image"], np.asarray(mass["image"])[:, k] -
+                             np.asarray(mass["none"])[:, k], atol=1e-12)
