@@ -17,6 +17,9 @@ def check_stages(stages) -> None:
   bad = [s for s in stages if s not in STAGES]
   if bad:
     raise ValueError(f"config.stages: unknown stage(s) {bad}; expected a subset of {list(STAGES)}")
+  later = [s for s in stages if s in STAGES[3:]]
+  if later and "select" not in stages:
+    raise ValueError(f"config.stages: {later} need the 'select' stage (they use the selected sets)")
 
 
 def run(workdir, config, *, model, params, inputs, samples, originals, totals, stored, ids, names, selected, sets,
