@@ -17,7 +17,7 @@ def get_config():
   c.task = "miner"
   c.seed = 0
   # 'scores' only, or the whole study ('scores', 'select', 'deactivate'), plus the optional
-  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV, our reading); tasks/miner_studies.py.
+  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV); tasks/miner_studies.py.
   c.stages = ("scores", "select", "deactivate")
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
@@ -60,6 +60,6 @@ def get_config():
   # n_per_dataset 0 = all samples.
   c.last_token = ml_collections.ConfigDict(dict(conditions=("none", "each", "all"), n_per_dataset=0, batch_size=4,
                                                 length_bucket=64))
-  # Stage 'semantics' (Finding IV, our reading): layers counted as each end of the stack (fraction or count).
-  c.semantics = ml_collections.ConfigDict(dict(edge=0.1))
+  # Stage 'semantics' (Finding IV): token states of the first n_per_dataset samples of each dataset (0 = all).
+  c.semantics = ml_collections.ConfigDict(dict(n_per_dataset=8, batch_size=1, length_bucket=64))
   return c

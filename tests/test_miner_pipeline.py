@@ -92,7 +92,8 @@ def test_report_plots_and_files(run_dir):
     assert section in text
   plots = set(os.listdir(os.path.join(run_dir, "plots")))
   assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png",
-                   "sweep_grid.png", "sweep_samples.png", "last_token.png", "semantic_probing.png"}  # + optional stages
+                   "sweep_grid.png", "sweep_samples.png", "last_token.png", "semantics_shares.png",
+                   "semantics_pca.png"}  # + the optional stages
   for name in plots:
     assert open(os.path.join(run_dir, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   loaded = miner_task.load_results(run_dir)
@@ -256,7 +257,7 @@ def test_sweep_reuses_the_run(run_dir, model_inputs):
 
 def test_last_token_and_semantics(run_dir):
   """last_token.json: conditions none / each modality / all; masses over the token partition sum to
-  1; semantics.json: telomere shares recomputed from the saved sets in numpy."""
+  1; semantics.json: nearest-neighbour shares per layer sum to 1 over the modalities that occur."""
   res = json.load(open(os.path.join(run_dir, "last_token.json")))
   assert res["conditions"] == ["none", "text", "special", "image", "all"]
   part = [res["modalities"].index(m) for m in ("text", "special", "image", "video")]
@@ -268,15 +269,11 @@ def test_last_token_and_semantics(run_dir):
       np.testing.assert_allclose(mass[:, part].sum(-1), 1.0, atol=1e-5, err_msg=f"{d}/{c}")
   assert res["datasets"]["text_mc"]["present"]["image"] == 0
   sem = json.load(open(os.path.join(run_dir, "semantics.json")))
-  sets = miner_task.load_results(run_dir)["sets"]
-  for strategy, per in sem["telomeres"].items():
-    mask = sets[strategy].mask
-    for i, m in enumerate(sets[strategy].group_names):
-      counts = mask[i].sum(-1)                     # L = 3, one layer at each end
-      assert per[m]["first"] == counts[0] and per[m]["last"] == counts[-1] and per[m]["size"] == counts.sum()
-      if counts.sum():
-        assert abs(per[m]["ratio"] - (counts[0] + counts[-1]) / counts.sum() / (2 / 3)) < 1e-12
-  mass = res["datasets"]["image_qa"]["mass"]
-  k = res["modalities"].index("image")
-  np.testing.assert_allclose(sem["probing"]["image_qa"]["image"], np.asarray(mass["image"])[:, k] -
-                             np.asarray(mass["none"])[:, k], atol=1e-12)
+  assert sem["modalities"] == ["text", "special", "image", "video", "audio"]
+  for d, r in sem["datasets"].items():
+    shares = np.asarray(r["shares"], float)                       # [L, A, A], None -> nan
+    assert shares.shape == (3, 5, 5) and r["n"] == 4
+    present = np.asarray([r["tokens"][m] > 0 for m in sem["modalities"]])
+    np.testing.assert_allclose(np.nansum(shares, -1)[:, present], 1.0, atol=1e-12)
+    assert np.isnan(shares[:, ~present]).all()
+  assert sem["datasets"]["text_mc"]["tokens"]["image"] == 0 and sem["datasets"]["image_qa"]["tokens"]["image"] > 0

@@ -1,61 +1,75 @@
-"""MINER Finding IV, "semantic probing" and "semantic telomeres": OUR READING of two phenomena the
-MINER paper names (arXiv 2410.04819, abstract: "two intriguing phenomena worth further
-investigation, i.e., semantic probing and semantic telomeres"). The authors' released code has no
-code for either, and the definitions below are readings, not a reproduction (docs/QUIRKS.md says
-what is missing). Both use only what a run already has:
+"""MINER Finding IV, "semantic probing" and "semantic telomeres", from the LLM's token representations.
 
-telomeres(selected, edge): "telomeres" are the ends of a chromosome; read as the modality-specific
-  neurons gathering at the two ends of the layer stack. Per modality, the share of its set in the
-  first and last `edge` layers, against the share a layer-uniform set would have there
-  (2 * edge / L): ratio > 1 = the set concentrates at the ends.
+The MINER paper (arXiv 2410.04819) names the two phenomena in its abstract and shows them in its
+figures of token representations per layer (t-SNE); as its reviewers summarise them, in *semantic
+probing* the audio tokens "reach out to" the text tokens, and in *semantic telomeres* the special
+tokens "anchor themselves" to the text tokens. The paper gives no number for either and the
+authors' code has none, so this module measures what those pictures show, in the full hidden space
+(deterministic, no t-SNE): per layer, for the tokens of each modality, the share whose nearest
+neighbour (cosine similarity, among the other tokens of the same sample) belongs to each modality,
+next to the share a uniformly random neighbour would give (`chance_shares`). Probing = media
+(image / video / audio) -> text share rising above chance; telomeres = special -> text share.
+`pca2` gives the 2-D picture (PCA, not the paper's t-SNE).
 
-probing(mass, modalities, conditions): "probing" read as the last token's attention seeking out a
-  modality whose neurons are gone: per layer, how the attention mass on modality m's tokens moves
-  when m's own selected neurons are off (Finding III data): delta[l] = mass(m | m off) - mass(m | none).
+Shapes: N tokens of one layer, D hidden size, A modalities (labels index `names`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def edge_layers(layers: int, edge) -> int:
-  """edge: a fraction of the layers (0 < edge < 0.5) or a whole count -> layers at each end (>= 1)."""
-  e = float(edge)
-  n = max(1, int(round(e * layers))) if 0 < e < 1 else int(e)
-  if n < 1 or 2 * n > layers:
-    raise ValueError(f"edge={edge!r}: gives {n} layers at each end of {layers}; need 1 <= n <= {layers // 2}")
-  return n
+def _check(labels, sample_ids, n):
+  labels, sample_ids = np.asarray(labels), np.asarray(sample_ids)
+  if labels.shape != (n,) or sample_ids.shape != (n,):
+    raise ValueError(f"labels and sample_ids must be int[N={n}]; got {labels.shape}, {sample_ids.shape}")
+  return labels, sample_ids
 
 
-def telomeres(selected, names, edge=0.1) -> dict:
-  """bool[M, L, F] sets -> {modality: {'size', 'first', 'last', 'share', 'uniform_share', 'ratio'}}
-  with first / last = neurons in the first / last n layers (n = `edge_layers(L, edge)`), share =
-  (first + last) / size, uniform_share = 2n / L, ratio = share / uniform_share (None for an empty set)."""
-  sel = np.asarray(selected, bool)
-  if sel.ndim != 3 or sel.shape[0] != len(names):
-    raise ValueError(f"selected must be bool[M={len(names)}, L, F]; got shape {sel.shape}")
-  L = sel.shape[1]
-  n = edge_layers(L, edge)
-  per_layer = sel.sum(-1)                                                  # [M, L]
-  out = {}
-  for m, counts in zip(names, per_layer):
-    size = int(counts.sum())
-    first, last = int(counts[:n].sum()), int(counts[L - n:].sum())
-    share = None if size == 0 else (first + last) / size
-    out[m] = {"size": size, "edge_layers": n, "first": first, "last": last, "share": share,
-              "uniform_share": 2 * n / L, "ratio": None if share is None else share / (2 * n / L)}
-  return out
+def nearest_neighbour_shares(h, labels, sample_ids, n_labels: int) -> np.ndarray:
+  """h float[N, D], labels int[N] in [0, A), sample_ids int[N] -> float64[A, A]: out[a, b] = share of
+  the a-tokens whose nearest other token of the same sample (max cosine similarity; ties: lowest
+  index) is a b-token; NaN rows for a modality with no token that has a neighbour."""
+  h = np.asarray(h, np.float64)
+  labels, sample_ids = _check(labels, sample_ids, h.shape[0])
+  counts = np.zeros((n_labels, n_labels))
+  unit = h / np.maximum(np.linalg.norm(h, axis=-1, keepdims=True), 1e-30)
+  for s in np.unique(sample_ids):
+    idx = np.flatnonzero(sample_ids == s)
+    if len(idx) < 2:
+      continue
+    sim = unit[idx] @ unit[idx].T
+    np.fill_diagonal(sim, -np.inf)
+    nn = idx[np.argmax(sim, axis=1)]
+    np.add.at(counts, (labels[idx], labels[nn]), 1.0)
+  total = counts.sum(1, keepdims=True)
+  return np.where(total > 0, counts / np.maximum(total, 1), np.nan)
 
 
-def probing(mass: dict, modalities, present=None) -> dict:
-  """mass {condition: float[L, M] attention mass on each modality's tokens} (one dataset of the
-  Finding III results) -> {modality m: float64[L] mass(m | m off) - mass(m | none)} for every m
-  that has its own condition (and occurs: present[m] > 0 when `present` is given)."""
-  if "none" not in mass:
-    raise ValueError("probing needs the 'none' condition in the last-token results")
-  base = np.asarray(mass["none"], np.float64)
-  out = {}
-  for k, m in enumerate(modalities):
-    if m in mass and (present is None or present.get(m, 0) > 0):
-      out[m] = np.asarray(mass[m], np.float64)[:, k] - base[:, k]
-  return out
+def chance_shares(labels, sample_ids, n_labels: int) -> np.ndarray:
+  """float64[A, A]: the expected `nearest_neighbour_shares` if each token's neighbour were a uniformly
+  random other token of its sample (mean over the a-tokens of (#b - [a == b]) / (n_sample - 1))."""
+  labels = np.asarray(labels)
+  labels, sample_ids = _check(labels, sample_ids, labels.shape[0])
+  sums, counts = np.zeros((n_labels, n_labels)), np.zeros(n_labels)
+  for s in np.unique(sample_ids):
+    lab = labels[sample_ids == s]
+    if len(lab) < 2:
+      continue
+    per = np.bincount(lab, minlength=n_labels).astype(np.float64)
+    for a in np.unique(lab):
+      k = int((lab == a).sum())
+      sums[a] += k * (per - np.eye(n_labels)[a]) / (len(lab) - 1)
+      counts[a] += k
+  return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
+
+
+def pca2(x) -> np.ndarray:
+  """float[N, D] -> float64[N, 2]: projection on the two leading principal axes (centred; signs
+  fixed so the largest |loading| of each axis is positive)."""
+  x = np.asarray(x, np.float64)
+  x = x - x.mean(0)
+  _, _, vt = np.linalg.svd(x, full_matrices=False)
+  vt = vt[:2]
+  vt = vt * np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])[:, None]
+  out = x @ vt.T
+  return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))

@@ -4,7 +4,8 @@
               convergence, from the stored stage-2 sums (`tasks/miner_sweep.py`)
   last_token  Finding III: last-token attention mass per modality and layer, with each modality's
               neurons off (`tasks/miner_last_token.py`)
-  semantics   Finding IV, our reading: semantic telomeres and probing (`tasks/miner_semantics.py`)
+  semantics   Finding IV: semantic probing / telomeres as nearest-neighbour shares of token states
+              between modalities per layer (`tasks/miner_semantics.py`)
 
 Each adds a section to report.md and its own JSON file.
 """
@@ -30,13 +31,12 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
     lines += miner_sweep.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples,
                              originals=originals, totals=totals, stored=stored, final=selected, final_names=names,
                              layer_min=layer_min, results=results)
-  last = None
   if "last_token" in config.stages:
     last = miner_last_token.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples, ids=ids,
                                 stored=stored, selected=selected, names=names, layer_min=layer_min)
     lines += miner_last_token.section(workdir, last)
   if "semantics" in config.stages:
-    res = miner_semantics.run(workdir, config, sets_by_strategy=sets, names=names, last_token=last)
+    res = miner_semantics.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples, ids=ids)
     lines += miner_semantics.section(workdir, res)
   return lines
 
