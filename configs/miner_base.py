@@ -51,6 +51,7 @@ def get_config():
   # point's sets switched off while generating (deactivate=False: selection only) on n_per_dataset samples
   # (0 = deactivate.n_per_dataset); plus the sample-count convergence from scores.snapshots, where a dataset
   # with fewer samples than a count is left out ('skip', as the authors' aggregation) or taken whole ('full').
+  # Cost: about 20 distinct sets, each one generation pass over n_per_dataset samples of every dataset.
   c.sweep = ml_collections.ConfigDict(dict(
       ratios=(0.001, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1),
       weights=("prob", "mean", "max", "attn_k", "attn_q", "mean_max", "attn_k_attn_q", "default", "mean_max_attn_q",
