@@ -8,7 +8,7 @@ import ml_collections
 
 from configs.mmneuron_base import apply_arg  # noqa: F401  (re-exported for the experiment files)
 
-# The six MINER benchmarks (data/miner_benchmarks.py) and which families can take them.
+# The six MINER benchmarks (data/sources/miner_benchmarks.py) and which families can take them.
 BENCHMARKS = {"qwen2_vl": ("text_vqa", "coco_caption", "mmlu", "msvd_qa"), "qwen2_audio": ("libri", "vocal_sound", "mmlu")}
 
 
@@ -17,7 +17,7 @@ def get_config():
   c.task = "miner"
   c.seed = 0
   # 'scores' only, or the whole study ('scores', 'select', 'deactivate'), plus the optional
-  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV); tasks/miner_studies.py.
+  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV); tasks/miner/studies.py.
   c.stages = ("scores", "select", "deactivate")
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
@@ -33,9 +33,9 @@ def get_config():
   # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).
   # Prompts are padded to length_bucket * 2**k tokens, so a run compiles for a few lengths only.
   # prefetch: batches whose host preprocessing (processor, padding, modality masks, answer batches) runs
-  # ahead on a thread while the device computes (0 = in line; data/prefetch.py); sums do not depend on it.
+  # ahead on a thread while the device computes (0 = in line; io/prefetch.py); sums do not depend on it.
   # snapshots: sample counts at which each dataset's running sums are also saved (the authors'
-  # ALL_SAVE_SAMPLE_NUMS; tasks/miner_snapshots.py), for the sample-count sweep; () = none.
+  # ALL_SAVE_SAMPLE_NUMS; tasks/miner/snapshots.py), for the sample-count sweep; () = none.
   c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_bucket=64, commit_every=10,
                                             flat_rtol=1e-5, grad=False, prefetch=2,
                                             snapshots=(10, 100, 500, 1000, 2500, 5000, 10000)))
@@ -47,7 +47,7 @@ def get_config():
   c.deactivate = ml_collections.ConfigDict(dict(conditions=("none", "all", "random"), value="zero",
                                                 n_per_dataset=0, batch_size=4, length_bucket=32,
                                                 max_new_tokens=128, temperature=0.0))
-  # Stage 'sweep' (tasks/miner_sweep.py): one-factor grids around select.* over the authors' lists, every
+  # Stage 'sweep' (tasks/miner/sweep.py): one-factor grids around select.* over the authors' lists, every
   # point's sets switched off while generating (deactivate=False: selection only) on n_per_dataset samples
   # (0 = deactivate.n_per_dataset); plus the sample-count convergence from scores.snapshots, where a dataset
   # with fewer samples than a count is left out ('skip', as the authors' aggregation) or taken whole ('full').

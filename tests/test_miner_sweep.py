@@ -1,4 +1,4 @@
-"""MINER sweeps (`analysis/miner_sweep.py`, `tasks/miner_sweep.py`, `tasks/miner_snapshots.py`) against
+"""MINER sweeps (`analysis/miner_sweep.py`, `tasks/miner/sweep.py`, `tasks/miner/snapshots.py`) against
 a plain-numpy reproduction of the authors' code (huang-kc/MINER): ISM_aggregate.py (each dataset's
 ISM_<n>.npy sum / n, summed, each modality divided by the number of datasets where it is non-zero,
 modalities that never occur dropped; a missing ISM_<n>.npy skipped) and utils/func.py's selection
@@ -17,8 +17,8 @@ import pytest
 from mmneuron_jax.analysis import miner, miner_sweep
 from mmneuron_jax.analysis.accumulate import accumulate
 from mmneuron_jax.io.stats_store import StatsStore
-from mmneuron_jax.tasks import miner_scores, miner_snapshots
-from mmneuron_jax.tasks import miner_sweep as sweep_task
+from mmneuron_jax.tasks.miner import scores as miner_scores, snapshots as miner_snapshots
+from mmneuron_jax.tasks.miner import sweep as sweep_task
 
 STORED = ("text", "special", "image", "video", "audio")
 L, F = 4, 50
