@@ -229,7 +229,7 @@ def test_sweep_reuses_the_run(run_dir, model_inputs):
   """sweep.json: the strategy grid equals the run's own selection per strategy, the base point's
   deactivation equals the deactivation stage's 'all' rows (same sets, samples, value), its 'none'
   the stage's 'none'; snapshots hold the first batch's sums and the final sums."""
-  from mmneuron_jax.data import miner_demo
+  from mmneuron_jax.data.synthetic import miner_demo
   from mmneuron_jax.tasks.miner import scores as miner_scores
   sweep = json.load(open(os.path.join(run_dir, "sweep.json")))
   results = json.load(open(os.path.join(run_dir, "miner_results.json")))
