@@ -243,6 +243,7 @@ def test_sweep_reuses_the_run(run_dir, model_inputs):
     if r["condition"] in ("none", "all"):
       got = sweep["none"][r["dataset"]] if r["condition"] == "none" else base[0]["deactivation"][r["dataset"]]
       assert got["primary"] == r["primary"] and got["n"] == r["n"], (r["dataset"], r["condition"])
+      assert got.get("changed_vs_none") == r.get("changed_vs_none"), (r["dataset"], r["condition"])
   assert [x["samples"] for x in sweep["samples"]] == [2, 4]
   assert all(v == 1.0 for v in sweep["samples"][1]["jaccard"].values())  # 4 samples = the final sums
   model, inputs = model_inputs

@@ -43,11 +43,18 @@ def eval_config(config, condition: str):
   return cfg
 
 
-def baseline_rows(config, results, run_eval) -> list:
-  """The 'none' rows: from the deactivation stage when it used the same samples, else generated."""
+def baseline(workdir, config, results, evaluate_fn) -> tuple:
+  """-> ('none' rows, {dataset: answers}): from the deactivation stage when it used the same samples,
+  else generated (`evaluate_fn(condition, sel) -> (rows, predictions)`)."""
   rows = [r for r in results.get("deactivation") or [] if r["condition"] == "none"]
   same = int(config.sweep.n_per_dataset) in (0, int(config.deactivate.n_per_dataset))
-  return rows if rows and same else run_eval("none", None)
+  file = os.path.join(workdir, "deactivation.json")
+  if rows and same and os.path.exists(file):
+    with open(file) as f:
+      predictions = json.load(f)["predictions"]
+  else:
+    rows, predictions = evaluate_fn("none", None)
+  return rows, {r["dataset"]: predictions[f"{r['dataset']}|none"] for r in rows}
 
 
 def grid(config, agg, agg_grad, used, stored, final, final_names, run_eval) -> list:
@@ -83,18 +90,27 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
   agg, agg_grad, used = miner_sweep.aggregate_sums(totals)
   names = [m for m, u in zip(stored, used) if u]
 
-  def run_eval(condition, sel):
+  def evaluate_fn(condition, sel):
     cfg = eval_config(config, condition)
     sel = np.zeros((len(names),) + agg.shape[2:], bool) if sel is None else sel
-    rows, _ = miner_deactivation.evaluate(model, params, inputs, samples, originals, sel, names, layer_min, cfg,
-                                          config.data.source, config.seed)
-    return rows
+    return miner_deactivation.evaluate(model, params, inputs, samples, originals, sel, names, layer_min, cfg,
+                                       config.data.source, config.seed)
 
   out = {"base": {"ratio": float(config.select.ratio), "weights": str(config.select.weights),
                   "strategy": config.select.strategy}, "short": config.sweep.short}
+  none_answers = {}
   if config.sweep.deactivate:
-    out["none"] = {r["dataset"]: {k: v for k, v in r.items() if k not in ("dataset", "condition")}
-                   for r in baseline_rows(config, results, run_eval)}
+    none_rows, none_answers = baseline(workdir, config, results, evaluate_fn)
+    out["none"] = {r["dataset"]: {k: v for k, v in r.items() if k not in ("dataset", "condition")} for r in none_rows}
+
+  def run_eval(condition, sel):
+    """Rows of one condition, with the share of answers that differ from 'none' ('changed_vs_none')."""
+    rows, predictions = evaluate_fn(condition, sel)
+    for r in rows:
+      got, base = predictions[f"{r['dataset']}|{condition}"], none_answers[r["dataset"]]
+      r["changed_vs_none"] = float(np.mean([a != b for a, b in zip(got, base)]))
+    return rows
+
   out["grid"] = grid(config, agg, agg_grad, used, stored, final, final_names, run_eval)
   counts = tuple(int(c) for c in (config.scores.get("snapshots") or ()))
   snaps = {d: miner_snapshots.load(workdir, d, counts, store_fingerprint(workdir, d)) for d in totals}
@@ -127,24 +143,26 @@ def section(workdir, out, final_names) -> list:
            f"{out['base']['strategy']} (the authors' lists). `jaccard vs chosen` compares the union of the point's "
            "sets with the union of the run's chosen sets."
            + (" Deactivation: condition `all` (every modality's set off); `primary` is the dataset's primary "
-              "metric, `mean` its mean over the datasets." if "none" in out else ""), ""]
+              "metric, `mean` its mean over the datasets, `answers changed` the share of answers (mean over the "
+              "datasets) that differ from the answers with no neuron off." if "none" in out else ""), ""]
   none = out.get("none")
   datasets = list(none) if none else []
   header = ["axis", "ratio", "weights", "strategy", "K", "union", "jaccard vs chosen"] + datasets + \
-      (["mean", "mean vs none"] if none else [])
+      (["mean", "mean vs none", "answers changed"] if none else [])
   base_mean = _mean_primary(none) if none else None
   table = []
   if none:
     table.append(["-", "-", "-", "none (no neuron off)", "", "", ""] + [_fmt(none[d].get("primary")) for d in datasets]
-                 + [_fmt(base_mean), ""])
+                 + [_fmt(base_mean), "", ""])
   for r in out["grid"]:
     w = r["weights"] if isinstance(r["weights"], str) else ",".join(f"{x:g}" for x in r["weights"])
     row = [r["axis"], r["ratio"], w, r["strategy"], r["K"], r["union"], _fmt(r["jaccard_vs_chosen"]["union"])]
     if none:
       d = r["deactivation"]
       mean = _mean_primary(d)
+      changed = float(np.mean([v["changed_vs_none"] for v in d.values()]))
       row += [_fmt(d[x].get("primary")) for x in datasets] + [_fmt(mean), "" if mean is None or base_mean is None
-                                                              else f"{mean - base_mean:+.3f}"]
+                                                              else f"{mean - base_mean:+.3f}", _fmt(changed)]
     table.append(row)
   lines += [md_table(header, table), ""]
   if none:
