@@ -24,13 +24,15 @@ def check_stages(stages) -> None:
 
 
 def run(workdir, config, *, model, params, inputs, samples, originals, totals, stored, ids, names, selected, sets,
-        layer_min, results) -> list:
-  """Run the requested optional stages -> report lines (appended to report.md by the caller)."""
+        layer_min, results, sampling=None) -> list:
+  """Run the requested optional stages -> report lines (appended to report.md by the caller).
+  totals: the stage-2 sums of the datasets the run aggregated (its stage 3); samples: every dataset (the
+  evaluation sets); sampling: the run's decoding settings (`deactivation.evaluate`)."""
   lines = []
   if "sweep" in config.stages:
     lines += miner_sweep.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples,
                              originals=originals, totals=totals, stored=stored, final=selected, final_names=names,
-                             layer_min=layer_min, results=results)
+                             layer_min=layer_min, results=results, sampling=sampling)
   if "last_token" in config.stages:
     last = miner_last_token.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples, ids=ids,
                                 stored=stored, selected=selected, names=names, layer_min=layer_min)

@@ -85,8 +85,9 @@ def grid(config, agg, agg_grad, used, stored, final, final_names, run_eval) -> l
 
 
 def run(workdir, config, *, model, params, inputs, samples, originals, totals, stored, final, final_names,
-        layer_min, results) -> list:
-  """The sweep stage (see the module docstring) -> report lines."""
+        layer_min, results, sampling=None) -> list:
+  """The sweep stage (see the module docstring) -> report lines. totals: the sums of the datasets the
+  run aggregated (selection); samples: the evaluation sets; sampling: the run's decoding settings."""
   agg, agg_grad, used = miner_sweep.aggregate_sums(totals)
   names = [m for m, u in zip(stored, used) if u]
 
@@ -94,7 +95,7 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
     cfg = eval_config(config, condition)
     sel = np.zeros((len(names),) + agg.shape[2:], bool) if sel is None else sel
     return miner_deactivation.evaluate(model, params, inputs, samples, originals, sel, names, layer_min, cfg,
-                                       config.data.source, config.seed)
+                                       config.data.source, config.seed, sampling=sampling)
 
   out = {"base": {"ratio": float(config.select.ratio), "weights": str(config.select.weights),
                   "strategy": config.select.strategy}, "short": config.sweep.short}
