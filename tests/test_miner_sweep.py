@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mmneuron_jax.analysis import miner, miner_sweep
-from mmneuron_jax.analysis.accumulate import accumulate
+from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks.miner import scores as miner_scores, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner import sweep as sweep_task

@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 from mmneuron_jax.analysis import miner, miner_semantics
-from mmneuron_jax.analysis.logit_lens import Lens, positions_where
+from mmneuron_jax.analysis.logit_lens import positions_where
+from mmneuron_jax.nn.logit_lens import Lens
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.tasks.miner.inputs import pad_to
 from mmneuron_jax.tasks.common.tables import md_table
