@@ -11,6 +11,8 @@ import functools
 from mmneuron_jax.convert.checks import UnsupportedConfigError
 
 SUB_CONFIGS = ("text_config", "vision_config", "qformer_config", "audio_config")
+# Key under which `api.load_hf` keeps generation_config.json's fields next to the config (not a HF field).
+GENERATION_CONFIG = "generation_config"
 
 # Fields of every HF config that do not change the forward pass: provenance, the file's dtype
 # (the caller picks ours), training-only knobs (dropout, init), runtime flags, labels, special token
@@ -53,8 +55,10 @@ def fill(config: dict, where: str = "config.json") -> tuple[dict, dict]:
   ones HF diffs it against).
   """
   cls = _config_class(config.get("model_type"), where)
-  obj = cls(**{k: v for k, v in config.items() if k != "model_type"})
+  obj = cls(**{k: v for k, v in config.items() if k not in ("model_type", GENERATION_CONFIG)})
   filled = obj.to_dict()
+  if config.get(GENERATION_CONFIG) is not None:
+    filled[GENERATION_CONFIG] = config[GENERATION_CONFIG]
   defaults = dict(_class_defaults(cls))
   for key in SUB_CONFIGS:
     sub = getattr(obj, key, None)
@@ -66,7 +70,7 @@ def fill(config: dict, where: str = "config.json") -> tuple[dict, dict]:
 def check_fields(config: dict, defaults: dict, handled, where: str, ignored=()):
   """Raise naming every field of `config` that is neither handled nor ignored (by name, or in
   IGNORED) and differs from `defaults` (a field HF does not know has no default: it raises)."""
-  known = set(handled) | set(ignored) | IGNORED | set(SUB_CONFIGS)
+  known = set(handled) | set(ignored) | IGNORED | set(SUB_CONFIGS) | {GENERATION_CONFIG}
   missing = object()
   bad = [f"{name}={value!r} (HF default {defaults.get(name, '<none>')!r})"
          for name, value in sorted(config.items())
