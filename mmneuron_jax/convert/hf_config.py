@@ -7,6 +7,7 @@ returns its `to_dict()`: every level filled in. `check_fields` is penzai's
 any other field must hold HF's default, else one error names the file, the sub-config and the field.
 """
 import functools
+import json
 
 from mmneuron_jax.convert.checks import UnsupportedConfigError
 
@@ -42,8 +43,13 @@ def _config_class(model_type, where: str):
 
 
 @functools.lru_cache(maxsize=None)
+def _cached_defaults(cls) -> str:
+  return json.dumps(cls().to_dict())
+
+
 def _class_defaults(cls) -> dict:
-  return cls().to_dict()
+  """`cls().to_dict()`, a fresh copy each call (HF may edit dicts it is given, e.g. rope fields)."""
+  return json.loads(_cached_defaults(cls))
 
 
 def fill(config: dict, where: str = "config.json") -> tuple[dict, dict]:
