@@ -13,10 +13,11 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, resource, sys, time
+import json, re, sys, time
 import jax, numpy as np
 import mmneuron_jax
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this address space's peak RSS (ru_maxrss would carry the parent's over fork + exec).
+rss = lambda: int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
 base = rss()
 t = time.time()
 model = mmneuron_jax.load_hf(sys.argv[1], dtype=sys.argv[2])
@@ -36,6 +37,7 @@ def write_checkpoint(path: str, layers: int, shard_bytes: int = 1 << 30) -> int:
   import torch
   import transformers
   from safetensors.numpy import save_file
+  from mmneuron_jax.convert import hf_config
   from mmneuron_jax.models.presets import preset
   config = preset("llava-hf/llava-v1.6-vicuna-7b-hf")
   config["text_config"]["num_hidden_layers"] = layers
@@ -64,7 +66,7 @@ def write_checkpoint(path: str, layers: int, shard_bytes: int = 1 << 30) -> int:
   with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
   with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config, f)
+    json.dump(hf_config.fill(config)[0], f)  # filled, so that older code reads it too
   return total
 
 
@@ -75,7 +77,12 @@ def main():
   parser.add_argument("--code", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       help="repository root whose mmneuron_jax to measure")
   args = parser.parse_args()
-  ckpt = write_checkpoint(args.dir, args.layers)
+  index = os.path.join(args.dir, "model.safetensors.index.json")
+  if os.path.exists(index):  # reuse a checkpoint written before
+    with open(index) as f:
+      ckpt = json.load(f)["metadata"]["total_size"]
+  else:
+    ckpt = write_checkpoint(args.dir, args.layers)
   env = dict(os.environ, PYTHONPATH=args.code, JAX_PLATFORMS="cpu")
   print(f"checkpoint: LLaVA-NeXT vicuna-7b config, {args.layers} layers a stack, fp16, {ckpt / 2**30:.2f} GiB")
   print("| target | params GiB | peak - base GiB | (peak - base) / checkpoint | seconds |")

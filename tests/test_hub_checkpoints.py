@@ -23,6 +23,8 @@ from safetensors.torch import save_file
 import hf_hooks
 import mmneuron_jax
 from mmneuron_jax.api import read_config
+from mmneuron_jax.data.inputs import qwen2_audio_inputs, qwen2_vl_inputs
+from mmneuron_jax.models import anyres
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOL = 1e-4
@@ -135,7 +137,6 @@ def image(size, seed=0):
 
 
 def llava_next_batch(config, fixture_dir):
-  from mmneuron_jax.models import anyres
   with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
     pre = json.load(f)
   pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class", "aspect_ratio_setting")}
@@ -164,7 +165,6 @@ def instructblip_batch(config, fixture_dir):
 
 
 def qwen2_vl_batch(config, fixture_dir):
-  from mmneuron_jax.data import qwen2_vl_inputs
   proc = qwen2_vl_inputs.image_processor(min_pixels=448 * 448, max_pixels=448 * 448)
   pix = proc([image(448)], return_tensors="np")
   assert pix["image_grid_thw"].tolist() == [[1, 32, 32]]
@@ -176,7 +176,6 @@ def qwen2_vl_batch(config, fixture_dir):
 
 
 def qwen2_audio_batch(config, fixture_dir):
-  from mmneuron_jax.data import qwen2_audio_inputs
   with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
     pre = json.load(f)
   extractor = qwen2_audio_inputs.feature_extractor(chunk_length=pre["chunk_length"], n_fft=pre["n_fft"],
