@@ -87,11 +87,11 @@ class DecoderConfig:
     if not qwen2 and c.get("attention_bias", False):
       reject_unsupported(where, {"attention_bias": (True, {False})})
     window = c.get("sliding_window") if model_type == "mistral" else None
-    if qwen2 and c.get("use_sliding_window", False):
-      reject_unsupported(where, {"use_sliding_window": (True, {False})})
-    if model_type != "mistral":
-      layer_types = tuple(sorted(set(c.get("layer_types") or ["full_attention"])))
-      reject_unsupported(where, {"layer_types": (layer_types, {("full_attention",)})})
+    if model_type != "mistral":  # one error naming both, whichever the file set
+      reject_unsupported(where, {
+          "use_sliding_window": (bool(c.get("use_sliding_window", False)), {False}),
+          "layer_types": (tuple(sorted(set(c.get("layer_types") or ["full_attention"]))), {("full_attention",)}),
+      })
     heads = c["num_attention_heads"]
     return cls(
         vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
