@@ -20,12 +20,12 @@ def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str
   """A `Model` around converted params for a HF config dict. `policy_options`: the other
   `Policy` fields (`fp32_matmul`, `attention`)."""
   family = family_for(config)
-  cfg = family.parse_config(config)
+  cfg = family.Config.from_hf(config)
   policy = Policy(dtype, compute_dtype or dtype, **policy_options)
-  module = family.module(cfg, policy)
-  return Model(family=family.name, module=module, params=params, config=config,
+  module = family.Module(cfg, policy)
+  return Model(family=family.NAME, module=module, params=params, config=config,
                probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch),
-               groups_fn=lambda prepared, groups, image_only: family.token_groups(cfg, prepared, groups, image_only))
+               groups_fn=lambda prepared, groups, media_only: family.token_groups(cfg, prepared, groups, media_only))
 
 
 def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
@@ -40,8 +40,8 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   resolve_dtype(dtype)
   config = read_config(path)
   family = family_for(config, os.path.join(path, "config.json"))
-  cfg = family.parse_config(config)
-  params = apply_rules(CheckpointReader(path), family.rules(cfg), dtype, ignore=list(family.ignore),
+  cfg = family.Config.from_hf(config)
+  params = apply_rules(CheckpointReader(path), family.hf_rules(cfg), dtype, ignore=list(family.IGNORE),
                        shardings=shardings)
   return build_model(config, params, dtype, compute_dtype, **policy_options)
 

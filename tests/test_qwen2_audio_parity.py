@@ -181,7 +181,7 @@ def test_token_groups_and_miner_masks(pair):
   for i, (row, frames) in enumerate(zip([0, 0, 1], [37, 81, 100])):
     expected[i, :(frames - 1) // 2 + 1] = [3, 5][row]
   np.testing.assert_array_equal(groups["audio"], expected)
-  audio_only = model.token_groups(batch, np.array([3, 5]), image_only=True)["llm"]
+  audio_only = model.token_groups(batch, np.array([3, 5]), media_only=True)["llm"]
   np.testing.assert_array_equal(audio_only >= 0, batch["input_ids"] == AUDIO)
   # MINER stage 1: the family's id sets equal the paper's, and exercise every modality here.
   cfg = model.module.cfg

@@ -148,7 +148,7 @@ def test_token_groups(pair):
   grid = batch["image_grid_thw"]
   per_image = np.repeat([3, 3, 5], grid.prod(-1))
   np.testing.assert_array_equal(groups["vision"], per_image[None])
-  image_only = model.token_groups(batch, np.array([3, 5]), image_only=True)["llm"]
+  image_only = model.token_groups(batch, np.array([3, 5]), media_only=True)["llm"]
   np.testing.assert_array_equal(image_only >= 0, batch["input_ids"] == IMAGE)
 
 

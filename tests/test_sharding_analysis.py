@@ -111,13 +111,13 @@ def _read_report(model_dir):
   from mmneuron_jax.models.registry import family_for
   config = read_config(model_dir)
   family = family_for(config)
-  rules = family.rules(family.parse_config(config))
+  rules = family.hf_rules(family.Config.from_hf(config))
   mesh = S.make_mesh(data=1, fsdp=8)
   shardings = S.shardings_for_config(config, mesh)
   reader = CountingReader(CheckpointReader(model_dir))
-  params = mapping.apply_rules(reader, rules, ignore=list(family.ignore), shardings=shardings)
+  params = mapping.apply_rules(reader, rules, ignore=list(family.IGNORE), shardings=shardings)
   out = {}
-  for plan in mapping.plan_rules(reader, rules, family.ignore):
+  for plan in mapping.plan_rules(reader, rules, family.IGNORE):
     spec = mapping._lookup(shardings, plan.rule.path).spec
     if all(a is None for a in spec):
       continue

@@ -92,7 +92,7 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
     dev["attention_mask"] = jnp.ones_like(dev["input_ids"]) if mesh is None else np.ones_like(dev["input_ids"])
   if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
     raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
-  if not getattr(model.module, "generation_keeps_position_ids", False):
+  if not model.module.generation_keeps_position_ids:
     dev.pop("position_ids", None)
   if eos_token_id is None:
     eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)

@@ -15,6 +15,7 @@ from mmneuron_jax.nn.attention import SelfAttention
 from mmneuron_jax.nn.layers import RMSNorm, rms_norm
 from mmneuron_jax.nn.mlp import GatedMLP
 from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.nn.probes import QKProbe
 from mmneuron_jax.nn.rope import inv_frequencies, rope_cos_sin
 
 SUPPORTED_ROPE_TYPES = ("default", "linear")
@@ -105,7 +106,7 @@ class DecoderLayer(nn.Module):
       aux["neurons"] = neurons
     if ctx.get("probe") is not None:
       probe = ctx["probe"]
-      if getattr(probe, "needs_qk", False):  # e.g. MINER's in-scan scores: post-RoPE q, k of this layer
+      if isinstance(probe, QKProbe):  # e.g. MINER's in-scan scores: post-RoPE q, k of this layer
         aux["probe"] = probe(neurons, q=kv["q"], k=kv["k"])
       else:
         aux["probe"] = probe(neurons)

@@ -40,7 +40,7 @@ statistics (a per-host mesh, `host_shard`, `reduce_stats_across_hosts`).
 from mmneuron_jax.sharding.mesh import AXES, axis_size, make_mesh, mesh_from_config, mesh_from_spec
 from mmneuron_jax.sharding.rules import (DEFAULT_RULES, LOGICAL_AXES, PARAM_AXES, describe, logical_rules,
                                          param_shardings, param_specs, spec_for)
-from mmneuron_jax.sharding.loading import (abstract_params, load_for_config, load_on_mesh, place_params,
+from mmneuron_jax.sharding.loading import (load_for_config, load_on_mesh, place_params,
                                            shardings_for_config)
 from mmneuron_jax.sharding.placement import (BATCH_AXES, BATCH_AXIS_FROM_END, batch_sharding, batch_sharding_for,
                                              batch_shardings, host_batch, replicated, replicated_to_host,
@@ -51,7 +51,7 @@ __all__ = [
     "AXES", "axis_size", "make_mesh", "mesh_from_config", "mesh_from_spec",
     "DEFAULT_RULES", "LOGICAL_AXES", "PARAM_AXES", "describe", "logical_rules", "param_shardings", "param_specs",
     "spec_for",
-    "abstract_params", "load_for_config", "load_on_mesh", "place_params", "shardings_for_config",
+    "load_for_config", "load_on_mesh", "place_params", "shardings_for_config",
     "BATCH_AXES", "BATCH_AXIS_FROM_END", "batch_sharding", "batch_sharding_for", "batch_shardings", "host_batch",
     "replicated", "replicated_to_host", "shard_batch", "to_host",
     "ShardedStep", "sharded_forward", "sharded_lens", "sharded_stats_step", "stats_step",

@@ -7,27 +7,10 @@ from mmneuron_jax.sharding.mesh import mesh_from_config
 from mmneuron_jax.sharding.rules import DEFAULT_RULES, param_shardings
 
 
-def abstract_params(config: dict, dtype: str = "float32"):
-  """Pytree of jax.ShapeDtypeStruct for any registered family's params (`jax.eval_shape` of the
-  family module's init: no memory, no weights). The family file's `init_inputs(cfg)` supplies
-  dummy inputs when it has one (Qwen2-VL, ...); else `models.shapes.abstract_params`."""
-  import sys
-  from mmneuron_jax.models.registry import family_for
-  from mmneuron_jax.nn.policy import Policy
-  family = family_for(config)
-  init_inputs = getattr(sys.modules.get(family.module.__module__), "init_inputs", None)
-  if init_inputs is None:
-    from mmneuron_jax.models import shapes
-    return shapes.abstract_params(config, dtype)
-  cfg = family.parse_config(config)
-  module = family.module(cfg, Policy(dtype, dtype))
-  args, kwargs = init_inputs(cfg)
-  return jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
-
-
 def shardings_for_config(config: dict, mesh: Mesh, dtype: str = "float32", rules=DEFAULT_RULES):
-  """Param shardings for a HF config dict of any family (shapes from `abstract_params`)."""
-  return param_shardings(abstract_params(config, dtype), mesh, rules)
+  """Param shardings for a HF config dict of any family (shapes from `models.shapes.abstract_params`)."""
+  from mmneuron_jax.models import shapes
+  return param_shardings(shapes.abstract_params(config, dtype), mesh, rules)
 
 
 def place_params(params, mesh: Mesh, rules=DEFAULT_RULES):
@@ -50,7 +33,7 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   if mesh is None:
     return mmneuron_jax.load(path, **load_kwargs) if converted else mmneuron_jax.load_hf(path, **load_kwargs)
   if converted:
-    from mmneuron_jax.io.checkpoint import abstract_params as saved_shapes
+    from mmneuron_jax.io.checkpoint import saved_shapes
     shardings = param_shardings(saved_shapes(path), mesh, rules)
     model = mmneuron_jax.load(path, shardings=shardings, **load_kwargs)
   else:

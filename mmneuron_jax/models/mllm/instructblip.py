@@ -13,6 +13,7 @@ tokens `[B, Q]`) and `qformer_text` (`intermediate` on the instruction positions
 import dataclasses
 
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.convert.checks import UnsupportedConfigError, reject_unsupported
@@ -69,6 +70,7 @@ class InstructBlip(nn.Module):
   return_kv: bool = False
   remat: bool = False
   extra_inputs = ("pixel_values", "qformer_input_ids", "qformer_attention_mask", "feature_index")
+  generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
   def __call__(self, input_ids, positions, bias, *, pixel_values=None, qformer_input_ids=None,
@@ -122,7 +124,7 @@ def prepare(cfg: InstructBlipConfig, batch: dict) -> dict:
   pixel_values float[B, C, H, W] holds one image per row and `qformer_input_ids` is present.
   """
   out = dict(batch)
-  if batch.get("pixel_values") is None:
+  if "feature_index" in batch or batch.get("pixel_values") is None:  # prepared already / text only
     return out
   pixel_values = np.asarray(batch["pixel_values"], np.float32)
   if pixel_values.ndim != 4:
@@ -142,16 +144,16 @@ def prepare(cfg: InstructBlipConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: InstructBlipConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: InstructBlipConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
-  llm [B, T] (padding never counts; `image_only` keeps only the query-output positions);
+  llm [B, T] (padding never counts; `media_only` keeps only the query-output positions);
   vision [B, 1 + P]; qformer_query [B, Q]; qformer_text [B, T_text] (Q-Former text padding -1).
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  if image_only:
+  if media_only:
     am = am & (np.asarray(prepared["feature_index"]) >= 0) if "feature_index" in prepared else np.zeros_like(am)
   out = {"llm": np.where(am, sample_groups[:, None], -1).astype(np.int32)}
   if prepared.get("pixel_values") is not None:
@@ -184,4 +186,24 @@ def hf_rules(cfg: InstructBlipConfig):
 
 
 # Buffers older checkpoints saved that carry no weights.
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "instructblip"
+Config = InstructBlipConfig
+Module = InstructBlip
+PROBE_MODULES = ("llm", "vision", TEXT, QUERY)
 IGNORE = (r"^qformer\.embeddings\.position_ids$", r"rotary_emb\.inv_freq$")
+# MINER stage-1 id sets of the real InstructBLIP (vicuna-7b) tokenizer: the image token only.
+TOKEN_IDS = {"special_ids": (), "image_ids": (32001,), "video_ids": (), "audio_ids": ()}
+
+
+def init_inputs(cfg: InstructBlipConfig, tokens: int = 8) -> tuple[tuple, dict]:
+  """Dummy (args, kwargs) for `InstructBlip.init` (e.g. under jax.eval_shape): one image, one
+  Q-Former instruction token, no image token in the LLM."""
+  v = cfg.vision
+  ids = jnp.zeros((1, tokens), jnp.int32)
+  kwargs = dict(pixel_values=jnp.zeros((1, v.num_channels, v.image_size, v.image_size), jnp.float32),
+                qformer_input_ids=jnp.zeros((1, 1), jnp.int32), qformer_attention_mask=jnp.ones((1, 1), jnp.int32),
+                feature_index=jnp.full((1, tokens), -1, jnp.int32))
+  return (ids, jnp.zeros((1, tokens), jnp.int32), jnp.zeros((1, tokens, tokens), jnp.float32)), kwargs

@@ -61,6 +61,7 @@ class LlavaNext(nn.Module):
   return_kv: bool = False
   remat: bool = False
   extra_inputs = ("pixel_values", "feature_index")  # prepared-batch keys this module takes
+  generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
   def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, masks=None,
@@ -102,9 +103,9 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   Adds `feature_index` int32[B, T] and `tile_valid` bool[N] and flattens 5-D pixel_values
   [I, S, C, H, W] to [I*S, C, H, W]; drops `image_sizes`.
   """
+  if "feature_index" in batch or batch.get("pixel_values") is None:  # prepared already / text only
+    return dict(batch)
   out = {k: v for k, v in batch.items() if k not in ("image_sizes", "pixel_values")}
-  if batch.get("pixel_values") is None:
-    return out
   pixel_values = np.asarray(batch["pixel_values"])
   if "image_sizes" not in batch:
     raise ValueError("batch has pixel_values but no image_sizes (LLaVA-NeXT needs both)")
@@ -135,18 +136,18 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
   sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
   {'llm': int32[B, T], 'vision': int32[N, 1 + P], 'projector': int32[N, P]}: padding never
-  counts, nor padded tile slots; `image_only` keeps only image-token positions in the LLM.
+  counts, nor padded tile slots; `media_only` keeps only image-token positions in the LLM.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  keep = am & (np.asarray(prepared["feature_index"]) >= 0) if image_only and "feature_index" in prepared else am
-  if image_only and "feature_index" not in prepared:
+  keep = am & (np.asarray(prepared["feature_index"]) >= 0) if media_only and "feature_index" in prepared else am
+  if media_only and "feature_index" not in prepared:
     keep = np.zeros_like(am)
   out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
   if "tile_valid" in prepared:
@@ -178,3 +179,22 @@ def hf_rules(cfg: LlavaNextConfig):
       rules.append(Rule(("projector", ours, "bias"), tuple(a + "bias" for a in alts)))
   rules.append(Rule(("image_newline",), ("image_newline", "model.image_newline")))
   return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "llava_next"
+Config = LlavaNextConfig
+Module = LlavaNext
+PROBE_MODULES = ("llm", "vision", "projector")
+IGNORE = ()
+# MINER stage-1 id sets of the real LLaVA-NeXT tokenizers (vicuna / mistral): <image> only.
+TOKEN_IDS = {"special_ids": (), "image_ids": (32000,), "video_ids": (), "audio_ids": ()}
+
+
+def init_inputs(cfg: LlavaNextConfig, tokens: int = 8) -> tuple[tuple, dict]:
+  """Dummy (args, kwargs) for `LlavaNext.init` (e.g. under jax.eval_shape): one tile, no image token."""
+  v = cfg.vision
+  ids = jnp.zeros((1, tokens), jnp.int32)
+  kwargs = dict(pixel_values=jnp.zeros((1, v.num_channels, v.image_size, v.image_size), jnp.float32),
+                feature_index=jnp.full((1, tokens), -1, jnp.int32))
+  return (ids, jnp.zeros((1, tokens), jnp.int32), jnp.zeros((1, tokens, tokens), jnp.float32)), kwargs

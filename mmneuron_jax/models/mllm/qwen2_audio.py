@@ -27,6 +27,11 @@ QWEN2_TEXT_DEFAULTS = dict(model_type="qwen2", vocab_size=151936, hidden_size=40
                            num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, hidden_act="silu",
                            rms_norm_eps=1e-6, rope_theta=10000.0, use_sliding_window=False)
 
+# MINER stage-1 id sets of the real Qwen2-Audio tokenizer (<|im_start|>, <|im_end|>, <|audio_bos|>,
+# <|audio_eos|>; <|AUDIO|>): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`; a checkpoint's
+# own are `Qwen2AudioConfig.modality_token_ids`.
+TOKEN_IDS = {"special_ids": (151644, 151645, 151647, 151648), "image_ids": (), "video_ids": (), "audio_ids": (151646,)}
+
 
 @dataclasses.dataclass(frozen=True)
 class Qwen2AudioConfig:
@@ -93,6 +98,7 @@ class Qwen2Audio(nn.Module):
   return_kv: bool = False
   remat: bool = False
   extra_inputs = ("input_features", "feature_attention_mask")
+  generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
   def __call__(self, input_ids, positions, bias, *, input_features=None, feature_attention_mask=None, masks=None,
@@ -159,7 +165,7 @@ def prepare(cfg: Qwen2AudioConfig, batch: dict) -> dict:
   """Host-side checks of the HF processor outputs; adds `audio_rows` int32[N] (batch row of
   each audio). The forward itself needs nothing prepared (the splice is computed on device)."""
   out = dict(batch)
-  if batch.get("input_features") is None:
+  if "audio_rows" in batch or batch.get("input_features") is None:  # prepared already / text only
     return out
   a = cfg.audio
   feats = np.asarray(batch["input_features"])
@@ -175,17 +181,17 @@ def prepare(cfg: Qwen2AudioConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: Qwen2AudioConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: Qwen2AudioConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
   sample_groups int[B]. Returns {'llm': int32[B, T], 'audio': int32[N, P]}: padding never
-  counts; `image_only` (here: audio only) keeps only `<|AUDIO|>` positions in the LLM. Encoder
+  counts; `media_only` (here: audio only) keeps only `<|AUDIO|>` positions in the LLM. Encoder
   frames take their audio's row group; padded frames (j >= (f - 1) // 2 + 1) count nowhere.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  keep = am & (ids == cfg.audio_token_id) if image_only else am
+  keep = am & (ids == cfg.audio_token_id) if media_only else am
   out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
   if prepared.get("input_features") is not None:
     fam = np.asarray(prepared["feature_attention_mask"])
@@ -214,3 +220,11 @@ def hf_rules(cfg: Qwen2AudioConfig):
   rules += [Rule(("projector", "kernel"), tuple(p + "weight" for p in proj), transpose),
             Rule(("projector", "bias"), tuple(p + "bias" for p in proj))]
   return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "qwen2_audio"
+Config = Qwen2AudioConfig
+Module = Qwen2Audio
+PROBE_MODULES = ("llm", "audio")
+IGNORE = ()

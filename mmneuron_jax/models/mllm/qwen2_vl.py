@@ -22,6 +22,11 @@ from mmneuron_jax.nn.policy import Policy
 TEXT, IMAGE, VIDEO = 0, 1, 2  # HF mm_token_type_ids values
 MEDIA = {IMAGE: ("image", "image_grid_thw"), VIDEO: ("video", "video_grid_thw")}  # type -> (name, grid field)
 
+# MINER stage-1 id sets of the real Qwen2-VL tokenizer (<|im_start|>, <|im_end|>, <|vision_start|>,
+# <|vision_end|>; <|image_pad|>; <|video_pad|>): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`.
+TOKEN_IDS = {"special_ids": (151644, 151645, 151652, 151653), "image_ids": (151655,), "video_ids": (151656,),
+             "audio_ids": ()}
+
 
 @dataclasses.dataclass(frozen=True)
 class Qwen2VLConfig:
@@ -229,8 +234,8 @@ def prepare(cfg: Qwen2VLConfig, batch: dict) -> dict:
   row of each medium, same order).
   """
   out = dict(batch)
-  if batch.get("pixel_values") is None and batch.get("pixel_values_videos") is None:
-    return out
+  if "feature_index" in batch or (batch.get("pixel_values") is None and batch.get("pixel_values_videos") is None):
+    return out  # prepared already / text only
   v = cfg.vision
   images, image_grid = _patches(cfg, batch, "pixel_values", "image_grid_thw")
   videos, video_grid = _patches(cfg, batch, "pixel_values_videos", "video_grid_thw")
@@ -258,18 +263,18 @@ def prepare(cfg: Qwen2VLConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
   sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
-  {'llm': int32[B, T], 'vision': int32[1, N]}: padding never counts; `image_only` keeps only
+  {'llm': int32[B, T], 'vision': int32[1, N]}: padding never counts; `media_only` keeps only
   image- and video-token positions in the LLM. Vision patches (images', then videos') take
   their medium's row group.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  if image_only:
+  if media_only:
     keep = am & (np.asarray(prepared["feature_index"]) >= 0) if "feature_index" in prepared else np.zeros_like(am)
   else:
     keep = am
@@ -290,3 +295,12 @@ def hf_rules(cfg: Qwen2VLConfig):
   rules = nest("llm", llama.hf_rules(cfg.text, ("model.language_model.", "model."), ("lm_head.",)))
   rules += nest("vision", qwen2_vit.hf_rules(cfg.vision, ("visual.", "model.visual.")))
   return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "qwen2_vl"
+Config = Qwen2VLConfig
+Module = Qwen2VL
+PROBE_MODULES = ("llm", "vision")
+# A tied checkpoint may still hold a copy of the embedding as lm_head.weight; HF discards it too.
+IGNORE = (r"^lm_head\.weight$",)
