@@ -1,8 +1,8 @@
 """MINER stage 2 inside the decoder's layer scan: the five importance scores of every sample,
 per layer, without ever holding `[L, B, T, F]` activations or `[L, B, H, T, T]` attention.
 
-`MinerScores` is a probe (see `nn/probes.py`) for the `llm` module of a decoder. It declares
-a `nn.probes.QKProbe`, so `DecoderLayer` calls it as `probe(neurons, q=..., k=...)` with the layer's
+`MinerScores` is a probe (see `nn/probes.py`) for the `llm` module of a decoder. It is a
+`nn.probes.QKProbe`, so `DecoderLayer` calls it as `probe(neurons, q=..., k=...)` with the layer's
 post-RoPE queries float[B, T, H, hd] and keys float[B, T, K, hd]. Per layer and sample it forms
 
   A = mean_h softmax_keys(Q_h K_h^T / sqrt(hd))      (GQA: each key head serves H/K query heads)
