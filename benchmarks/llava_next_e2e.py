@@ -227,7 +227,7 @@ def pipeline_rates(model, cfg: dict, text_tokens: int, b: int, n_batches: int, d
   from PIL import Image
   from mmneuron_jax.analysis.accumulate import accumulate
   from mmneuron_jax.analysis.stats import store_spec
-  from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+  from mmneuron_jax.data.inputs.llava_next import LlavaNextInputs
   from mmneuron_jax.io.stats_store import StatsStore
   from mmneuron_jax.tasks.mmneuron import domain_stats
   image, text = image_and_text(text_tokens)

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import pytest
 
+from mmneuron_jax.data import inputs as data_inputs, synthetic
+from mmneuron_jax.data.inputs.chat import ChatSpec
 from mmneuron_jax.models import presets, registry, shapes
 
 FAMILIES = registry.names()
@@ -49,3 +51,16 @@ def test_family_presets_parse_and_init(name):
   params = shapes.abstract_params(configs[0])
   paths = {tuple(k.key for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
   assert {r.path for r in fam.hf_rules(cfg)} == paths
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_has_its_data_layer(name):
+  """data/inputs/<family>.py exports the data checklist; data/synthetic/demo_<family>.py writes its
+  demo checkpoint."""
+  inputs = data_inputs.family(name)
+  missing = [k for k in data_inputs.CHECKLIST if not hasattr(inputs, k)]
+  assert not missing, f"data/inputs/{name}.py lacks {missing}"
+  assert inspect.isclass(inputs.Inputs) and callable(inputs.Inputs.from_pretrained)
+  assert inputs.vision_tokens is None or callable(inputs.vision_tokens)
+  assert inputs.CHAT is None or (isinstance(inputs.CHAT, ChatSpec) and inputs.CHAT.name == name)
+  assert callable(synthetic.demo_writer(name).build_demo_checkpoint)

@@ -64,7 +64,7 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
                  media_only=False) -> Step:
   """PlannedBatch -> {'field/module': np.ndarray} partial sums of that batch, as a `Step`:
   `prepare(planned)` loads the images, builds and pads the batch (`inputs`, the family's builder,
-  data/inputs/processors.py) and its token groups -> (device batch, device groups); `run(prepared)` is the
+  data/inputs/<family>.py) and its token groups -> (device batch, device groups); `run(prepared)` is the
   statistics step and its host copy. Calling the Step does both."""
   step = sharding.stats_step(model, num_groups)  # sharded when the model is on a mesh
   domains = list(records_by_domain)
