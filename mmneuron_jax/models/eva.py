@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.fused_attention import FusedAttention
+from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
@@ -73,9 +73,11 @@ class EvaLayer(nn.Module):
   def __call__(self, x, xs, ctx):
     """x float[N, T, D]; xs {'mask': float[F]} (per layer); ctx {'probe': probe or None}."""
     c, p = self.cfg, self.policy
-    x = x + FusedAttention(c.num_heads, c.qkv_bias, p, name="attn")(LayerNorm(c.layer_norm_eps, p, name="ln1")(x))
-    h = LayerNorm(c.layer_norm_eps, p, name="ln2")(x)
-    y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    h = LayerNorm(eps=c.layer_norm_eps, policy=p, name="ln1")(x)
+    x = x + FusedQKVAttention(num_heads=c.num_heads, qkv_bias=c.qkv_bias, policy=p, name="attn")(h)
+    h = LayerNorm(eps=c.layer_norm_eps, policy=p, name="ln2")(x)
+    mlp = MLP(hidden=c.intermediate_size, act=c.hidden_act, use_bias=True, policy=p, name="mlp")
+    y, neurons = mlp(h, xs.get("mask"))
     x = x + y
     return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
@@ -112,7 +114,7 @@ class EvaVisionTower(nn.Module):
     scanned = nn.scan(EvaLayer, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(0, nn.broadcast), length=c.num_layers)
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"probe": probe})
-    return LayerNorm(c.layer_norm_eps, p, name="post_norm")(x), aux
+    return LayerNorm(eps=c.layer_norm_eps, policy=p, name="post_norm")(x), aux
 
 
 # -- conversion ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.nn.attention import mask_to_bias
-from mmneuron_jax.nn.fused_attention import FusedAttention
+from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
@@ -124,11 +124,13 @@ class VisionBlock(nn.Module):
   @nn.compact
   def __call__(self, x, xs, ctx):
     c, p = self.cfg, self.policy
-    h = LayerNorm(LN_EPS, p, name="norm1")(x)
+    h = LayerNorm(eps=LN_EPS, policy=p, name="norm1")(x)
     # fused qkv (with bias) -> 2-D rope -> attention under the block-diagonal bias float32[1, N, N] -> proj
-    x = x + FusedAttention(c.num_heads, True, p, name="attn")(h, ctx["bias"], ctx["cos"], ctx["sin"])
-    h = LayerNorm(LN_EPS, p, name="norm2")(x)
-    y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    attn = FusedQKVAttention(num_heads=c.num_heads, qkv_bias=True, policy=p, name="attn")
+    x = x + attn(h, ctx["bias"], ctx["cos"], ctx["sin"])
+    h = LayerNorm(eps=LN_EPS, policy=p, name="norm2")(x)
+    mlp = MLP(hidden=c.intermediate_size, act=c.hidden_act, use_bias=True, policy=p, name="mlp")
+    y, neurons = mlp(h, xs.get("mask"))
     x = x + y
     return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
@@ -158,8 +160,9 @@ class Qwen2VisionTransformer(nn.Module):
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"bias": bias, "cos": cos, "sin": sin,
                                                                  "probe": probe})
     m2 = c.spatial_merge_size ** 2
-    h = LayerNorm(LN_EPS, p, name="merger_norm")(x[0]).reshape(-1, m2 * c.embed_dim)
-    merged, _ = MLP(m2 * c.embed_dim, "gelu", c.out_size, True, p, name="merger")(h)
+    h = LayerNorm(eps=LN_EPS, policy=p, name="merger_norm")(x[0]).reshape(-1, m2 * c.embed_dim)
+    merger = MLP(hidden=m2 * c.embed_dim, act="gelu", out_features=c.out_size, use_bias=True, policy=p, name="merger")
+    merged, _ = merger(h)
     return merged, aux
 
 

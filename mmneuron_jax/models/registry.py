@@ -11,7 +11,8 @@ from mmneuron_jax.models import mllm
 CHECKLIST = (
     "NAME",            # str: the HF model_type, equal to the module's name
     "Config",          # frozen dataclass: `Config.from_hf(config.json dict)`, `.probe_modules` {name: (L, F)}
-    "Module",          # flax module `Module(cfg, policy)`; class constants `extra_inputs`, `generation_keeps_position_ids`
+    "Module",          # flax module `Module(cfg=, policy=)`; class constants `extra_inputs`,
+                       # `generation_keeps_position_ids` (generate prefills with the prepared position_ids)
     "PROBE_MODULES",   # tuple[str]: the keys of `Config.probe_modules`, in order
     "hf_rules",        # cfg -> [convert.mapping.Rule]: our param path <- HF tensor name(s)
     "IGNORE",          # tuple[str]: regexes of checkpoint tensors HF itself drops

@@ -73,7 +73,7 @@ class InstructBlip(nn.Module):
   generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, pixel_values=None, qformer_input_ids=None,
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, qformer_input_ids=None,
                qformer_attention_mask=None, feature_index=None, masks=None, probe=None, lens=None, cache=None,
                cache_index=None):
     """input_ids int[B, T]; pixel_values float[N, C, H, W]; qformer_input_ids / qformer_attention_mask
@@ -88,17 +88,20 @@ class InstructBlip(nn.Module):
     query_tokens = self.param("query_tokens", nn.initializers.normal(0.02),
                               (c.num_query_tokens, c.qformer.hidden_size), p.param)
     if pixel_values is not None:
-      image, aux["vision"] = EvaVisionTower(c.vision, p, "vision" in self.capture, name="vision")(
+      image, aux["vision"] = EvaVisionTower(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")(
           pixel_values, masks.get("vision"), probe.get("vision"))
-      qformer = QFormer(c.qformer, p, tuple(n for n in (QUERY, TEXT) if n in self.capture), name="qformer")
+      qformer = QFormer(cfg=c.qformer, policy=p, capture=tuple(n for n in (QUERY, TEXT) if n in self.capture),
+                        name="qformer")
       query_out, qaux = qformer(query_tokens, image, qformer_input_ids, qformer_attention_mask,
                                 {k: masks[k] for k in (QUERY, TEXT) if k in masks},
                                 {k: probe[k] for k in (QUERY, TEXT) if k in probe})
       aux.update(qaux)
-      feats = Dense(c.text.hidden_size, True, p, name="language_projection")(query_out)
+      feats = Dense(features=c.text.hidden_size, use_bias=True, policy=p, name="language_projection")(query_out)
       features = feats.reshape(-1, c.text.hidden_size)
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 

@@ -64,7 +64,7 @@ class LlavaNext(nn.Module):
   generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, masks=None,
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, feature_index=None, masks=None,
                probe=None, lens=None, cache=None, cache_index=None):
     """input_ids int[B, T]; pixel_values float[N, C, H, W] (all tile slots); feature_index int32[B, T].
 
@@ -76,14 +76,15 @@ class LlavaNext(nn.Module):
     features = None
     newline = self.param("image_newline", nn.initializers.normal(0.02), (c.text.hidden_size,), p.param)
     if pixel_values is not None:
-      _, vaux = VisionTower(c.vision, p, "vision" in self.capture, name="vision")(
+      _, vaux = VisionTower(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")(
           pixel_values, masks.get("vision"), probe.get("vision"))
       hidden = vaux.pop("hidden")
       picks = [k - 1 if k > 0 else c.vision.num_layers + k for k in c.feature_layers]
       selected = jnp.concatenate([hidden[i][:, 1:] for i in picks], axis=-1)
       pmask = masks.get("projector")
-      feats, neurons = MLP(c.text.hidden_size, c.projector_act, c.text.hidden_size, c.projector_bias, p,
-                           name="projector")(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
+      projector = MLP(hidden=c.text.hidden_size, act=c.projector_act, out_features=c.text.hidden_size,
+                      use_bias=c.projector_bias, policy=p, name="projector")
+      feats, neurons = projector(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
       paux = {}
       if "projector" in self.capture:
         paux["neurons"] = neurons[None]
@@ -91,8 +92,10 @@ class LlavaNext(nn.Module):
         paux["probe"] = jax.tree_util.tree_map(lambda a: a[None], probe["projector"](neurons))  # 1 layer
       aux["vision"], aux["projector"] = vaux, paux
       features = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 

@@ -101,9 +101,9 @@ class Qwen2Audio(nn.Module):
   generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, input_features=None, feature_attention_mask=None, masks=None,
+  def __call__(self, input_ids, positions, attn_mask, *, input_features=None, feature_attention_mask=None, masks=None,
                probe=None, lens=None, cache=None, cache_index=None):
-    """input_ids int[B, T]; positions int[B, T]; bias float32[B, T, S]; input_features
+    """input_ids int[B, T]; positions int[B, T]; attn_mask a `CausalMask` or float32[B, T, S]; input_features
     float[N, M, 2P] log-mel (one row per audio); feature_attention_mask int[N, 2P].
 
     Returns (logits float32[B, T, V], aux {'llm': ..., 'audio': ...}).
@@ -116,14 +116,16 @@ class Qwen2Audio(nn.Module):
         frames = jnp.full(input_features.shape[:1], input_features.shape[-1], jnp.int32)
       else:
         frames = jnp.sum(feature_attention_mask.astype(jnp.int32), axis=-1)
-      enc, aux["audio"] = AudioEncoder(c.audio, p, "audio" in self.capture, name="audio")(
+      enc, aux["audio"] = AudioEncoder(cfg=c.audio, policy=p, capture="audio" in self.capture, name="audio")(
           input_features, frames, masks.get("audio"), probe.get("audio"))
-      proj = Dense(c.text.hidden_size, True, p, name="projector")(enc)  # [N, P // 2, D]
+      proj = Dense(features=c.text.hidden_size, use_bias=True, policy=p, name="projector")(enc)  # [N, P // 2, D]
       features = proj.reshape(-1, proj.shape[-1])
       _, n_features = encoder_lengths(frames)
       feature_index = splice_index(input_ids, c.audio_token_id, n_features, proj.shape[1])
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 

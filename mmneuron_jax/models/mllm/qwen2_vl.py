@@ -80,7 +80,7 @@ class Qwen2VL(nn.Module):
   generation_keeps_position_ids = True  # generate.py: prefill with the prepared M-RoPE positions
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, vision_positions=None,
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, feature_index=None, vision_positions=None,
                vision_segments=None, masks=None, probe=None, lens=None, cache=None, cache_index=None):
     """input_ids int[B, T]; positions int[3, B, T] (or int[B, T], used on all three streams);
     pixel_values float[N, C*Tp*p*p] (the images' then the videos' patches); feature_index int32[B, T];
@@ -94,10 +94,13 @@ class Qwen2VL(nn.Module):
       positions = jnp.broadcast_to(positions[None], (3,) + positions.shape)
     aux, features = {}, None
     if pixel_values is not None:
-      features, aux["vision"] = Qwen2VisionTransformer(c.vision, p, "vision" in self.capture, name="vision")(
+      vision = Qwen2VisionTransformer(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")
+      features, aux["vision"] = vision(
           pixel_values, vision_positions, vision_segments, masks.get("vision"), probe.get("vision"))
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 
