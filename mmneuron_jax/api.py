@@ -1,4 +1,5 @@
-"""Public entry points: `load_hf`, `convert`, `load` (DESIGN.md)."""
+"""Public entry points: `load_hf`, `convert_checkpoint`, `load` (`mmneuron_jax.convert` is the conversion
+subpackage: reader, rules, checks)."""
 import json
 import os
 
@@ -46,7 +47,7 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   return build_model(config, params, dtype, compute_dtype, **policy_options)
 
 
-def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
+def convert_checkpoint(path: str, out_dir: str, dtype: str = "float32") -> str:
   """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`)."""
   from mmneuron_jax.io.checkpoint import save_params
   model = load_hf(path, dtype)
@@ -55,7 +56,7 @@ def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
 
 
 def load(out_dir: str, compute_dtype: str | None = None, shardings=None, **policy_options) -> Model:
-  """Restore a `convert`ed checkpoint. `policy_options`: `fp32_matmul`, `attention`."""
+  """Restore a `convert_checkpoint` output. `policy_options`: `fp32_matmul`, `attention`."""
   from mmneuron_jax.io.checkpoint import restore_params
   params, meta = restore_params(out_dir, shardings=shardings)
   return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, **policy_options)

@@ -162,7 +162,7 @@ def _orbax_report(model_dir, out_dir):
   import mmneuron_jax
   from mmneuron_jax import sharding as S
   mesh = S.make_mesh(data=1, fsdp=8)
-  ck = mmneuron_jax.convert(model_dir, os.path.join(out_dir, "orbax"))
+  ck = mmneuron_jax.convert_checkpoint(model_dir, os.path.join(out_dir, "orbax"))
   restored, loaded = S.load_on_mesh(ck, mesh), S.load_on_mesh(model_dir, mesh)
   pairs = list(zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(loaded.params)))
   gate = restored.params["llm"]["layers"]["mlp"]["gate"]["kernel"]

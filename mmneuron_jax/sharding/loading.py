@@ -19,7 +19,7 @@ def place_params(params, mesh: Mesh, rules=DEFAULT_RULES):
 
 
 def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwargs):
-  """A HF checkpoint dir (`load_hf`) or a `convert`ed one (`load`: it holds mmneuron.json) ->
+  """A HF checkpoint dir (`load_hf`) or a `convert_checkpoint` output (`load`: it holds mmneuron.json) ->
   `Model` on `mesh`: every param is built by `jax.make_array_from_callback` from its slices
   (safetensors slices / orbax restore against sharded abstract targets), so no host ever holds
   a whole sharded tensor. mesh None -> the plain load. load_kwargs: dtype, compute_dtype, ..."""
