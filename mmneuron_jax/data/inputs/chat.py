@@ -15,7 +15,8 @@ class ChatSpec:
   one are skipped; 'video' samples pass `videos=` to the processor); processor_kwargs: (name, value)
   pairs for its `Inputs.from_pretrained`; media_prefix: text before the i-th medium in the user turn
   (HF chat template), media_suffix after; modalities: MINER modalities its inputs can produce
-  (stage-2 arrays keep only these)."""
+  (stage-2 arrays keep only these); options: `config.data` fields its processor takes (passed to
+  its `Inputs.from_pretrained` by name)."""
   name: str
   media: str
   marker: str
@@ -26,3 +27,4 @@ class ChatSpec:
   media_prefix: str = ""
   media_suffix: str = ""
   modalities: tuple = ("text", "special", "special_text", "prompt")
+  options: tuple = ()

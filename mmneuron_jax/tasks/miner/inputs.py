@@ -77,19 +77,27 @@ def pad_to(batch: dict, rows: int | None, bucket: int, pad_id: int, padding_side
 class ChatInputs:
   """Samples -> HF-named batches for one family, with the family's chat template."""
 
-  def __init__(self, spec: ChatSpec, processor, config: dict):
+  def __init__(self, spec: ChatSpec, processor, config: dict, generation_config: dict | None = None):
     self.spec = spec
     self.processor = processor
     self.tokenizer = processor.tokenizer
     self.config = config
+    self.generation_config = generation_config or {}
     self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
     self.im_end_id = self._token_id("<|im_end|>")
 
   @classmethod
-  def from_pretrained(cls, family: str, path: str):
+  def from_pretrained(cls, family: str, path: str, options: dict | None = None):
+    """options: values of the family's `spec.options` (others are ignored)."""
     spec = spec_for(family)
-    processor = _inputs_module(family).Inputs.from_pretrained(path, **dict(spec.processor_kwargs))
-    return cls(spec, processor, _read_config(path))
+    kwargs = dict(spec.processor_kwargs)
+    kwargs.update({k: v for k, v in (options or {}).items() if k in spec.options})
+    processor = _inputs_module(family).Inputs.from_pretrained(path, **kwargs)
+    return cls(spec, processor, _read_config(path), _read_config(path, "generation_config.json", missing_ok=True))
+
+  def settings(self) -> dict:
+    """The processor settings in effect (e.g. Qwen2-VL pixel bounds), for the run's protocol record."""
+    return dict(self.processor.settings()) if hasattr(self.processor, "settings") else {}
 
   def _token_id(self, token: str) -> int:
     tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -110,8 +118,12 @@ class ChatInputs:
     return out
 
   def eos_ids(self) -> list:
+    """config.json's eos id(s), generation_config.json's (HF generate stops on those: Qwen2-VL / Qwen2-Audio
+    add <|endoftext|>) and <|im_end|>."""
     eos = (self.config.get("text_config") or self.config).get("eos_token_id", self.config.get("eos_token_id"))
     ids = [] if eos is None else list(np.atleast_1d(eos).tolist())
+    more = self.generation_config.get("eos_token_id")
+    ids += [] if more is None else list(np.atleast_1d(more).tolist())
     return sorted(set(ids + [self.im_end_id]))
 
   def media(self, sample) -> list:
@@ -171,12 +183,15 @@ class ChatInputs:
     return self.processor.decode(token_ids)
 
 
-def _read_config(path: str) -> dict:
+def _read_config(path: str, name: str = "config.json", missing_ok: bool = False) -> dict | None:
   import json
   import os
-  with open(os.path.join(path, "config.json")) as f:
+  file = os.path.join(path, name)
+  if missing_ok and not os.path.exists(file):
+    return None
+  with open(file) as f:
     return json.load(f)
 
 
-def family_inputs(family: str, path: str) -> ChatInputs:
-  return ChatInputs.from_pretrained(family, path)
+def family_inputs(family: str, path: str, options: dict | None = None) -> ChatInputs:
+  return ChatInputs.from_pretrained(family, path, options)
