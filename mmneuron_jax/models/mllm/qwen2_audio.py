@@ -65,7 +65,7 @@ class Qwen2AudioConfig:
 
   @property
   def modality_token_ids(self) -> dict[str, tuple[int, ...]]:
-    """MINER stage-1 id sets (`miner.token_modality_masks(..., family=None, **ids)`).
+    """MINER stage-1 id sets (`miner.token_modality_masks(input_ids, ids)`).
 
     Qwen2's tokenizer holds <|im_start|>, <|im_end|>, <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
     at consecutive ids (151644..151648), so the special ids sit at audio_token_id -2, -1, +1, +2;

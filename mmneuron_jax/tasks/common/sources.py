@@ -3,7 +3,7 @@ import os
 
 from absl import logging
 
-from mmneuron_jax import sharding
+from mmneuron_jax import loading
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo
@@ -51,6 +51,6 @@ def load_model(config, workdir, records):
       fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
   model_id = config.model.id or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
-  model = sharding.load_for_config(path, config)
+  model = loading.load_for_config(path, config)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam

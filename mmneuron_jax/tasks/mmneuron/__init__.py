@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 
 from mmneuron_jax.analysis import dape
-from mmneuron_jax.analysis.accumulate import accumulate
+from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.analysis.stats import counts_for_dape, store_spec
 from mmneuron_jax.io.stats_store import StatsStore

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
+from mmneuron_jax.tasks.common.plots import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.compare import side_by_side
 
