@@ -7,9 +7,10 @@ import mmneuron_jax
 
 ROOT = pathlib.Path(mmneuron_jax.__file__).parent
 LEAVES = {"sharding": set(), "convert": {"dtypes"}, "io": {"sharding", "dtypes"}}  # layer -> the layers it may import
-# (file, function) pairs that may import from the package at call time: the family dispatch by name.
+# (file, function) pairs that may import from the package at call time: the dispatch by name of a
+# family (model, inputs, demo checkpoint) and of a study (`config.task`).
 DISPATCH = {("models/registry.py", "family"), ("data/inputs/__init__.py", "family"),
-            ("data/synthetic/__init__.py", "demo_writer")}
+            ("data/synthetic/__init__.py", "demo_writer"), ("tasks/__init__.py", "run")}
 
 
 def _imports():

@@ -4,6 +4,9 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
 from mmneuron_jax.nn.attention import SelfAttention
 from mmneuron_jax.nn.layers import LayerNorm
 from mmneuron_jax.nn.mlp import MLP
@@ -29,7 +32,6 @@ class VisionConfig:
 
   @classmethod
   def from_hf(cls, c: dict, where: str = "vision_config") -> "VisionConfig":
-    from mmneuron_jax.convert.checks import reject_unsupported
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "clip_vision_model"), {"clip_vision_model"}),
         "hidden_act": (c.get("hidden_act", "quick_gelu"), {"quick_gelu", "gelu"}),
@@ -102,8 +104,6 @@ class VisionTower(nn.Module):
 def hf_rules(cfg: VisionConfig, prefixes):
   """Declarative map for the CLIP vision tower; prefixes are the alternatives for
   'vision_tower.vision_model.' (hub checkpoints) / 'vision_tower.' (transformers v5)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
   L = cfg.num_layers
 
   def alt(name):

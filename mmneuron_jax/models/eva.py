@@ -11,16 +11,18 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 
 
 def _square(value, field, where):
   """HF allows int or (h, w) for image/patch size; we support square only."""
-  from mmneuron_jax.convert.checks import reject_unsupported
   if isinstance(value, (list, tuple)):
     if len(value) != 2 or value[0] != value[1]:
       reject_unsupported(where, {field: (tuple(value), {"an int or a square (s, s)"})})
@@ -47,7 +49,6 @@ class EvaConfig:
 
   @classmethod
   def from_hf(cls, c: dict, where: str = "vision_config") -> "EvaConfig":
-    from mmneuron_jax.convert.checks import reject_unsupported
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "instructblip_vision_model"), {"instructblip_vision_model"}),
         "hidden_act": (c.get("hidden_act", "gelu"), set(ACTIVATIONS)),
@@ -142,8 +143,6 @@ def qkv_bias(*xs):
 
 def hf_rules(cfg: EvaConfig, prefix: str = "vision_model."):
   """Declarative map: our param path <- HF name(s) under `prefix`."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
   L = cfg.num_layers
   layer = prefix + "encoder.layers.{i}."
   rules = [

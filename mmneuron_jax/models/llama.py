@@ -10,9 +10,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmneuron_jax.nn.logit_lens import lens_readout
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import SelfAttention
-from mmneuron_jax.nn.layers import RMSNorm, rms_norm
+from mmneuron_jax.nn.layers import rms_norm, RMSNorm
+from mmneuron_jax.nn.logit_lens import lens_readout
 from mmneuron_jax.nn.mlp import GatedMLP
 from mmneuron_jax.nn.policy import Policy
 from mmneuron_jax.nn.probes import QKProbe
@@ -46,7 +49,6 @@ class DecoderConfig:
     allow_mrope: accept Qwen2-VL's M-RoPE (rope type 'mrope', or 'default' with an
     `mrope_section`, in `rope_scaling` / `rope_parameters`); then positions are int[3, B, T].
     """
-    from mmneuron_jax.convert.checks import reject_unsupported
     rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     mrope_section = None
@@ -183,8 +185,6 @@ def hf_rules(cfg: DecoderConfig, prefixes, head_prefixes):
   prefixes: alternatives for the decoder body ('model.language_model.', 'language_model.model.');
   head_prefixes: alternatives for the LM head ('lm_head.', 'language_model.lm_head.').
   """
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.num_layers
 
   def alt(name, pre=prefixes):

@@ -20,8 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import attend, mask_to_bias
-from mmneuron_jax.nn.layers import ACTIVATIONS, activation
+from mmneuron_jax.nn.layers import activation, ACTIVATIONS
 from mmneuron_jax.nn.mlp import apply_mask
 from mmneuron_jax.nn.policy import Policy
 
@@ -49,7 +52,6 @@ class QFormerConfig:
   @classmethod
   def from_hf(cls, c: dict, encoder_hidden_size: int, where: str = "qformer_config") -> "QFormerConfig":
     """`encoder_hidden_size` is the vision width (HF overrides the sub-config's field with it)."""
-    from mmneuron_jax.convert.checks import reject_unsupported
     freq = c.get("cross_attention_frequency", 2)
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "instructblip_qformer"), {"instructblip_qformer"}),
@@ -230,8 +232,6 @@ def stack_transposed(*xs):
 def hf_rules(cfg: QFormerConfig, prefix: str = "qformer."):
   """Declarative map: our param path <- HF name(s) under `prefix`. Parts every layer has are
   stacked with `{i}`; the cross-attention parts list their layers' names explicitly."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.num_layers
   layer = prefix + "encoder.layer.{i}."
   rules = [

@@ -15,12 +15,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import mask_to_bias
-from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 from mmneuron_jax.nn.rope import rope_cos_sin
 
 LN_EPS = 1e-6  # HF hard-codes eps=1e-6 for norm1, norm2 and merger.ln_q
@@ -52,7 +55,6 @@ class Qwen2VisionConfig:
   @classmethod
   def from_hf(cls, c: dict, where: str = "vision_config") -> "Qwen2VisionConfig":
     """From HF `vision_config` (hub layout: `in_chans`, no rope fields; v5: `in_channels`, `rope_parameters`)."""
-    from mmneuron_jax.convert.checks import reject_unsupported
     rope = dict(c.get("rope_parameters") or {})
     embed, heads = c.get("embed_dim", 1280), c.get("num_heads", 16)
     reject_unsupported(where, {
@@ -174,8 +176,6 @@ def conv3d_to_dense(w):
 def hf_rules(cfg: Qwen2VisionConfig, prefixes=("visual.", "model.visual.")):
   """Declarative map for the vision tower; prefixes: alternatives for HF's 'visual.' (hub and
   v5-saved checkpoints) / 'model.visual.' (v5 in-memory names)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.depth
 
   def alt(name):

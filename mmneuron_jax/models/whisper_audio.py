@@ -16,10 +16,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import attend, mask_to_bias
-from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm, activation
-from mmneuron_jax.nn.neuron_aux import neuron_aux
+from mmneuron_jax.nn.layers import activation, ACTIVATIONS, Dense, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, which HF uses for every encoder norm
@@ -46,7 +49,6 @@ class AudioEncoderConfig:
 
     `scale_embedding` is accepted either way: HF computes `embed_scale` but never applies it.
     """
-    from mmneuron_jax.convert.checks import reject_unsupported
     d, heads = c.get("d_model", 1280), c.get("encoder_attention_heads", 20)
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "qwen2_audio_encoder"), {"qwen2_audio_encoder"}),
@@ -148,8 +150,6 @@ class AudioEncoder(nn.Module):
 def hf_rules(cfg: AudioEncoderConfig, prefixes=("audio_tower.", "model.audio_tower.")):
   """Declarative map for the audio tower; prefixes: alternatives for HF's 'audio_tower.' (hub
   and v5-saved checkpoints) / 'model.audio_tower.' (v5 in-memory names)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.num_layers
 
   def alt(name):

@@ -16,10 +16,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.convert.checks import UnsupportedConfigError, reject_unsupported
+from mmneuron_jax.convert.checks import reject_unsupported, UnsupportedConfigError
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
+from mmneuron_jax.models import eva, llama, qformer
 from mmneuron_jax.models.eva import EvaConfig, EvaVisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
-from mmneuron_jax.models.qformer import QUERY, TEXT, QFormer, QFormerConfig
+from mmneuron_jax.models.qformer import QFormer, QFormerConfig, QUERY, TEXT
 from mmneuron_jax.nn.layers import Dense
 from mmneuron_jax.nn.policy import Policy
 
@@ -172,9 +175,6 @@ def hf_rules(cfg: InstructBlipConfig):
   """Param path <- HF name. transformers (hub and v5 save_pretrained) writes `language_model.model.*`,
   `language_model.lm_head.*`, `vision_model.*`, `qformer.*`, `query_tokens`, `language_projection.*`;
   the vision qkv bias is read fused (`qkv.bias`) or from LAVIS-style `q_bias` / `v_bias`."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
-  from mmneuron_jax.models import eva, llama, qformer
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.models import anyres
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
+from mmneuron_jax.models import anyres, clip, llama
 from mmneuron_jax.models.clip import VisionConfig, VisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.nn.mlp import MLP
@@ -164,9 +166,6 @@ def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, media_only
 def hf_rules(cfg: LlavaNextConfig):
   """Param path <- HF name, accepting both layouts (hub/v5-saved 'language_model.model.*',
   'vision_tower.vision_model.*' and in-memory v5 'model.language_model.*', 'model.vision_tower.*')."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
-  from mmneuron_jax.models import clip, llama
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.models import whisper_audio
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
+from mmneuron_jax.models import llama, whisper_audio
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.whisper_audio import AudioEncoder, AudioEncoderConfig, encoder_lengths
 from mmneuron_jax.nn.layers import Dense
@@ -208,9 +210,6 @@ def token_groups(cfg: Qwen2AudioConfig, prepared: dict, sample_groups, media_onl
 def hf_rules(cfg: Qwen2AudioConfig):
   """Param path <- HF name, accepting both layouts (hub / v5-saved 'language_model.model.*',
   'audio_tower.*', 'multi_modal_projector.*' and v5 in-memory 'model.language_model.*', ...)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
-  from mmneuron_jax.models import llama
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.models import qwen2_vit
+from mmneuron_jax.models import llama, qwen2_vit
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.qwen2_vit import Qwen2VisionConfig, Qwen2VisionTransformer
 from mmneuron_jax.nn.policy import Policy
@@ -290,7 +290,6 @@ def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, media_only: 
 def hf_rules(cfg: Qwen2VLConfig):
   """Param path <- HF name, accepting both layouts (hub / v5-saved 'model.layers.*', 'visual.*'
   and v5 in-memory 'model.language_model.*', 'model.visual.*'); 'lm_head.weight' unless tied."""
-  from mmneuron_jax.models import llama
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
