@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mmneuron_jax.models import presets, registry, shapes
-from mmneuron_jax.sharding.rules import PARAM_AXES, _path_str
+from mmneuron_jax.sharding.rules import PARAM_AXES, path_str
 
 FALLBACK = r".*"
 assert PARAM_AXES[-1][0] == FALLBACK
@@ -19,7 +19,7 @@ def test_large_params_match_a_real_rule(hub_id):
   config = presets.PRESETS[hub_id]
   params = shapes.abstract_params(config)
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  large = [(_path_str(p), x.shape) for p, x in leaves if int(np.prod(x.shape)) * x.dtype.itemsize > 2**20]
+  large = [(path_str(p), x.shape) for p, x in leaves if int(np.prod(x.shape)) * x.dtype.itemsize > 2**20]
   assert len(large) >= 10  # the towers' stacked layers at least
   uncovered = [(p, s) for p, s in large if next(pat for pat, _ in PARAM_AXES if re.search(pat, p)) == FALLBACK]
   assert not uncovered, f"{hub_id}: params over 1 MiB that only the catch-all rule matches: {uncovered}"
