@@ -26,7 +26,7 @@ def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str
   family = family_for(config)
   cfg = family.Config.from_hf(config)
   policy = Policy(dtype, compute_dtype or dtype, **policy_options)
-  module = family.Module(cfg, policy)
+  module = family.Module(cfg=cfg, policy=policy)
   return Model(family=family.NAME, module=module, params=params, config=config,
                probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch),
                groups_fn=lambda prepared, groups, media_only: family.token_groups(cfg, prepared, groups, media_only))

@@ -303,7 +303,7 @@ def test_full_size_param_count_equals_hf():
   assert ids["special_ids"] == qwen2_audio.TOKEN_IDS["special_ids"]
   assert ids["audio_ids"] == qwen2_audio.TOKEN_IDS["audio_ids"]
   args, kwargs = qwen2_audio.init_inputs(cfg)
-  module = qwen2_audio.Qwen2Audio(cfg, Policy())
+  module = qwen2_audio.Qwen2Audio(cfg=cfg, policy=Policy())
   shapes = jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
   ours = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
   with torch.device("meta"):

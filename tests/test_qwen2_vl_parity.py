@@ -285,7 +285,7 @@ def test_full_size_param_count_equals_hf():
   hub = hub_config()
   cfg = qwen2_vl.Qwen2VLConfig.from_hf(hub)
   args, kwargs = qwen2_vl.init_inputs(cfg)
-  module = qwen2_vl.Qwen2VL(cfg, Policy())
+  module = qwen2_vl.Qwen2VL(cfg=cfg, policy=Policy())
   shapes = jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
   ours = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
   with torch.device("meta"):

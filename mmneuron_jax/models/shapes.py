@@ -10,7 +10,7 @@ def abstract_params(config: dict, dtype: str = "float32"):
   """-> pytree of jax.ShapeDtypeStruct for the family's params (any family: its `init_inputs`)."""
   family = family_for(config)
   cfg = family.Config.from_hf(config)
-  module = family.Module(cfg, Policy(dtype, dtype))
+  module = family.Module(cfg=cfg, policy=Policy(dtype, dtype))
   args, kwargs = family.init_inputs(cfg)
   return jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
 
