@@ -14,7 +14,7 @@ from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
 from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import SelfAttention
-from mmneuron_jax.nn.layers import rms_norm, RMSNorm
+from mmneuron_jax.nn.layers import RMSNorm, rms_norm
 from mmneuron_jax.nn.logit_lens import lens_readout
 from mmneuron_jax.nn.mlp import GatedMLP
 from mmneuron_jax.nn.policy import Policy

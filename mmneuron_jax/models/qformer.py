@@ -24,7 +24,7 @@ from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
 from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import attend, mask_to_bias
-from mmneuron_jax.nn.layers import activation, ACTIVATIONS
+from mmneuron_jax.nn.layers import ACTIVATIONS, activation
 from mmneuron_jax.nn.mlp import apply_mask
 from mmneuron_jax.nn.policy import Policy
 

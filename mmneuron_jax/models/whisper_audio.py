@@ -20,7 +20,7 @@ from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
 from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import attend, mask_to_bias
-from mmneuron_jax.nn.layers import activation, ACTIVATIONS, Dense, LayerNorm
+from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm, activation
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.convert.checks import reject_unsupported, UnsupportedConfigError
+from mmneuron_jax.convert.checks import UnsupportedConfigError, reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
 from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.models import eva, llama, qformer
