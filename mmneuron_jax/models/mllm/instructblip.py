@@ -22,7 +22,7 @@ from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.models import eva, llama, qformer
 from mmneuron_jax.models.eva import EvaConfig, EvaVisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
-from mmneuron_jax.models.qformer import QFormer, QFormerConfig, QUERY, TEXT
+from mmneuron_jax.models.qformer import QUERY, TEXT, QFormer, QFormerConfig
 from mmneuron_jax.nn.layers import Dense
 from mmneuron_jax.nn.policy import Policy
 
