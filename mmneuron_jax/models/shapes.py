@@ -7,7 +7,8 @@ from mmneuron_jax.nn.policy import Policy
 
 
 def abstract_params(config: dict, dtype: str = "float32"):
-  """-> pytree of jax.ShapeDtypeStruct for the family's params (any family: its `init_inputs`)."""
+  """-> pytree of jax.ShapeDtypeStruct for the family's params (any family, through its `init_inputs`;
+  `config` as in config.json, sparse or filled)."""
   family = family_for(config)
   cfg = family.Config.from_hf(config)
   module = family.Module(cfg=cfg, policy=Policy(dtype, dtype))
