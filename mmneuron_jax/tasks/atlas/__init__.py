@@ -1,0 +1,1 @@
+"""The neuron atlas (collect, site)."""
