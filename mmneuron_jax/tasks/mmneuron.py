@@ -140,6 +140,9 @@ def run(config, workdir: str) -> str:
   sets, summaries = stage_select(study, totals)
   rows = stage_eval(study, sets) if "eval" in stages else []
   lens_results = stage_lens(study) if "lens" in stages else {}
+  if "atlas" in stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
+    from mmneuron_jax.tasks import atlas
+    atlas.stage(study, sets)
   # Optional, beyond the papers: tuned vs logit lens (tasks/readouts.py), off by default.
   from mmneuron_jax.tasks import readouts, readouts_report
   tuned = readouts.mmneuron_tuned_lens(study) if "tuned_lens" in stages else None
