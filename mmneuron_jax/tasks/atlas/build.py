@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import os
+import time
 
 import numpy as np
 from absl import logging
@@ -76,10 +77,13 @@ def make_atlas(model, params, inputs, workdir: str, sets: dict, group_names: lis
                                     collect.store_spec(targets, G, opts.k), fp)
   step = collect.make_step(model, params, inputs, samples, prompt_fn, load_image, targets, G, opts.k, opts.batch_size,
                            opts.image_only)
+  t0 = time.time()
   totals = collect.collect(store, batches, step, opts.commit_every, opts.prefetch)
+  t1 = time.time()
   atlas_dir = os.path.join(workdir, "atlas")
   ex = examples.examples(model, params, inputs, samples, prompt_fn, load_image, targets, totals, opts.batch_size,
                          os.path.join(atlas_dir, "img"))
+  t2 = time.time()
   lens = {}
   if "llm" in targets:
     got = readouts.logit_lens(params, targets["llm"].layer, targets["llm"].index, opts.lens_top)
@@ -91,10 +95,12 @@ def make_atlas(model, params, inputs, workdir: str, sets: dict, group_names: lis
     held = [heldout_by_group.get(name, [])[:opts.effect_n_per_domain] for name in group_names]
     effect = readouts.effects(model, params, inputs, held, answer_prompt_fn or prompt_fn, load_image,
                               tuple(targets), opts.batch_size)
+  t3 = time.time()
   pages = _pages(targets, totals, ex, lens, effect, group_names, model_id)
   index = _index(targets, pages, group_names, model_id, source)
   path = site.write(atlas_dir, index, pages)
-  logging.info("atlas: %d neuron pages in %s", len(pages), atlas_dir)
+  logging.info("atlas: %d neuron pages in %s (collect %.1fs, examples %.1fs, readouts %.1fs, site %.1fs)", len(pages),
+               atlas_dir, t1 - t0, t2 - t1, t3 - t2, time.time() - t3)
   return path
 
 

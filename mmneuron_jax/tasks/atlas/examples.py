@@ -117,20 +117,18 @@ class Layout:
     return f"{module} token {position}"
 
   def text(self, values: np.ndarray, position: int):
-    """[[word, value], ...] of the text tokens (image tokens collapsed into one '[image]')
-    within MAX_TEXT tokens of `position`."""
-    out, in_image = [], False
-    lo = max(0, position - MAX_TEXT // 2)
-    for t in range(lo, min(len(self.words), lo + MAX_TEXT)):
-      image = self.feature is not None and self.feature[t] >= 0
-      if image:
-        if not in_image:
-          out.append(["[image]", None])
-        in_image = True
+    """[[word, value], ...] of up to MAX_TEXT text tokens around `position` (each run of image
+    tokens collapsed into one ['[image]', None])."""
+    entries = []  # (first position, word, value)
+    for t in range(len(self.words)):
+      if self.feature is not None and self.feature[t] >= 0:
+        if not entries or entries[-1][1] != "[image]":
+          entries.append((t, "[image]", None))
         continue
-      in_image = False
-      out.append([self.words[t], round(float(values[t]), 4) if t < len(values) else None])
-    return out
+      entries.append((t, self.words[t], round(float(values[t]), 4) if t < len(values) else None))
+    at = max([i for i, e in enumerate(entries) if e[0] <= position] + [0])
+    lo = max(0, min(at - MAX_TEXT // 2, len(entries) - MAX_TEXT))
+    return [[w, v] for _, w, v in entries[lo:lo + MAX_TEXT]]
 
 
 def _columns_forward(module, params, batch, probes):
