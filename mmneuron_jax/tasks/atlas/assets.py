@@ -12,6 +12,7 @@ nav { margin-bottom: .6em; } a { color: #1659b8; }
 .tiles { display: flex; flex-wrap: wrap; gap: 3px; }
 .tile { position: relative; display: inline-block; width: 96px; height: 96px; background: #eee; }
 .tile img { position: absolute; left: 0; top: 0; width: 96px; height: 96px; image-rendering: pixelated; }
+.tile .photo { filter: grayscale(1); opacity: .55; }
 .strip { width: 480px; height: 14px; image-rendering: pixelated; border: 1px solid #ddd; background: #f7f7f7; }
 .text { font-family: ui-monospace, monospace; font-size: 12px; margin-top: 3px; }
 .tok { border-radius: 2px; padding: 0 1px; white-space: pre; } .img-token { color: #888; }

@@ -39,7 +39,7 @@ def effects(model, params, inputs, records_by_group: list, prompt_fn, load_image
     total = {m: 0.0 for m in modules}
     tokens = 0
     for i in range(0, len(recs), batch_size):
-      tf = teacher_forced(inputs, recs[i:i + batch_size], prompt_fn, load_image, rows=batch_size, length_multiple=64)
+      tf = teacher_forced(inputs, recs[i:i + batch_size], prompt_fn, load_image, rows=batch_size, length_multiple=128)
       if not tf["answer_mask"].any():
         continue
       grads = grad_importance(model, params, tf["batch"], tf["answer_mask"], modules=tuple(modules))
