@@ -57,32 +57,47 @@ def make_atlas(model, params, inputs, workdir: str, sets: dict, group_names: lis
                load_image, opts: Options, model_id: str, heldout_by_group: dict | None = None, answer_prompt_fn=None,
                source: str = "neuron sets") -> str:
   """sets {module: NeuronSet} (groups = group_names); records_by_group {group: [records]} scanned
-  for top examples; heldout_by_group {group: [records]} for the effect (None: skipped).
-  Writes <workdir>/atlas_stats (resumable) and <workdir>/atlas/; returns atlas/index.html."""
+  for top examples (a sample's tokens count for its record's group); heldout_by_group {group:
+  [records]} for the switch-off effect (None: skipped). Writes <workdir>/atlas_stats (resumable)
+  and <workdir>/atlas/; returns atlas/index.html."""
+  samples = [(r, g) for g, name in enumerate(group_names) for r in records_by_group.get(name, [])]
+  plan, start = [], 0
+  for name in group_names:
+    n = len(records_by_group.get(name, []))
+    plan += [tuple(c) for c in chunks(list(range(start, start + n)), opts.batch_size)]
+    start += n
+  batcher = collect.RecordBatcher(model, inputs, samples, prompt_fn, load_image, opts.batch_size, opts.image_only)
+  effect_fn = None
+  if heldout_by_group and opts.effect_n_per_domain:
+    held = [heldout_by_group.get(name, [])[:opts.effect_n_per_domain] for name in group_names]
+    effect_fn = lambda modules: readouts.effects(model, params, inputs, held, answer_prompt_fn or prompt_fn,
+                                                 load_image, modules, opts.batch_size)
+  return atlas_from_batches(model, params, inputs, workdir, sets, group_names, batcher, plan,
+                            [(str(r.id), g) for r, g in samples], opts, model_id, effect_fn, source)
+
+
+def atlas_from_batches(model, params, inputs, workdir, sets, group_names, batcher, plan, sample_keys, opts: Options,
+                       model_id, effect_fn=None, source="neuron sets") -> str:
+  """The atlas over any `batcher` (sample ids -> prepared batch, token groups, row sample ids;
+  `collect.RecordBatcher`, `miner_batcher`) and `plan` (batches of sample ids, in order);
+  sample_keys identify the samples in the store's fingerprint; effect_fn(modules) -> {module:
+  float[G, L, F]} or None."""
   G = len(group_names)
   targets = {m: collect.targets_from_set(s, opts.max_neurons) for m, s in sets.items() if s.mask.any()}
   if not targets:
     raise ValueError("atlas: every neuron set is empty; nothing to show")
-  samples = [(r, g) for g, name in enumerate(group_names) for r in records_by_group.get(name, [])]
-  plan, start = [], 0
-  for g, name in enumerate(group_names):
-    n = len(records_by_group.get(name, []))
-    plan += [tuple(c) for c in chunks(list(range(start, start + n)), opts.batch_size)]
-    start += n
-  batches = [(i + 1, b) for i, b in enumerate(plan)]
-  fp = _fingerprint(model_id, group_names, [(str(r.id), g) for r, g in samples], plan,
+  batches = [(i + 1, tuple(b)) for i, b in enumerate(plan)]
+  fp = _fingerprint(model_id, group_names, sample_keys, [list(b) for b in plan],
                     {m: (t.layer.tolist(), t.index.tolist()) for m, t in targets.items()}, opts.k, collect.EDGES,
                     opts.image_only, collect.VERSION)
   store = StatsStore.open_or_create(os.path.join(workdir, "atlas_stats"),
                                     collect.store_spec(targets, G, opts.k), fp)
-  step = collect.make_step(model, params, inputs, samples, prompt_fn, load_image, targets, G, opts.k, opts.batch_size,
-                           opts.image_only)
+  step = collect.make_step(model, params, batcher, targets, G, opts.k)
   t0 = time.time()
   totals = collect.collect(store, batches, step, opts.commit_every, opts.prefetch)
   t1 = time.time()
   atlas_dir = os.path.join(workdir, "atlas")
-  ex = examples.examples(model, params, inputs, samples, prompt_fn, load_image, targets, totals, opts.batch_size,
-                         os.path.join(atlas_dir, "img"))
+  ex = examples.examples(model, params, inputs, batcher, targets, totals, os.path.join(atlas_dir, "img"))
   t2 = time.time()
   lens = {}
   if "llm" in targets:
@@ -90,11 +105,7 @@ def make_atlas(model, params, inputs, workdir: str, sets: dict, group_names: lis
     if got is not None:
       words = inputs.tokenizer.convert_ids_to_tokens(got[0].ravel().tolist())
       lens["llm"] = (np.asarray(words, object).reshape(got[0].shape), got[1])
-  effect = None
-  if heldout_by_group and opts.effect_n_per_domain:
-    held = [heldout_by_group.get(name, [])[:opts.effect_n_per_domain] for name in group_names]
-    effect = readouts.effects(model, params, inputs, held, answer_prompt_fn or prompt_fn, load_image,
-                              tuple(targets), opts.batch_size)
+  effect = effect_fn(tuple(targets)) if effect_fn is not None else None
   t3 = time.time()
   pages = _pages(targets, totals, ex, lens, effect, group_names, model_id)
   index = _index(targets, pages, group_names, model_id, source)

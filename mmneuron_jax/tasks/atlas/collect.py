@@ -136,25 +136,44 @@ def host_partial(out: dict, targets: dict) -> dict:
   return partial
 
 
-def make_step(model, params, inputs, samples, prompt_fn, load_image, targets: dict, num_groups: int, k: int,
-              batch_size: int, image_only: bool = False, edges=EDGES) -> Step:
-  """samples: [(record, group index)] in plan order, global sample id = position in this list.
-  Returns a `Step` over batches of sample ids (a tuple of ints): `prepare` loads images, builds,
-  pads and groups the batch; `run` is the jitted forward with one TopKProbe per module and the
-  host reduction to the store's partial."""
+@dataclasses.dataclass(frozen=True)
+class RecordBatcher:
+  """Batches of sample ids -> (prepared batch, {module: int32[...tokens] group}, int32[B] sample
+  id per row, -1 = padding), for VQA records with one group per sample (MMNeuron domains).
+  samples: [(record, group index)]; global sample id = position in this list."""
+  model: object
+  inputs: object
+  samples: list
+  prompt_fn: object
+  load_image: object
+  batch_size: int
+  image_only: bool = False
+
+  def record(self, i: int):
+    return self.samples[i][0]
+
+  def __call__(self, ids):
+    recs = [self.samples[i][0] for i in ids]
+    batch = self.inputs.pad(self.inputs([self.prompt_fn(r) for r in recs], [self.load_image(r) for r in recs]),
+                            self.batch_size, 64)
+    batch = self.model.prepare(batch)
+    rows = np.full(self.batch_size, -1, np.int32)
+    rows[:len(ids)] = [self.samples[i][1] for i in ids]
+    sid = np.full(self.batch_size, -1, np.int32)
+    sid[:len(ids)] = ids
+    return batch, self.model.token_groups(batch, rows, self.image_only), sid
+
+
+def make_step(model, params, batcher, targets: dict, num_groups: int, k: int, edges=EDGES) -> Step:
+  """A `Step` over batches of sample ids (a tuple of ints): `prepare` builds the batch with
+  `batcher` (its groups, sample ids and positions); `run` is the jitted forward with one TopKProbe
+  per module and the host reduction to the store's partial."""
   fn = jax.jit(functools.partial(_probe_forward, model.module))
   cols = {m: jnp.asarray(t.cols) for m, t in targets.items()}
   edges = jnp.asarray(edges, jnp.float32)
 
   def prepare(ids):
-    recs = [samples[i][0] for i in ids]
-    batch = inputs.pad(inputs([prompt_fn(r) for r in recs], [load_image(r) for r in recs]), batch_size, 64)
-    batch = model.prepare(batch)
-    rows = np.full(batch_size, -1, np.int32)
-    rows[:len(ids)] = [samples[i][1] for i in ids]
-    groups = model.token_groups(batch, rows, image_only)
-    sid = np.full(batch_size, -1, np.int32)
-    sid[:len(ids)] = ids
+    batch, groups, sid = batcher(ids)
     sample, position = token_ids(model, batch, sid)
     probes = {m: TopKProbe(jnp.asarray(groups[m], jnp.int32), jnp.asarray(sample[m]), jnp.asarray(position[m]),
                            cols[m], edges, num_groups, k) for m in targets}

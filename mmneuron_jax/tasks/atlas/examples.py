@@ -135,9 +135,10 @@ def _columns_forward(module, params, batch, probes):
   return forward(module, params, batch, probe=probes).probe
 
 
-def examples(model, params, inputs, samples, prompt_fn, load_image, targets: dict, totals: dict, batch_size: int,
-             image_dir: str, image_url: str = "../img") -> dict:
-  """-> {module: {neuron s: {group g: [example dict, ...]}}} for every filled top-k slot, rendering
+def examples(model, params, inputs, batcher, targets: dict, totals: dict, image_dir: str,
+             image_url: str = "../img") -> dict:
+  """-> {module: {neuron s: {group g: [example dict, ...]}}} for every filled top-k slot (samples
+  rebuilt by `batcher`, as in the collect step), rendering
   the samples' tiles to `image_dir/s<sample>_t<tile>.png` (once each)."""
   from PIL import Image
   os.makedirs(image_dir, exist_ok=True)
@@ -146,13 +147,9 @@ def examples(model, params, inputs, samples, prompt_fn, load_image, targets: dic
   out = {m: {} for m in targets}
   vmax = {m: np.maximum(np.max(np.where(np.isfinite(totals[f"value/{m}"]), totals[f"value/{m}"], 0), axis=(1, 2)),
                         1e-12) for m in targets}
-  for start in range(0, len(wanted), batch_size):
-    ids = wanted[start:start + batch_size]
-    recs = [samples[i][0] for i in ids]
-    batch = inputs.pad(inputs([prompt_fn(r) for r in recs], [load_image(r) for r in recs]), batch_size, 64)
-    prepared = model.prepare(batch)
-    sid = np.full(batch_size, -1, np.int32)
-    sid[:len(ids)] = ids
+  for start in range(0, len(wanted), batcher.batch_size):
+    ids = wanted[start:start + batcher.batch_size]
+    prepared, _, sid = batcher(ids)
     sample_of, _ = token_ids(model, prepared, sid)
     probes = {m: ColumnProbe(jnp.asarray(t.cols)) for m, t in targets.items()}
     acts = {m: np.asarray(v) for m, v in fn(params, model.device_batch(prepared), probes).items()}  # [L, N, K]
@@ -171,7 +168,7 @@ def examples(model, params, inputs, samples, prompt_fn, load_image, targets: dic
           values = acts[m][t.layer[n], mine, t.col[n]]
           position = int(totals[f"position/{m}"][n, g, r])
           ex = {"rank": int(r), "value": round(float(totals[f"value/{m}"][n, g, r]), 5), "sample": int(s),
-                "record": str(samples[s][0].id), "position": position, "where": layout.where(m, position)}
+                "record": str(batcher.record(s).id), "position": position, "where": layout.where(m, position)}
           grids = layout.grids(m, values)
           if grids is not None:
             ex["tiles"] = [{"src": src, "heat": png_data_uri(heat_rgba(grids[slot], vmax[m][n]))}
