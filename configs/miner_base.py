@@ -16,7 +16,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "miner"
   c.seed = 0
-  # 'scores' only, or the whole study ('scores', 'select', 'deactivate').
+  # 'scores' only, or the whole study ('scores', 'select', 'deactivate'; optional 'atlas').
   c.stages = ("scores", "select", "deactivate")
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
@@ -43,4 +43,9 @@ def get_config():
   c.deactivate = ml_collections.ConfigDict(dict(conditions=("none", "all", "random"), value="zero",
                                                 n_per_dataset=0, batch_size=4, length_bucket=32,
                                                 max_new_tokens=128, temperature=0.0))
+  # Optional stage 'atlas' (tasks/atlas/): per neuron of the chosen set and modality the top-k tokens and a
+  # histogram, as a static site <workdir>/atlas/index.html. max_samples_per_domain: per dataset (0 = all);
+  # batch_size 0 = scores.batch_size; max_neurons 0 = the whole set. No switch-off effect for modalities.
+  c.atlas = ml_collections.ConfigDict(dict(k=8, max_samples_per_domain=0, batch_size=0, max_neurons=0,
+                                           effect_n_per_domain=0, commit_every=10, prefetch=2, lens_top=8))
   return c

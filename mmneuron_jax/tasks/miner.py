@@ -154,6 +154,9 @@ def run(config, workdir: str) -> str:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:
     json.dump(results, f, indent=1)
+  if "atlas" in config.stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
+    from mmneuron_jax.tasks.atlas import miner_stage
+    miner_stage.stage(config, workdir, model, params, inputs, samples, sets[strategy], ids, model_id)
   return miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
                             agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
                             sets_by_strategy=sets)
