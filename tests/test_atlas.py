@@ -18,35 +18,41 @@ HUES = ["red", "yellow", "green", "cyan", "blue"]
 
 
 def numpy_topk(a, groups, sample, position, cols, edges, G, k):
-  """Plain reproduction: per group and column, sort the group's tokens by value (desc)."""
+  """Plain reproduction: per group and column, each sample's best token (first on ties), samples
+  sorted by that value (descending, lower sample first on ties)."""
   a = a.reshape(-1, a.shape[-1])[:, cols]
   groups, sample, position = groups.ravel(), sample.ravel(), position.ravel()
   value = np.full((G, len(cols), k), -np.inf)
-  samp = np.full((G, len(cols), k), -1)
+  key = np.full((G, len(cols), k), -1)
   above = np.zeros((G, len(cols), len(edges)), np.int64)
   for g in range(G):
     rows = np.flatnonzero(groups == g)
     for c in range(len(cols)):
-      order = rows[np.argsort(-a[rows, c], kind="stable")][:k]
-      value[g, c, :len(order)] = a[order, c]
-      samp[g, c, :len(order)] = sample[order] * 1000 + position[order]
+      best = []
+      for s in np.unique(sample[rows]):
+        mine = rows[sample[rows] == s]
+        t = mine[np.argmax(a[mine, c])]
+        best.append((-a[t, c], s, position[t]))
+      for i, (v, s, p) in enumerate(sorted(best)[:k]):
+        value[g, c, i], key[g, c, i] = -v, s * 1000 + p
       above[g, c] = [(a[rows, c] > e).sum() for e in edges]
-  return value, samp, above
+  return value, key, above
 
 
 def test_topk_probe_matches_numpy():
   rng = np.random.default_rng(0)
-  B, T, F, G, k = 3, 7, 11, 2, 4
+  B, T, F, G, k = 5, 7, 11, 2, 3
   acts = rng.standard_normal((B, T, F)).astype(np.float32)
   groups = rng.integers(-1, G, (B, T)).astype(np.int32)
-  groups[2] = 1  # group 1 has more tokens than k, group 0 maybe fewer
-  groups[:2, :] = np.where(groups[:2] == 1, 0, groups[:2])
-  sample = np.repeat(np.arange(B)[:, None], T, 1).astype(np.int32)
+  groups[4] = -1  # a padding row
+  groups[3] = 1
+  sample = np.repeat(np.array([10, 11, 12, 13, -1])[:, None], T, 1).astype(np.int32)
+  row = np.repeat(np.array([0, 1, 2, 3, -1])[:, None], T, 1).astype(np.int32)
   position = np.repeat(np.arange(T)[None], B, 0).astype(np.int32)
   cols = np.array([0, 3, 10], np.int32)
   edges = np.array(collect.EDGES, np.float32)
-  out = TopKProbe(jnp.asarray(groups), jnp.asarray(sample), jnp.asarray(position), jnp.asarray(cols),
-                  jnp.asarray(edges), G, k)(jnp.asarray(acts))
+  out = TopKProbe(jnp.asarray(groups), jnp.asarray(sample), jnp.asarray(position), jnp.asarray(row), jnp.asarray(cols),
+                  jnp.asarray(edges), G, k, B)(jnp.asarray(acts))
   value, key, above = numpy_topk(acts, groups, sample, position, cols, edges, G, k)
   np.testing.assert_allclose(np.asarray(out["value"]), value, rtol=0, atol=0)  # float32 copies, exact
   got_key = np.where(np.asarray(out["sample"]) >= 0, np.asarray(out["sample"]) * 1000 + np.asarray(out["position"]), -1)
@@ -136,6 +142,7 @@ def test_planted_vision_neurons_fire_on_their_own_hue_only(planted_atlas):
     assert sum(p["hist"]["counts"][g][first:]) > 0
     examples = p["top"][str(g)]
     assert len(examples) == 4 and all(e["record"].startswith(own + "-") for e in examples)
+    assert len({e["record"] for e in examples}) == 4  # one example per sample
     assert all(t["heat"].startswith("data:image/png;base64,") for e in examples for t in e["tiles"])
     for e in examples:  # the tiles exist on disk
       assert all(os.path.exists(os.path.join(atlas_dir, "n", t["src"])) for t in e["tiles"])

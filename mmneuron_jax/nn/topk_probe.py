@@ -12,34 +12,47 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class TopKProbe:
-  """Top-k (value, sample, position) per group and column, plus counts above histogram edges.
+  """Top-k samples (value, sample, position) per group and column, plus counts above histogram
+  edges. A sample counts once per list, with its highest-activating token of that group.
 
   groups int32[...tokens] group of each token (-1 = not counted); sample / position
-  int32[...tokens] the token's global sample id and its position within that sample;
-  cols int32[K] neuron columns; edges float32[E] histogram edges.
+  int32[...tokens] the token's global sample id and its position within that sample; row
+  int32[...tokens] the sample's row in the batch, in [0, rows) (-1 = padding); cols int32[K]
+  neuron columns; edges float32[E] histogram edges.
   __call__(acts float[...tokens, F]) -> {'value': float32[G, K, k] (-inf where fewer than k
-  tokens), 'sample' / 'position': int32[G, K, k], 'above': int32[G, K, E] (tokens with
-  act > edge), 'tokens': int32[G]}.
+  samples), 'sample' / 'position': int32[G, K, k] (-1 there), 'above': int32[G, K, E] (tokens
+  with act > edge), 'tokens': int32[G]}. Ties: the first token of a sample, the lower row.
   """
   groups: jax.Array
   sample: jax.Array
   position: jax.Array
+  row: jax.Array
   cols: jax.Array
   edges: jax.Array
   num_groups: int = flax.struct.field(pytree_node=False)
   k: int = flax.struct.field(pytree_node=False)
+  rows: int = flax.struct.field(pytree_node=False)
 
   def __call__(self, acts):
     a = jnp.take(acts.reshape(-1, acts.shape[-1]), self.cols, axis=1).astype(jnp.float32)  # [N, K]
+    n = a.shape[0]
     groups = self.groups.reshape(-1)
     sample, position = self.sample.reshape(-1), self.position.reshape(-1)
-    k = min(self.k, a.shape[0])
+    row = jnp.where(self.row.reshape(-1) >= 0, self.row.reshape(-1), self.rows)  # padding -> an extra segment
+    token = jnp.arange(n)
+    k = min(self.k, self.rows)
     values, samples, positions = [], [], []
     for g in range(self.num_groups):
-      v, idx = jax.lax.top_k(jnp.where(groups[None] == g, a.T, -jnp.inf), k)  # [K, k]
-      values.append(v)
-      samples.append(jnp.where(jnp.isfinite(v), sample[idx], -1))
-      positions.append(jnp.where(jnp.isfinite(v), position[idx], -1))
+      v = jnp.where((groups == g)[:, None], a, -jnp.inf)
+      best = jax.ops.segment_max(v, row, self.rows + 1)  # [rows + 1, K]
+      hit = (v == best[row]) & jnp.isfinite(v)
+      first = jax.ops.segment_min(jnp.where(hit, token[:, None], n), row, self.rows + 1)  # [rows + 1, K]
+      top, idx = jax.lax.top_k(best[:self.rows].T, k)  # [K, k] over samples
+      tok = jnp.clip(jnp.take_along_axis(first[:self.rows].T, idx, 1), 0, n - 1)
+      ok = jnp.isfinite(top)
+      values.append(jnp.where(ok, top, -jnp.inf))
+      samples.append(jnp.where(ok, sample[tok], -1))
+      positions.append(jnp.where(ok, position[tok], -1))
     pad = ((0, 0), (0, 0), (0, self.k - k))
     onehot = (groups[:, None] == jnp.arange(self.num_groups)[None]).astype(jnp.float32)  # [N, G]
     hi = jax.lax.Precision.HIGHEST

@@ -1,5 +1,5 @@
-"""Atlas statistics: per chosen neuron and group, the top-k activating (value, sample, position)
-and counts of activations above fixed histogram edges, reduced in the layer scan
+"""Atlas statistics: per chosen neuron and group, the top-k samples (value, sample, position of
+the sample's best token) and counts of activations above fixed histogram edges, reduced in the layer scan
 (`nn.topk_probe.TopKProbe`) and kept in a `StatsStore` (resumable, crash-safe).
 
 Top-k lists do not add, so this module has its own small loop over the stats store: a batch's
@@ -175,8 +175,10 @@ def make_step(model, params, batcher, targets: dict, num_groups: int, k: int, ed
   def prepare(ids):
     batch, groups, sid = batcher(ids)
     sample, position = token_ids(model, batch, sid)
+    row_of = np.full(max(int(np.max(sid)) + 2, 1), -1, np.int32)
+    row_of[sid[sid >= 0]] = np.arange(int((sid >= 0).sum()))
     probes = {m: TopKProbe(jnp.asarray(groups[m], jnp.int32), jnp.asarray(sample[m]), jnp.asarray(position[m]),
-                           cols[m], edges, num_groups, k) for m in targets}
+                           jnp.asarray(row_of[sample[m]]), cols[m], edges, num_groups, k, len(sid)) for m in targets}
     return model.device_batch(batch), probes
 
   def run(prepared):
