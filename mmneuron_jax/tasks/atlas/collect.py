@@ -23,7 +23,7 @@ from mmneuron_jax.nn.topk_probe import TopKProbe
 
 # Histogram edges (activation units): the negative lobe of SiLU / GELU, then 1-2-5 steps.
 EDGES = (-0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
-VERSION = 1
+VERSION = 2  # 2: one example per sample
 
 
 @dataclasses.dataclass(frozen=True)
