@@ -102,9 +102,9 @@ def test_merge_loop_resumes_to_identical_totals(tmp_path):
 def planted_atlas(tmp_path_factory):
   import mmneuron_jax
   from mmneuron_jax.analysis.neuron_sets import NeuronSet
-  from mmneuron_jax.data import planted, planted_llm
-  from mmneuron_jax.data.processors import LlavaNextInputs
-  from mmneuron_jax.data.records import load_image
+  from mmneuron_jax.data.synthetic import planted, planted_llm
+  from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+  from mmneuron_jax.data.sources.records import load_image
   from mmneuron_jax.tasks import atlas
   from mmneuron_jax.tasks.atlas.build import Options
   root = tmp_path_factory.mktemp("planted_atlas")

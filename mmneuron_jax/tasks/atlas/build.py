@@ -15,9 +15,10 @@ import time
 import numpy as np
 from absl import logging
 
-from mmneuron_jax.data.batching import chunks
+from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks.atlas import collect, examples, readouts, site
+from mmneuron_jax.tasks.common import sources
 
 DEFAULTS = dict(k=8, max_samples_per_domain=0, batch_size=0, max_neurons=0, effect_n_per_domain=4, commit_every=10,
                 prefetch=2, lens_top=8)
@@ -183,13 +184,8 @@ def stage(study, sets: dict) -> str:
   held = {d: v[used[d]:] for d, v in study.by_domain.items()}
   opts = options_from_config(c, c.stats.batch_size, c.stats.positions == "image")
   return make_atlas(study.model, study.params, study.inputs, study.workdir, sets, study.domains, recs,
-                    study.family.stats_prompt, _load_image(), opts, study.model_id, heldout_by_group=held,
+                    study.family.stats_prompt, sources.load_image, opts, study.model_id, heldout_by_group=held,
                     answer_prompt_fn=study.family.stats_prompt, source="DAPE (neurons/*.json)")
-
-
-def _load_image():
-  from mmneuron_jax.tasks import sources
-  return sources.load_image
 
 
 def build(run_dir: str, config=None) -> str:

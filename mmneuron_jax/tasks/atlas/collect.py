@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 
 from mmneuron_jax.analysis.accumulate import Step
-from mmneuron_jax.data import prefetch as prefetching
+from mmneuron_jax.io import prefetch as prefetching
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.models.base import forward
 from mmneuron_jax.nn.topk_probe import TopKProbe

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from mmneuron_jax.analysis import miner
-from mmneuron_jax.data.batching import chunks
+from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.tasks.atlas.build import atlas_from_batches, options_from_config
 
 
@@ -27,7 +27,7 @@ class MinerBatcher:
     return self.samples[i]
 
   def __call__(self, sample_ids):
-    from mmneuron_jax.tasks.miner_inputs import pad_to
+    from mmneuron_jax.tasks.miner.inputs import pad_to
     chunk = [self.samples[i] for i in sample_ids]
     batch, _ = pad_to(self.inputs.batch(chunk, "right"), self.batch_size, self.length_bucket, self.inputs.pad_id)
     batch = self.model.prepare(batch)

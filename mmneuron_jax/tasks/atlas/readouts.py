@@ -10,7 +10,7 @@
 import numpy as np
 
 from mmneuron_jax.analysis.importance import grad_importance
-from mmneuron_jax.tasks.readouts_data import teacher_forced
+from mmneuron_jax.tasks.readouts.data import teacher_forced
 
 
 def logit_lens(params, layer, index, top: int = 8):

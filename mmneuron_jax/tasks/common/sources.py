@@ -1,0 +1,56 @@
+"""Where an MMNeuron run gets its model, inputs builder and records, from the config."""
+import os
+
+from absl import logging
+
+from mmneuron_jax import sharding
+from mmneuron_jax.data.metrics import vqa_metrics as metrics
+from mmneuron_jax.data.sources import datasets, records as records_lib
+from mmneuron_jax.data.synthetic import demo
+from mmneuron_jax.tasks.common import families
+
+load_image = records_lib.load_image
+
+
+def score(answers, records):
+  return metrics.score_all(answers, records)
+
+
+def image_size(record):
+  """(h, w) of a record's image (after joining multi-frame images)."""
+  w, h = load_image(record).size
+  return h, w
+
+
+def load_records(config, workdir):
+  """-> (good records in a deterministic per-domain order, bad [(id, reason)])."""
+  source = config.data.source
+  if source == "demo":
+    recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed)
+  elif source == "records":
+    recs = records_lib.read_records(config.data.path, image_root=config.data.image_root or None)
+  elif source == "paper":
+    recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None)
+  else:
+    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
+  good, bad = records_lib.validate(recs)
+  for rid, why in bad:
+    logging.warning("skipping record %s: %s", rid, why)
+  good = records_lib.deterministic_shuffle(good, config.data.seed)
+  return good, bad
+
+
+def load_model(config, workdir, records):
+  """-> (Model, inputs builder, model id, PipelineFamily). Demo (no `model.path`): build the tiny
+  checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts."""
+  path = config.model.path
+  if not path:
+    fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
+    path = os.path.join(workdir, "demo_checkpoint")
+    if not os.path.exists(os.path.join(path, "config.json")):
+      fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
+  model_id = config.model.id or path
+  # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
+  model = sharding.load_for_config(path, config)
+  fam = families.family(model.family, f"{path}: model_type")
+  return model, fam.make_inputs(path, config, model.config), model_id, fam
