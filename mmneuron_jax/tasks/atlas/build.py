@@ -51,7 +51,7 @@ def _fingerprint(*parts) -> str:
 
 
 def _round(x, digits=5):
-  return None if x is None or not np.isfinite(x) else round(float(x), digits)
+  return None if x is None or not np.isfinite(x) else round(float(x), digits) + 0.0  # no -0
 
 
 def make_atlas(model, params, inputs, workdir: str, sets: dict, group_names: list, records_by_group: dict, prompt_fn,
