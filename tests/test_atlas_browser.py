@@ -29,7 +29,7 @@ def demo_atlas(tmp_path_factory):
   c.data.n_per_domain = 6
   c.stats.max_samples_per_domain = 4
   c.atlas.k = 3
-  c.atlas.effect_n_per_domain = 2
+  c.atlas.effect_n_per_domain = 0  # effects: tests/test_atlas.py (planted ground truth)
   workdir = str(tmp_path_factory.mktemp("demo_run"))
   tasks.run(c, workdir)
   return os.path.join(workdir, "atlas")
