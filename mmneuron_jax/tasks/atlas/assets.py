@@ -19,6 +19,7 @@ nav { margin-bottom: .6em; } a { color: #1659b8; }
 .lens code { background: #eef3fb; padding: 1px 4px; margin-right: 4px; border-radius: 3px; }
 .search input { width: 320px; padding: 4px; } #results { margin: 4px 0; padding-left: 1.2em; }
 .filters select, .filters button { margin-right: 6px; }
+.neurons td { text-align: left; }
 .swatch { display: inline-block; width: 10px; height: 10px; margin-right: 3px; }
 .bar { display: inline-block; height: 10px; vertical-align: middle; margin-right: 1px; }
 """
