@@ -19,6 +19,7 @@ from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks.atlas import collect, examples, readouts, site
 from mmneuron_jax.tasks.common import sources
+from mmneuron_jax.tasks.mmneuron import domain_stats
 
 DEFAULTS = dict(k=8, max_samples_per_domain=0, batch_size=0, max_neurons=0, effect_n_per_domain=4, commit_every=10,
                 prefetch=2, lens_top=8)
@@ -175,17 +176,24 @@ def load_sets(run_dir: str) -> dict:
 
 
 def stage(study, sets: dict) -> str:
-  """The optional 'atlas' stage of the MMNeuron study (tasks/mmneuron.py): top examples over the
-  statistics records, effects on the records after them (held out from the atlas scan)."""
+  """The optional 'atlas' stage of the MMNeuron study (tasks/mmneuron/): top examples over the
+  records the statistics counted (the same stopping rule; `atlas.max_samples_per_domain` > 0 caps
+  them), switch-off effects on the records after them (held out from both), answers teacher-forced
+  after the study's evaluation prompt."""
   c = study.config
-  n = (c.get("atlas", {}) or {}).get("max_samples_per_domain", 0) or c.stats.max_samples_per_domain or None
-  recs = {d: v[:n] for d, v in study.by_domain.items()}
-  used = {d: len(v) for d, v in recs.items()}
+  cap = c.stats.max_samples_per_domain or None
+  recs = {d: v[:cap] for d, v in study.by_domain.items()}
+  sizes = {d: [sources.image_size(r) for r in v] for d, v in recs.items()}
+  _, summary = domain_stats.plan(recs, sizes, study.inputs.num_vision_tokens, c.stats.batch_size, cap,
+                                 c.stats.vision_tokens_per_domain or None)
+  used = {d: summary[d]["samples"] for d in recs}
+  limit = (c.get("atlas", {}) or {}).get("max_samples_per_domain", 0)
+  scan = {d: v[:min(used[d], limit) if limit else used[d]] for d, v in study.by_domain.items()}
   held = {d: v[used[d]:] for d, v in study.by_domain.items()}
   opts = options_from_config(c, c.stats.batch_size, c.stats.positions == "image")
-  return make_atlas(study.model, study.params, study.inputs, study.workdir, sets, study.domains, recs,
+  return make_atlas(study.model, study.params, study.inputs, study.workdir, sets, study.domains, scan,
                     study.family.stats_prompt, sources.load_image, opts, study.model_id, heldout_by_group=held,
-                    answer_prompt_fn=study.family.stats_prompt, source="DAPE (neurons/*.json)")
+                    answer_prompt_fn=study.eval_prompt, source="DAPE (neurons/*.json)")
 
 
 def build(run_dir: str, config=None) -> str:
