@@ -7,8 +7,10 @@ Where a token sits in the image (`Layout`):
   (-1 = CLS); `projector` token p is tile p // P, patch p % P; an `llm` image token's
   `feature_index` names its tile slot and patch (the anyres packing, unpadded; image_newline
   tokens have no patch). Tiles are shown as the vision tower saw them (base tile, then the grid).
-- Other families (InstructBLIP, Qwen2-VL, ...): no patch mapping yet; the neuron's values over the
-  module's tokens are drawn as a strip, and LLM text tokens are shaded.
+- InstructBLIP: `vision` token p is patch p - 1 of the row's image (-1 = CLS); the Q-Former's
+  query and text tokens and the LLM's query-output tokens are not spatial (a strip over the tokens).
+- Qwen2-VL (merged 2x2 patches, frames), Qwen2-Audio (frames): not mapped yet; the neuron's values
+  over the module's tokens are drawn as a strip. LLM text tokens are shaded for every family.
 """
 import base64
 import functools
@@ -57,6 +59,10 @@ class Layout:
       image = int(np.flatnonzero(np.asarray(prepared["image_rows"]) == row)[0])
       tile_image = np.asarray(prepared["tile_image"])
       self.slots = [int(s) for s in np.flatnonzero((tile_image == image) & np.asarray(prepared["tile_valid"]))]
+    elif model.family == "instructblip" and prepared.get("pixel_values") is not None:
+      v = cfg.vision  # one image per row, the EVA tower's patches (+ CLS); the Q-Former's queries are not spatial
+      self.side, self.patches = v.image_size // v.patch_size, (v.image_size // v.patch_size) ** 2
+      self.slots = [row]
     ids = np.asarray(prepared["input_ids"])[row]
     am = np.asarray(prepared.get("attention_mask", np.ones_like(ids)))[row].astype(bool)
     self.ids = ids[am]
@@ -68,6 +74,10 @@ class Layout:
   @property
   def mapped(self) -> bool:
     return bool(self.slots)
+
+  def spatial(self, module: str) -> bool:
+    """Whether `module`'s tokens are image patches this layout can place."""
+    return self.mapped and (module == "vision" or (module == "projector" and self.model.family == "llava_next"))
 
   def tile_rgb(self, slot: int) -> np.ndarray:
     """uint8[H, W, 3] of a tile slot, de-normalised with the image processor's mean / std."""
@@ -83,14 +93,14 @@ class Layout:
       return None
     P, side = self.patches, self.side
     grids = {s: np.full(P, np.nan) for s in self.slots}
-    if module in ("vision", "projector"):
+    if self.spatial(module):
       per = P + 1 if module == "vision" else P
       for p, v in enumerate(values):
         tile, patch = divmod(p, per)
         patch -= per - P
         if patch >= 0 and tile < len(self.slots):
           grids[self.slots[tile]][patch] = v
-    elif module == "llm" and self.feature is not None:
+    elif module == "llm" and self.feature is not None and self.model.family == "llava_next":
       for t, f in enumerate(self.feature[:len(values)]):
         slot, patch = divmod(int(f), P)
         if f >= 0 and slot in grids:
@@ -103,13 +113,13 @@ class Layout:
     """A short description of a top position."""
     if module == "llm":
       if self.feature is not None and position < len(self.feature) and self.feature[position] >= 0:
-        if self.mapped:
+        if self.mapped and self.model.family == "llava_next":
           slot, patch = divmod(int(self.feature[position]), self.patches)
           if slot in self.slots:
             return f"image token: tile {self.slots.index(slot)}, patch ({patch // self.side}, {patch % self.side})"
         return "image token"
       return f"text token {self.words[position]!r}" if position < len(self.words) else f"token {position}"
-    if self.mapped:
+    if self.spatial(module):
       per = self.patches + (1 if module == "vision" else 0)
       tile, patch = divmod(position, per)
       patch -= per - self.patches
