@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmneuron_jax.analysis.accumulate import Step
+from mmneuron_jax.io.accumulate import Step
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.nn.topk_probe import TopKProbe
 from mmneuron_jax.tasks.atlas import collect, site

@@ -177,20 +177,23 @@ def load_sets(run_dir: str) -> dict:
 
 def stage(study, sets: dict) -> str:
   """The optional 'atlas' stage of the MMNeuron study (tasks/mmneuron/): top examples over the
-  records the statistics counted (the same stopping rule; `atlas.max_samples_per_domain` > 0 caps
-  them), switch-off effects on the records after them (held out from both), answers teacher-forced
-  after the study's evaluation prompt."""
+  records the statistics counted (their split, the same stopping rule; `atlas.max_samples_per_domain`
+  > 0 caps them); switch-off effects on the evaluation split's records that the scan did not use,
+  answers teacher-forced after the study's evaluation prompt. Marks both in records_used.json."""
   c = study.config
   cap = c.stats.max_samples_per_domain or None
-  recs = {d: v[:cap] for d, v in study.by_domain.items()}
-  sizes = {d: [sources.image_size(r) for r in v] for d, v in recs.items()}
+  recs = {d: v[:cap] for d, v in study.records("stats").items()}
+  sizes = {d: (sources.image_size(r) for r in v) for d, v in recs.items()}  # lazily, as the statistics plan
   _, summary = domain_stats.plan(recs, sizes, study.inputs.num_vision_tokens, c.stats.batch_size, cap,
                                  c.stats.vision_tokens_per_domain or None)
-  used = {d: summary[d]["samples"] for d in recs}
   limit = (c.get("atlas", {}) or {}).get("max_samples_per_domain", 0)
-  scan = {d: v[:min(used[d], limit) if limit else used[d]] for d, v in study.by_domain.items()}
-  held = {d: v[used[d]:] for d, v in study.by_domain.items()}
+  scan = {d: v[:min(summary[d]["samples"], limit) if limit else summary[d]["samples"]] for d, v in recs.items()}
+  seen = {r.id for v in scan.values() for r in v}
   opts = options_from_config(c, c.stats.batch_size, c.stats.positions == "image")
+  held = {d: [r for r in v if r.id not in seen][:opts.effect_n_per_domain] for d, v in study.records("eval").items()}
+  study.mark_used("atlas", scan)
+  if opts.effect_n_per_domain:
+    study.mark_used("atlas_effect", held)
   return make_atlas(study.model, study.params, study.inputs, study.workdir, sets, study.domains, scan,
                     study.family.stats_prompt, sources.load_image, opts, study.model_id, heldout_by_group=held,
                     answer_prompt_fn=study.eval_prompt, source="DAPE (neurons/*.json)")

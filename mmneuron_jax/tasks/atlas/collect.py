@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from mmneuron_jax.analysis.accumulate import Step
+from mmneuron_jax.io.accumulate import Step
 from mmneuron_jax.io import prefetch as prefetching
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.models.base import forward
