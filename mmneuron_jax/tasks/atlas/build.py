@@ -215,5 +215,11 @@ def build(run_dir: str, config=None) -> str:
     raise ValueError(f"{run_dir}/config.json: task={config.get('task')!r}; `atlas.build` reads MMNeuron runs "
                      "(MINER runs: add 'atlas' to the study's stages)")
   sets = load_sets(run_dir)
-  study = mmneuron.open_study(config, run_dir)
+  used_file = os.path.join(run_dir, "records_used.json")
+  used = {}
+  if os.path.exists(used_file):
+    with open(used_file) as f:
+      used = json.load(f)
+  study = mmneuron.open_study(config, run_dir)  # (starts a new records_used.json: keep the run's)
+  study.used.update({k: v for k, v in used.items() if not k.startswith("atlas")})
   return stage(study, sets)
