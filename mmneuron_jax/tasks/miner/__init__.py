@@ -27,6 +27,7 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import miner_demo
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
+from mmneuron_jax.tasks.atlas import miner_stage as atlas_miner_stage
 from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores, studies as miner_studies
 
 
@@ -184,6 +185,8 @@ def run(config, workdir: str) -> str:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:
     json.dump(results, f, indent=1)
+  if "atlas" in config.stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
+    atlas_miner_stage.stage(config, workdir, model, params, inputs, samples, sets[strategy], ids, model_id)
   report = miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
                               agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
                               sets_by_strategy=sets)
