@@ -44,7 +44,7 @@ def test_family_presets_parse_and_init(name):
   """Each family has a full-size preset; its probe modules are PROBE_MODULES and `init_inputs` builds
   every param `hf_rules` maps (shape-only)."""
   fam = registry.family(name)
-  configs = [c for c in presets.PRESETS.values() if c["model_type"] == name]
+  configs = [presets.preset(k) for k, c in presets.PRESETS.items() if c["model_type"] == name]
   assert configs, f"models/presets.py has no {name} checkpoint"
   cfg = fam.Config.from_hf(configs[0])
   assert tuple(cfg.probe_modules) == fam.PROBE_MODULES
