@@ -68,8 +68,11 @@ def md_table(header: list, rows: list) -> str:
   return "\n".join(lines)
 
 
-def header_section(config, model_id, **_) -> list[str]:
-  return [f"# MMNeuron run: {model_id}", "",
+def header_section(config, model_id, workdir=None, rows=(), domains=(), **_) -> list[str]:
+  from mmneuron_jax.tasks import model_card
+  card = model_card.describe(config, workdir) if workdir else []
+  top = model_card.headline(list(rows), list(domains), top_rate=config.dape.top_rate)
+  return [f"# MMNeuron run: {model_id}", ""] + card + top + [
           f"Config: `config.json`. Statistics positions: **{config.stats.positions}**; "
           f"DAPE top_rate={config.dape.top_rate}, filter_rate={config.dape.filter_rate}, "
           f"bar_ratio={config.dape.bar_ratio}.", ""]

@@ -27,13 +27,17 @@ def load_records(config, workdir):
   if source == "demo":
     from mmneuron_jax.data import demo
     recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed)
+  elif source == "skills":  # the learnable set the trained demo models answer (data/demo_skills.py)
+    from mmneuron_jax.data import demo_skills
+    recs = demo_skills.skills_records(n_per_domain=config.data.n_per_domain, split=config.data.get("split", "val"),
+                                      seed=config.data.seed, domains=tuple(config.data.domains))
   elif source == "records":
     recs = records_lib.read_records(config.data.path, image_root=config.data.image_root or None)
   elif source == "paper":
     from mmneuron_jax.data import datasets
     recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None)
   else:
-    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
+    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'skills', 'records' or 'paper'")
   good, bad = records_lib.validate(recs)
   for rid, why in bad:
     logging.warning("skipping record %s: %s", rid, why)
@@ -43,9 +47,15 @@ def load_records(config, workdir):
 
 def load_model(config, workdir, records):
   """-> (Model, inputs builder, model id, PipelineFamily). Demo (no `model.path`): build the tiny
-  checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts."""
+  checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts;
+  with `config.model.demo_weights='trained'`, the trained demo of the run's prompt format instead
+  (tasks/train_demo: bundled, or trained on first use)."""
   path = config.model.path
-  if not path:
+  if not path and config.model.get("demo_weights", "random") == "trained":
+    fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
+    path = os.path.join(workdir, "demo_checkpoint")
+    trained_demo(path, fam, config)
+  elif not path:
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
     if not os.path.exists(os.path.join(path, "config.json")):
@@ -55,3 +65,19 @@ def load_model(config, workdir, records):
   model = sharding.load_for_config(path, config)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam
+
+
+def demo_recipe(fam, config) -> dict:
+  """The trained-demo recipe for this run: the family's recipe in the run's evaluation prompt format."""
+  from mmneuron_jax.tasks.train_demo import recipes
+  return recipes.recipe(fam.name, template=config.eval.get("template") or fam.template,
+                        style=config.eval.get("style") or fam.style)
+
+
+def trained_demo(path, fam, config) -> dict:
+  """Put the trained demo checkpoint of this run's recipe in `path`; returns its train_demo.json record."""
+  from mmneuron_jax.tasks.train_demo import cache
+  result = cache.ensure(path, demo_recipe(fam, config))
+  logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", fam.name, result["source"],
+               result["digest"], result.get("heldout_mean", float("nan")))
+  return result
