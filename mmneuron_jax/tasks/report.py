@@ -13,13 +13,17 @@ def _plt():
 
 def plot_lens(lens_results: dict, path: str):
   plt = _plt()
+  from matplotlib.ticker import MaxNLocator
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for domain, r in lens_results.items():
-    layers = np.arange(1, len(r["entropy"]) + 1)
-    axes[0].plot(layers, r["entropy"], marker="o", label=domain)
-    axes[1].plot(layers, r["top1_prob"], marker="o", label=domain)
-  axes[0].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
-  axes[1].set(xlabel="LLM layer", ylabel="mean top-1 probability", title="Top-1 confidence")
+  for k, (domain, r) in enumerate(lens_results.items()):
+    layers = np.arange(len(r["entropy"]))  # 0-based, as neuron sets and their plots number layers
+    style = dict(marker="os^Dv"[k % 5], markersize=7 - k % 5, label=domain, alpha=0.85)  # coinciding lines stay visible
+    axes[0].plot(layers, r["entropy"], **style)
+    axes[1].plot(layers, r["top1_prob"], **style)
+  axes[0].set(xlabel="LLM layer (0-based)", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
+  axes[1].set(xlabel="LLM layer (0-based)", ylabel="mean top-1 probability", title="Top-1 confidence")
+  for ax in axes:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   axes[0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -37,7 +41,10 @@ def plot_deactivation(rows: list, metric: str, path: str):
             for d in domains]
     ax.bar(np.arange(len(domains)) + j * width, vals, width, label=f"{key[0]} ({key[1]})")
   ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains, rotation=15)
-  ax.set(ylabel=metric, title=f"Deactivating each domain's own neurons: {metric}")
+  values = np.asarray([r[metric] for r in rows], float)
+  same = values.size and np.all(values == values[0])
+  ax.set(ylabel=metric, title=f"Deactivating each domain's own neurons: {metric}"
+         + (f"\n(every value is {values[0]:.3f}: nothing to compare)" if same else ""))
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -123,8 +130,8 @@ def lens_section(workdir, domains, lens_results, **_) -> list[str]:
     return []
   plot_lens(lens_results, os.path.join(workdir, "plots", "logit_lens.png"))
   n_layers = len(next(iter(lens_results.values()))["entropy"])
-  header = ["layer"] + [f"{d} H" for d in domains] + [f"{d} top-1" for d in domains]
-  table = [[layer + 1] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
+  header = ["layer (0-based)"] + [f"{d} H" for d in domains] + [f"{d} top-1" for d in domains]
+  table = [[layer] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
            [f"{lens_results[d]['top1'][layer]} ({lens_results[d]['top1_prob'][layer]:.2f})" for d in domains]
            for layer in range(n_layers)]
   return ["## Logit lens at image tokens", "", "![logit lens](plots/logit_lens.png)", "", md_table(header, table), ""]

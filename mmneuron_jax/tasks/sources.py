@@ -1,5 +1,6 @@
 """Where an MMNeuron run gets its model, inputs builder and records, from the config."""
 import os
+import shutil
 
 from absl import logging
 
@@ -50,17 +51,21 @@ def load_model(config, workdir, records):
   checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts;
   with `config.model.demo_weights='trained'`, the trained demo of the run's prompt format instead
   (tasks/train_demo: bundled, or trained on first use)."""
-  path = config.model.path
+  path, model_id = config.model.path, ""
   if not path and config.model.get("demo_weights", "random") == "trained":
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
-    trained_demo(path, fam, config)
+    # The id names the weights: a rerun in this workdir with other weights must not reuse its statistics.
+    model_id = f"{config.model.id or path} (trained, recipe {trained_demo(path, fam, config)['digest']})"
   elif not path:
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
+    if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
+      shutil.rmtree(path)
     if not os.path.exists(os.path.join(path, "config.json")):
       fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
-  model_id = config.model.id or path
+  if not model_id:
+    model_id = config.model.id or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = sharding.load_for_config(path, config)
   fam = families.family(model.family, f"{path}: model_type")
