@@ -100,7 +100,8 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
     plot_deactivation(rows, os.path.join(plots, "deactivation.png"))
 
   L = len(results["layer_min"])
-  out = [f"# MINER run: {results['model_id']} ({results['family']})", "",
+  from mmneuron_jax.tasks import model_card
+  out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir) + [
          f"Config: `config.json`. Modality split **{results['split']}**; weights over {list(miner.METRICS)} = "
          f"{results['weights']}" + (f", grad weight {results['grad_weight']}" if results["grad_weight"] else "") +
          f"; strategy **{results['strategy']}**, ratio {results['ratio']}: K = int(ratio x {L} x "
