@@ -62,8 +62,12 @@ def headline(rows: list, domains: list, condition: str = "all", top_rate: float 
   drops = np.asarray(drops, float)
   mean_base = float(np.nanmean([_primary(rows, d, "none", "dape") for d in domains]))
   dape_drop, rand_drop = np.nanmean(drops, axis=0)
-  verdict = ("falls more with the domain's own neurons off than with random ones" if dape_drop > rand_drop else
-             "does NOT fall more with the domain's own neurons off than with random ones")
+  if max(abs(dape_drop), abs(rand_drop)) < 0.02:
+    verdict = "barely changes with either its own or random neurons off (no effect at this set size)"
+  elif dape_drop > rand_drop:
+    verdict = "falls more with the domain's own neurons off than with random ones"
+  else:
+    verdict = "does NOT fall more with the domain's own neurons off than with random ones"
   rate = f" (DAPE top_rate {top_rate:g})" if top_rate is not None else ""
   lines = ["## Headline", "",
            f"With each domain's DAPE neurons{rate} switched off in `{condition}` modules, the domain's primary "

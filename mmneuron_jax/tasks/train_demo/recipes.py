@@ -17,7 +17,10 @@ LLAVA_NEXT = dict(
     template="vicuna_v1", style="llava", model_seed=0, seed=0, steps=360, batch_size=8, lr=3e-3, warmup=30,
     length_multiple=32)
 
-RECIPES = {"llava_next": LLAVA_NEXT}
+# InstructBLIP answers in the authors' prompt (no chat template, "Short Answer:"), image through the Q-Former.
+INSTRUCTBLIP = dict(LLAVA_NEXT, family="instructblip", template="plain", style="authors")
+
+RECIPES = {"llava_next": LLAVA_NEXT, "instructblip": INSTRUCTBLIP}
 
 
 def recipe(family: str, **overrides) -> dict:
