@@ -15,9 +15,16 @@ from mmneuron_jax.models.base import forward
 
 
 def answer_rows(inputs, prompts, answers, images) -> dict:
-  """HF-named right-padded batch of `prompt answer EOS` rows (not yet padded to a fixed shape)."""
+  """HF-named right-padded batch of `prompt answer EOS` rows (not yet padded to a fixed shape). A
+  second text stream the image encoder reads (InstructBLIP's `qformer_input_ids`) gets the prompt
+  alone, as at evaluation: the answer must not reach the model through the image path."""
   eos = inputs.tokenizer.eos_token
-  return inputs([f"{p} {a} {eos}" for p, a in zip(prompts, answers)], images, padding_side="right")
+  batch = inputs([f"{p} {a} {eos}" for p, a in zip(prompts, answers)], images, padding_side="right")
+  if "qformer_input_ids" in batch:
+    prompt_only = inputs(list(prompts), images, padding_side="right")
+    batch["qformer_input_ids"] = prompt_only["qformer_input_ids"]
+    batch["qformer_attention_mask"] = prompt_only["qformer_attention_mask"]
+  return batch
 
 
 def answer_batch(inputs, rows_batch: dict, answers, rows: int, length: int) -> dict:
