@@ -21,7 +21,7 @@ Rows, all in this one process, on the same weights (HF random init, seed 0) and 
                          processor, our prompt ids / padding / anyres index / token groups
                          (`domain_stats.make_step_fn`'s prepare), the device step, host totals in a
                          StatsStore (`accumulate`), with the host part in line or 2 batches ahead on
-                         a thread (`data/prefetch.py`). Token ids come from a stub tokenizer (those
+                         a thread (`io/prefetch.py`). Token ids come from a stub tokenizer (those
                          of the model-only rows; no tokenizer download).
 The other JAX rows are model time only: inputs are preprocessed once (the HF image processor + our
 anyres index run on the host; their cost per sample is printed separately).
@@ -227,9 +227,9 @@ def pipeline_rates(model, cfg: dict, text_tokens: int, b: int, n_batches: int, d
   from PIL import Image
   from mmneuron_jax.analysis.accumulate import accumulate
   from mmneuron_jax.analysis.stats import store_spec
-  from mmneuron_jax.data.processors import LlavaNextInputs
+  from mmneuron_jax.data.inputs.processors import LlavaNextInputs
   from mmneuron_jax.io.stats_store import StatsStore
-  from mmneuron_jax.tasks import domain_stats
+  from mmneuron_jax.tasks.mmneuron import domain_stats
   image, text = image_and_text(text_tokens)
   png = io.BytesIO()
   image.save(png, "PNG")

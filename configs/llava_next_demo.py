@@ -1,5 +1,5 @@
 """MMNeuron on the embedded demo: a tiny LLaVA-NeXT trained to answer a synthetic five-domain set
-whose answers follow from the image, each domain with its own visual skill (data/demo_skills.py:
+whose answers follow from the image, each domain with its own visual skill (data/synthetic/skills.py:
 read a glyph, count lesions, car colour, land cover, object colour / shape). The trained checkpoint
 is bundled (configs/train_demo_llava_next.py rewrites it; a run whose prompt format differs trains
 its own on first use). The run uses the held-out 'val' split. Minutes on a CPU.

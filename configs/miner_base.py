@@ -8,7 +8,7 @@ import ml_collections
 
 from configs.mmneuron_base import apply_arg  # noqa: F401  (re-exported for the experiment files)
 
-# The six MINER benchmarks (data/miner_benchmarks.py) and which families can take them.
+# The six MINER benchmarks (data/sources/miner_benchmarks.py) and which families can take them.
 BENCHMARKS = {"qwen2_vl": ("text_vqa", "coco_caption", "mmlu", "msvd_qa"), "qwen2_audio": ("libri", "vocal_sound", "mmlu")}
 
 
@@ -32,7 +32,7 @@ def get_config():
   # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).
   # Prompts are padded to length_bucket * 2**k tokens, so a run compiles for a few lengths only.
   # prefetch: batches whose host preprocessing (processor, padding, modality masks, answer batches) runs
-  # ahead on a thread while the device computes (0 = in line; data/prefetch.py); sums do not depend on it.
+  # ahead on a thread while the device computes (0 = in line; io/prefetch.py); sums do not depend on it.
   c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_bucket=64, commit_every=10,
                                             flat_rtol=1e-5, grad=False, prefetch=2))
   # Stages 3-4: weights = a miner.WEIGHT_PRESETS name or 5 numbers over [prob, mean, max, attn_k, attn_q]

@@ -26,16 +26,16 @@ def get_config():
                                           domains=tuple(DOMAINS)))
   # positions: 'all' (paper: image, text and BOS tokens) or 'image'. prefetch: batches whose host
   # preprocessing (images, processor, padding, token groups) runs ahead on a thread while the device
-  # computes (0 = in line; data/prefetch.py); the totals do not depend on it.
+  # computes (0 = in line; io/prefetch.py); the totals do not depend on it.
   c.stats = ml_collections.ConfigDict(dict(positions="all", max_samples_per_domain=0,
                                            vision_tokens_per_domain=100_000, batch_size=8, commit_every=10,
                                            prefetch=2))
   c.dape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
-  # template / style: data/prompts.py ('' = the model family's default, tasks/families.py).
+  # template / style: data/inputs/prompts.py ('' = the model family's default, tasks/common/families.py).
   c.eval = ml_collections.ConfigDict(dict(n_per_domain=1001, batch_size=8, max_new_tokens=32, temperature=0.0,
                                           template="vicuna_v1", style=""))
   c.lens = ml_collections.ConfigDict(dict(n_per_domain=100, top_k=10))
-  # Optional stage 'tuned_lens' (add it to `stages`; beyond the papers, tasks/readouts.py): translators
+  # Optional stage 'tuned_lens' (add it to `stages`; beyond the papers, tasks/readouts/): translators
   # trained on n_per_domain samples per domain, compared with the logit lens on held-out ones.
   c.tuned_lens = ml_collections.ConfigDict(dict(n_per_domain=8, positions_per_sample=24, steps=200, lr=2e-3,
                                                 batch_size=256, top_k=10, name="tuned_lens", load="",

@@ -1,8 +1,8 @@
 """Train the tiny InstructBLIP demo model on the learnable synthetic five-domain set
-(data/demo_skills.py), in the authors' InstructBLIP prompt, and write it as a HF checkpoint.
+(data/synthetic/skills.py), in the authors' InstructBLIP prompt, and write it as a HF checkpoint.
 See configs/train_demo_llava_next.py; the same recipe fields, family 'instructblip'.
 
-COMMAND: python launch/main.py --config=configs/train_demo_instructblip.py --workdir=runs/train_demo_instructblip --config.out=mmneuron_jax/data/demo_assets/trained_instructblip
+COMMAND: python launch/main.py --config=configs/train_demo_instructblip.py --workdir=runs/train_demo_instructblip --config.out=mmneuron_jax/data/synthetic/demo_assets/trained_instructblip
 """
 from configs import train_demo_llava_next
 from mmneuron_jax.tasks.train_demo import recipes

@@ -1,10 +1,10 @@
 """Train the tiny LLaVA-NeXT demo model on the learnable synthetic five-domain set
-(data/demo_skills.py) and write it as a HF checkpoint (safetensors, config, tokenizer, processor).
+(data/synthetic/skills.py) and write it as a HF checkpoint (safetensors, config, tokenizer, processor).
 
 The recipe (tasks/train_demo/recipes.py) fixes data, prompt format, seeds and optimiser, so on a CPU
 this rewrites the bundled checkpoint bit for bit (its `train_demo.json` names the weights' sha256):
 
-COMMAND: python launch/main.py --config=configs/train_demo_llava_next.py --workdir=runs/train_demo_llava_next --config.out=mmneuron_jax/data/demo_assets/trained_llava_next
+COMMAND: python launch/main.py --config=configs/train_demo_llava_next.py --workdir=runs/train_demo_llava_next --config.out=mmneuron_jax/data/synthetic/demo_assets/trained_llava_next
 
 `--config.out` defaults to <workdir>/checkpoint; `--config.recipe.steps=...` etc. change the recipe
 (a changed recipe no longer matches the bundle, so the MMNeuron demo then trains its own on first use).

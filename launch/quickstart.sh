@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a venv and run the MMNeuron pipeline on the embedded demo: a tiny LLaVA-NeXT trained to answer
-# a synthetic five-domain set (bundled checkpoint; data/demo_skills.py), held-out samples.
+# a synthetic five-domain set (bundled checkpoint; data/synthetic/skills.py), held-out samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

@@ -66,7 +66,7 @@ def llava_next_batch(config, sizes_hw, text_lens, pad_side="right", seed=0, pinp
   for size, n_text in zip(pix["image_sizes"], text_lens):
     n_img = len(anyres.image_feature_order(size, pinpoints, config.vision_config.image_size, side, 0, -1))
     rows.append([1] + [IMAGE_TOKEN] * n_img + list(rng.integers(3, 299, n_text)))
-  from mmneuron_jax.data.batching import pad_rows
+  from mmneuron_jax.data.inputs.batching import pad_rows
   ids, mask = pad_rows(rows, 0, pad_side)
   return {"input_ids": ids, "attention_mask": mask, "pixel_values": pix["pixel_values"].astype(np.float32),
           "image_sizes": pix["image_sizes"]}

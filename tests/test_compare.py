@@ -1,4 +1,4 @@
-"""Cross-run neuron-set comparison (`analysis/compare.py`, `tasks/compare.py`) against plain-numpy /
+"""Cross-run neuron-set comparison (`analysis/compare.py`, `tasks/compare/`) against plain-numpy /
 plain-Python references: depth histograms from a fine grid of points, Jaccard from Python sets."""
 import json
 import os

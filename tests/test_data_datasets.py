@@ -5,8 +5,8 @@ import os
 import pytest
 from PIL import Image
 
-from mmneuron_jax.data import datasets as D
-from mmneuron_jax.data.records import load_image, validate
+from mmneuron_jax.data.sources import datasets as D
+from mmneuron_jax.data.sources.records import load_image, validate
 
 
 def _img(path, color=(90, 90, 90), size=(12, 8)):

@@ -1,8 +1,8 @@
 """Statistics and evaluation prompts (LLaVA Vicuna v1, plain InstructBLIP, the authors' text)."""
 import pytest
 
-from mmneuron_jax.data import prompts as P
-from mmneuron_jax.data.records import VQARecord
+from mmneuron_jax.data.inputs import prompts as P
+from mmneuron_jax.data.sources.records import VQARecord
 
 MED = VQARecord("m", "medical", "Which organ?", ["B"], choices=["Heart", "Liver", "Lung", "Brain"])
 DOC = VQARecord("d", "documents", "What is the date?", ["1990"])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmneuron_jax.data import records as R
-from mmneuron_jax.data.records import VQARecord
+from mmneuron_jax.data.sources import records as R
+from mmneuron_jax.data.sources.records import VQARecord
 
 
 def _png(color, size=(8, 6)) -> bytes:
@@ -149,7 +149,7 @@ def test_deterministic_shuffle():
           "s.loader.exec_module(m); print(','.join(r.id for r in m.deterministic_shuffle("
           "[m.VQARecord(f'id{i}', 'd', 'q') for i in range(50)], 0)))")
   for hashseed in ("1", "2"):
-    out = subprocess.run([sys.executable, "-c", code, os.path.join(root, "mmneuron_jax", "data", "records.py")],
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(root, "mmneuron_jax", "data", "sources", "records.py")],
                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": hashseed})
     assert out.stdout.strip().split(",") == a
 

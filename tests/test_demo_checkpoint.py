@@ -1,11 +1,11 @@
-"""The shared pieces of the tiny demo checkpoint writers (data/demo_checkpoint.py), checked
+"""The shared pieces of the tiny demo checkpoint writers (data/synthetic/demo_checkpoint.py), checked
 against plain numpy / direct computations."""
 import json
 import os
 
 import numpy as np
 
-from mmneuron_jax.data import demo_checkpoint as ckpt
+from mmneuron_jax.data.synthetic import demo_checkpoint as ckpt
 
 
 def test_word_vocab_blanks_specials_and_adds_base_words():

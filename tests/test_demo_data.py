@@ -7,9 +7,10 @@ import time
 
 import numpy as np
 
-from mmneuron_jax.data import demo, prompts
-from mmneuron_jax.data.datasets import DOMAINS
-from mmneuron_jax.data.records import load_image, read_records, validate
+from mmneuron_jax.data.inputs import prompts
+from mmneuron_jax.data.sources.datasets import DOMAINS
+from mmneuron_jax.data.sources.records import load_image, read_records, validate
+from mmneuron_jax.data.synthetic import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +34,7 @@ def test_fast_deterministic_and_prefix_stable():
   assert all(a.image_bytes != b.image_bytes for a, b in zip(short, demo.demo_records(2, seed=1)))
   # a fresh interpreter with another hash seed; a bare package stub skips the jax import in __init__
   code = ("import hashlib, sys, types; p = types.ModuleType('mmneuron_jax'); p.__path__ = [sys.argv[1]];"
-          "sys.modules['mmneuron_jax'] = p; from mmneuron_jax.data import demo; h = hashlib.sha256();"
+          "sys.modules['mmneuron_jax'] = p; from mmneuron_jax.data.synthetic import demo; h = hashlib.sha256();"
           "[h.update(r.image_bytes) for r in demo.demo_records(2, seed=0)]; print(h.hexdigest())")
   out = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "mmneuron_jax")], capture_output=True,
                        text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})

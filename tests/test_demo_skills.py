@@ -1,4 +1,4 @@
-"""The learnable synthetic set (data/demo_skills.py): deterministic, answers follow from the drawn
+"""The learnable synthetic set (data/synthetic/skills.py): deterministic, answers follow from the drawn
 facts, train and val share no image, and the existing demo set is unchanged by it."""
 import hashlib
 import io
@@ -6,8 +6,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from mmneuron_jax.data import demo, demo_skills
-from mmneuron_jax.data.datasets import DOMAINS
+from mmneuron_jax.data.synthetic import demo, skills as demo_skills
+from mmneuron_jax.data.sources.datasets import DOMAINS
 
 
 def test_splits_are_disjoint_and_deterministic():

@@ -25,7 +25,7 @@ TIMEOUT_S = 300
 
 def _batches():
   import hf_tiny
-  from mmneuron_jax.data.batching import pad_batch
+  from mmneuron_jax.data.inputs.batching import pad_batch
   cfg = hf_tiny.llava_next_config()
   sizes = [[(40, 90), (33, 33)], [(60, 50), (28, 28)], [(50, 50), (56, 30)], [(30, 60), (45, 45)],
            [(28, 56), (70, 40)]]

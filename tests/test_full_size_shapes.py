@@ -23,7 +23,7 @@ def test_instructblip_param_count_and_budgets_equal_hf():
   """Salesforce/instructblip-vicuna-7b: eval_shape params == HF on the meta device; DAPE budgets at
   1% are REFERENCE.md's llm 3523, vision 2396, qformer 369 + 369."""
   from mmneuron_jax.models.mllm.instructblip import InstructBlipConfig
-  from mmneuron_jax.tasks.side_by_side import budget
+  from mmneuron_jax.analysis.dape import budget
   config = preset("Salesforce/instructblip-vicuna-7b")
   ours = count_params(abstract_params(config))
   hf_config = transformers.InstructBlipConfig(**{k: v for k, v in config.items() if k != "model_type"})

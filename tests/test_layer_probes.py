@@ -7,10 +7,12 @@ import pytest
 
 import mmneuron_jax
 from mmneuron_jax.analysis import layer_probes as lp
-from mmneuron_jax.data import planted_llm, prompts
-from mmneuron_jax.data.processors import LlavaNextInputs
-from mmneuron_jax.data.records import load_image
-from mmneuron_jax.tasks import readouts
+from mmneuron_jax.data.inputs import prompts
+from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+from mmneuron_jax.data.sources.records import load_image
+from mmneuron_jax.data.synthetic import planted_llm
+from mmneuron_jax.tasks.readouts.data import prompt_batches
+from mmneuron_jax.tasks.readouts.probes import parse_probe_spec, probe_dataset
 
 HUES = ["red", "yellow", "green", "cyan", "blue"]
 
@@ -75,9 +77,9 @@ def test_split_control_and_pca():
 
 def test_bad_spec_names_the_field():
   with pytest.raises(ValueError, match="config.probes.specs"):
-    readouts.parse_probe_spec("vision:mean", {"vision": (3, 8)})
+    parse_probe_spec("vision:mean", {"vision": (3, 8)})
   with pytest.raises(ValueError, match="modality"):
-    readouts.parse_probe_spec("vision:token:modality", {"vision": (3, 8)})
+    parse_probe_spec("vision:token:modality", {"vision": (3, 8)})
 
 
 def test_planted_layer_is_found_and_control_is_chance(tmp_path):
@@ -85,8 +87,8 @@ def test_planted_layer_is_found_and_control_is_chance(tmp_path):
   model = mmneuron_jax.load_hf(path)
   inputs = LlavaNextInputs.from_pretrained(path)
   records = planted_llm.hue_records(HUES, 6)
-  batches = readouts.prompt_batches(inputs, records, prompts.stats_prompt, load_image, 10)
-  data = readouts.probe_dataset(model, model.params, batches, HUES, "vision:mean:domain", 16)
+  batches = prompt_batches(inputs, records, prompts.stats_prompt, load_image, 10)
+  data = probe_dataset(model, model.params, batches, HUES, "vision:mean:domain", 16)
   assert data["x"].shape == (3, 30, 80) and data["classes"] == HUES
   r = lp.run_probe(data["x"], data["y"], data["sample"], len(HUES), frac=0.34, control_repeats=5)
   planted_layer = 1

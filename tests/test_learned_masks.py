@@ -6,10 +6,11 @@ import numpy as np
 
 import mmneuron_jax
 from mmneuron_jax.analysis import learned_masks as lm
-from mmneuron_jax.data import planted_llm, prompts
-from mmneuron_jax.data.processors import LlavaNextInputs
-from mmneuron_jax.data.records import load_image
-from mmneuron_jax.tasks import readouts
+from mmneuron_jax.data.inputs import prompts
+from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+from mmneuron_jax.data.sources.records import load_image
+from mmneuron_jax.data.synthetic import planted_llm
+from mmneuron_jax.tasks.readouts.data import teacher_forced
 
 HUES = ["red", "yellow", "green", "cyan", "blue"]
 
@@ -66,7 +67,7 @@ def test_learned_masks_recover_planted_neurons(tmp_path):
   model = mmneuron_jax.load_hf(path)
   inputs = LlavaNextInputs.from_pretrained(path)
   records = planted_llm.hue_records(HUES, 1)
-  tf = readouts.teacher_forced(inputs, records, prompts.stats_prompt, load_image)
+  tf = teacher_forced(inputs, records, prompts.stats_prompt, load_image)
   groups = np.array([HUES.index(r.domain) for r in records])
   layers, width = model.probe_modules["llm"]
   before = answer_probs(model, tf, {"llm": np.ones((layers, width), np.float32)})  # same structure: one compile

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from mmneuron_jax.data import metrics as M
-from mmneuron_jax.data.records import VQARecord
+from mmneuron_jax.data.metrics import vqa_metrics as M
+from mmneuron_jax.data.sources.records import VQARecord
 
 
 @pytest.mark.parametrize("raw,norm", [

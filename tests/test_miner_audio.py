@@ -8,9 +8,9 @@ import numpy as np
 from configs import miner_qwen2_audio_demo, miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
-from mmneuron_jax.data import miner_demo
+from mmneuron_jax.data.synthetic import miner_demo
 from mmneuron_jax.io.stats_store import StatsStore
-from mmneuron_jax.tasks import miner_inputs
+from mmneuron_jax.tasks.miner import inputs as miner_inputs
 
 
 def test_family_switch_is_one_field():

@@ -14,11 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmneuron_jax.data import asr_metrics as A
-from mmneuron_jax.data import caption_metrics as C
-from mmneuron_jax.data import media
-from mmneuron_jax.data import miner_benchmarks as B
-from mmneuron_jax.data import miner_metrics as M
+from mmneuron_jax.data.metrics import asr_metrics as A, caption_metrics as C, miner_metrics as M
+from mmneuron_jax.data.sources import media, miner_benchmarks as B
 
 
 # ---------------------------------------------------------------- fake datasets

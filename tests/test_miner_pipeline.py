@@ -75,7 +75,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_inputs(run_dir):
   import mmneuron_jax
-  from mmneuron_jax.tasks import miner_inputs
+  from mmneuron_jax.tasks.miner import inputs as miner_inputs
   path = os.path.join(run_dir, "demo_checkpoint")
   return mmneuron_jax.load_hf(path), miner_inputs.family_inputs("qwen2_vl", path)
 
@@ -120,6 +120,9 @@ def test_budgets_per_strategy(run_dir):
   np.testing.assert_array_equal(chosen.mask, sets["LA_MU"].mask)
   overlap = np.asarray(results["overlap"]["per_layer"])
   np.testing.assert_array_equal(overlap, np.einsum("alf,blf->abl", chosen.mask.astype(int), chosen.mask.astype(int)))
+  flat = chosen.mask.reshape(len(chosen.mask), -1)  # Jaccard over all layers, |A & B| / |A | B|, in plain numpy
+  want = [[(a & b).sum() / max((a | b).sum(), 1) for b in flat] for a in flat]
+  np.testing.assert_allclose(results["overlap"]["jaccard"], want, rtol=1e-12)
 
 
 def test_stage3_and_selection_match_numpy(run_dir):
@@ -166,9 +169,9 @@ def test_deactivation_rows(run_dir):
 def test_min_value_masks(run_dir, model_inputs):
   """value='min': the selected neurons read their layer's stage-2 minimum at every position
   (captured neurons), and the identity affine mask (1, 0) of 'none' generates what no mask does."""
-  from mmneuron_jax.data import miner_demo
-  from mmneuron_jax.tasks import miner_deactivation
-  from mmneuron_jax.tasks.miner_inputs import pad_to
+  from mmneuron_jax.data.synthetic import miner_demo
+  from mmneuron_jax.tasks.miner import deactivation as miner_deactivation
+  from mmneuron_jax.tasks.miner.inputs import pad_to
   model, inputs = model_inputs
   results = json.load(open(os.path.join(run_dir, "miner_results.json")))
   chosen = NeuronSet.load(os.path.join(run_dir, "neurons", "llm.json"))
@@ -198,8 +201,8 @@ def test_min_value_masks(run_dir, model_inputs):
 def test_killed_scores_run_resumed_bit_identical(run_dir, model_inputs):
   """The resumed per-dataset sums equal an uninterrupted in-process recomputation (every batch's
   partial sums added in order, no store) bit for bit: nothing lost, nothing counted twice."""
-  from mmneuron_jax.data import miner_demo
-  from mmneuron_jax.tasks import miner_scores
+  from mmneuron_jax.data.synthetic import miner_demo
+  from mmneuron_jax.tasks.miner import scores as miner_scores
   model, inputs = model_inputs
   config = small_config()
   modalities = ("text", "special", "image", "video")

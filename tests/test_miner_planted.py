@@ -1,5 +1,5 @@
 """Planted ground truth: MINER's stages 1-4, run through the task on a tiny Qwen2-VL whose LLM has
-modality-specific neurons by construction (`data/planted_qwen2_vl.py`), recover exactly the planted
+modality-specific neurons by construction (`data/synthetic/planted_qwen2_vl.py`), recover exactly the planted
 (modality, layer, neuron) triples: precision and recall >= 0.95 (observed 1.0) for LA_MU, LU_MA and
 uniform, with the budget K equal to the number of planted neurons."""
 import json
@@ -11,7 +11,7 @@ import pytest
 from configs import miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
-from mmneuron_jax.data import demo_model_qwen2_vl, miner_demo, planted_qwen2_vl
+from mmneuron_jax.data.synthetic import demo_model_qwen2_vl, miner_demo, planted_qwen2_vl
 
 PER_LAYER = 4
 LAYERS, WIDTH = 3, 128

@@ -3,10 +3,10 @@ Qwen2-VL chat prompt, the teacher-forced answer mask and the grad-score normalis
 import numpy as np
 import pytest
 
-from mmneuron_jax.data import demo_model_qwen2_vl, miner_demo
-from mmneuron_jax.data.miner_samples import MinerSample, as_sample, validate
-from mmneuron_jax.data.records import VQARecord
-from mmneuron_jax.tasks import miner_inputs, miner_scores
+from mmneuron_jax.data.sources.miner_samples import MinerSample, as_sample, validate
+from mmneuron_jax.data.sources.records import VQARecord
+from mmneuron_jax.data.synthetic import demo_model_qwen2_vl, miner_demo
+from mmneuron_jax.tasks.miner import inputs as miner_inputs, scores as miner_scores
 
 
 def test_as_sample_reads_vqa_records_and_dicts():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mmneuron_jax.analysis.accumulate import Step, accumulate
-from mmneuron_jax.data.prefetch import THREAD_NAME, prefetch
+from mmneuron_jax.io.prefetch import THREAD_NAME, prefetch
 from mmneuron_jax.io.stats_store import StatsStore
 
 SHAPE = (2, 3, 16)

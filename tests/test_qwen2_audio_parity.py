@@ -19,7 +19,7 @@ import hf_hooks
 import mmneuron_jax
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.logit_lens import Lens, positions_where
-from mmneuron_jax.data import qwen2_audio_inputs
+from mmneuron_jax.data.inputs import qwen2_audio_inputs
 from mmneuron_jax.models.mllm import qwen2_audio
 
 TOL = 1e-4

@@ -16,7 +16,7 @@ import transformers
 
 import hf_hooks
 import mmneuron_jax
-from mmneuron_jax.data import qwen2_vl_inputs
+from mmneuron_jax.data.inputs import qwen2_vl_inputs
 from mmneuron_jax.models.mllm import qwen2_vl
 
 TOL = 1e-4

@@ -18,7 +18,7 @@ import torch
 import hf_hooks
 import mmneuron_jax
 import test_qwen2_vl_parity as t
-from mmneuron_jax.data import qwen2_vl_inputs
+from mmneuron_jax.data.inputs import qwen2_vl_inputs
 from mmneuron_jax.models import qwen2_vit
 from mmneuron_jax.models.mllm import qwen2_vl
 

@@ -10,7 +10,8 @@ from configs import readouts_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.models.mllm.instructblip import InstructBlipConfig
-from mmneuron_jax.tasks import readouts, readouts_report
+from mmneuron_jax.tasks.readouts import report as readouts_report
+from mmneuron_jax.tasks.readouts.probes import expand_probe_specs
 
 MODULES = ("llm", "vision", "qformer_text", "qformer_query")
 
@@ -36,7 +37,7 @@ def small_config():
 
 
 def test_expand_probe_specs():
-  got = readouts.expand_probe_specs(("hidden:mean:domain", "*:mean:domain", "vision:mean:domain"),
+  got = expand_probe_specs(("hidden:mean:domain", "*:mean:domain", "vision:mean:domain"),
                                     dict.fromkeys(MODULES, (2, 8)))
   assert got == ["hidden:mean:domain"] + [f"{m}:mean:domain" for m in MODULES]
 

@@ -24,7 +24,7 @@ NUM_GROUPS = 3
 
 def _batch():
   import hf_tiny
-  from mmneuron_jax.data.batching import pad_batch
+  from mmneuron_jax.data.inputs.batching import pad_batch
   cfg = hf_tiny.llava_next_config()
   batch = hf_tiny.llava_next_batch(cfg, [(40, 90), (60, 50), (33, 33), (50, 50), (56, 30), (28, 28)],
                                    [5, 9, 2, 7, 3, 6])

@@ -40,7 +40,7 @@ MINER_IDS = dict(special_ids=(1, START, END), image_ids=(IMAGE,), video_ids=(VID
 
 def _batch(config, padding_side):
   from PIL import Image
-  from mmneuron_jax.data import qwen2_vl_inputs
+  from mmneuron_jax.data.inputs import qwen2_vl_inputs
   rng = np.random.default_rng(0)
   images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
   pix = qwen2_vl_inputs.image_processor(min_pixels=28 * 28, max_pixels=28 * 28 * 16)(images, return_tensors="np")

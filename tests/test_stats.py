@@ -5,7 +5,7 @@ import pytest
 import hf_tiny
 import mmneuron_jax
 from mmneuron_jax.analysis import stats
-from mmneuron_jax.data.batching import pad_batch
+from mmneuron_jax.data.inputs.batching import pad_batch
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 import mmneuron_jax
 from mmneuron_jax.convert.export import hf_state
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
-from mmneuron_jax.data import demo_skills
+from mmneuron_jax.data.synthetic import skills as demo_skills
 from mmneuron_jax.models.registry import family_for
-from mmneuron_jax.tasks import families
+from mmneuron_jax.tasks.common import families
 from mmneuron_jax.tasks.train_demo import cache, recipes, steps, training
 
 

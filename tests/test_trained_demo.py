@@ -1,4 +1,4 @@
-"""The bundled trained LLaVA-NeXT demo (mmneuron_jax/data/demo_assets/trained_llava_next): HF
+"""The bundled trained LLaVA-NeXT demo (mmneuron_jax/data/synthetic/demo_assets/trained_llava_next): HF
 transformers loads it and its logits match ours; its held-out accuracy is the one it was bundled
 with (>= 0.6); and the MMNeuron pipeline on it finds domain neurons whose removal hurts their
 domain more than random neurons of the same per-layer sizes. Fixed seeds; nothing is retrained.
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import mmneuron_jax
-from mmneuron_jax.data import records as records_lib
-from mmneuron_jax.tasks import families
+from mmneuron_jax.data.sources import records as records_lib
+from mmneuron_jax.tasks.common import families
 from mmneuron_jax.tasks.train_demo import cache, recipes, training
 
 BUNDLE = cache.bundled_path("llava_next")
@@ -64,7 +64,8 @@ def test_dape_vs_random_deactivation_is_pinned(tmp_path):
   documents answer right). The MMNeuron effect does not appear on this demo (README, Demos); a change to
   the selection, the masks or the model that moves these numbers by more than one answer fails here."""
   from configs import llava_next_demo
-  from mmneuron_jax.tasks import deactivation, mmneuron, sources
+  from mmneuron_jax.tasks import mmneuron
+  from mmneuron_jax.tasks.common import deactivation, sources
   config = llava_next_demo.get_config()
   study = mmneuron.open_study(config, str(tmp_path))
   totals, _ = mmneuron.stage_stats(study)

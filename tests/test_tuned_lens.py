@@ -7,11 +7,13 @@ import pytest
 import mmneuron_jax
 from mmneuron_jax.analysis import tuned_lens
 from mmneuron_jax.analysis.logit_lens import Lens
-from mmneuron_jax.data import demo, prompts
-from mmneuron_jax.data.demo_model import build_demo_checkpoint
-from mmneuron_jax.data.processors import LlavaNextInputs
-from mmneuron_jax.data.records import load_image
-from mmneuron_jax.tasks import readouts
+from mmneuron_jax.data.inputs import prompts
+from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+from mmneuron_jax.data.sources.records import load_image
+from mmneuron_jax.data.synthetic import demo
+from mmneuron_jax.data.synthetic.demo_model import build_demo_checkpoint
+from mmneuron_jax.tasks.readouts.data import residuals_at, sample_positions, teacher_forced
+from mmneuron_jax.tasks.readouts.lens import stage_tuned_lens
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def setup(tmp_path_factory):
   build_demo_checkpoint(path, [t for r in records for t in [r.question, *r.answers]])
   model = mmneuron_jax.load_hf(path)
   inputs = LlavaNextInputs.from_pretrained(path)
-  tf = readouts.teacher_forced(inputs, records, prompts.stats_prompt, load_image, length_multiple=64)
+  tf = teacher_forced(inputs, records, prompts.stats_prompt, load_image, length_multiple=64)
   return model, inputs, records, tf
 
 
@@ -44,7 +46,7 @@ def random_translators(layers, d, seed, scale=0.05):
 def test_identity_tuned_lens_is_the_logit_lens_exactly(setup):
   model, _, _, tf = setup
   batch = tf["batch"]
-  positions = readouts.sample_positions(batch["attention_mask"], 12, seed=0, extra=tf["last_prompt"])
+  positions = sample_positions(batch["attention_mask"], 12, seed=0, extra=tf["last_prompt"])
   targets = np.maximum(np.asarray(batch["input_ids"])[np.arange(len(positions))[:, None], np.maximum(positions, 0)], 0)
   layers, d = model.probe_modules["llm"][0], model.module.cfg.text.hidden_size
   plain = model.apply(model.params, batch, lens=Lens(positions, targets, 5)).lens
@@ -68,8 +70,8 @@ def test_identity_tuned_lens_is_the_logit_lens_exactly(setup):
 
 def test_metrics_match_numpy_reference(setup):
   model, _, _, tf = setup
-  positions = readouts.sample_positions(tf["batch"]["attention_mask"], 6, seed=3)
-  hidden = readouts.residuals_at(model, model.params, tf["batch"], positions)[:, positions >= 0]
+  positions = sample_positions(tf["batch"]["attention_mask"], 6, seed=3)
+  hidden = residuals_at(model, model.params, tf["batch"], positions)[:, positions >= 0]
   layers, n, d = hidden.shape
   answers = np.random.default_rng(0).integers(-1, 40, n)
   ro = tuned_lens.readout_of(model, model.params)
@@ -89,8 +91,8 @@ def test_metrics_match_numpy_reference(setup):
 
 def test_training_lowers_heldout_kl(setup):
   model, _, records, tf = setup
-  positions = readouts.sample_positions(tf["batch"]["attention_mask"], 24, seed=0)
-  hidden = readouts.residuals_at(model, model.params, tf["batch"], positions)
+  positions = sample_positions(tf["batch"]["attention_mask"], 24, seed=0)
+  hidden = residuals_at(model, model.params, tf["batch"], positions)
   rows = np.repeat(np.arange(len(records))[:, None], positions.shape[1], 1)[positions >= 0]
   hidden = hidden[:, positions >= 0]
   held_rows = np.arange(len(records)) % 3 == 0  # whole samples held out
@@ -125,9 +127,9 @@ def test_stage_reloads_a_saved_lens_by_name(setup, tmp_path):
   by_domain = {d: [r for r in records if r.domain == d] for d in domains}
   args = (model, model.params, inputs, by_domain, domains, prompts.stats_prompt)
   kw = dict(batch_size=10, heldout_frac=0.25, seed=0)
-  trained = readouts.stage_tuned_lens(*args, c.tuned_lens, str(tmp_path), "demo", **kw)
+  trained = stage_tuned_lens(*args, c.tuned_lens, str(tmp_path), "demo", **kw)
   c.tuned_lens.load = "tuned_lens"  # a name under <workdir>/tuned_lens/
-  loaded = readouts.stage_tuned_lens(*args, c.tuned_lens, str(tmp_path), "demo", **kw)
+  loaded = stage_tuned_lens(*args, c.tuned_lens, str(tmp_path), "demo", **kw)
   assert loaded["loaded"] and not trained["loaded"] and loaded["dir"] == trained["dir"]
   for lens in ("logit", "tuned"):
     for kind, values in trained[lens].items():

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 from absl import logging
 
-from mmneuron_jax.data import prefetch as prefetching
+from mmneuron_jax.io import prefetch as prefetching
 from mmneuron_jax.io.progress import Progress
 
 

@@ -124,13 +124,18 @@ def _select_core(p, tie_tol, k_filter, k_top, k_bar):
   return (kept & jnp.isfinite(h))[None] & (p > bar)
 
 
+def budget(layers: int, width: int, top_rate: float) -> int:
+  """Neurons DAPE may select in a module of L layers x F neurons: round(top_rate * L * F) (step 3)."""
+  return round(layers * width * top_rate)
+
+
 def _ranks(shape, top_rate, filter_rate, bar_ratio):
   d, layers, width = shape
   top_rate = _check_rate("top_rate", top_rate)
   filter_rate = _check_rate("filter_rate", filter_rate)
   bar_ratio = _check_rate("bar_ratio", bar_ratio)
   n = d * layers * width
-  return dict(k_filter=_kth(filter_rate, n, "filter_rate"), k_top=round(layers * width * top_rate),
+  return dict(k_filter=_kth(filter_rate, n, "filter_rate"), k_top=budget(layers, width, top_rate),
               k_bar=_kth(bar_ratio, n, "bar_ratio"))
 
 

@@ -1,8 +1,9 @@
-"""One function per experiment; `run(config, workdir)` dispatches on `config.task`."""
+"""One package per study (mmneuron, miner, readouts, compare), each with `run(config, workdir)`;
+`run` here dispatches on `config.task`; helpers several studies share live in `common/`."""
 import importlib
 
 TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
-TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.side_by_side"
+TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.compare.side_by_side"
 TASKS["miner"] = "mmneuron_jax.tasks.miner"
 TASKS["compare"] = "mmneuron_jax.tasks.compare"
 TASKS["readouts"] = "mmneuron_jax.tasks.readouts"

@@ -64,7 +64,7 @@ class Qwen2AudioConfig:
 
     Qwen2's tokenizer holds <|im_start|>, <|im_end|>, <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
     at consecutive ids (151644..151648), so the special ids sit at audio_token_id -2, -1, +1, +2;
-    tiny checkpoints (data/demo_model_qwen2_audio.py) keep that layout.
+    tiny checkpoints (data/synthetic/demo_model_qwen2_audio.py) keep that layout.
     """
     a = self.audio_token_id
     return {"special_ids": (a - 2, a - 1, a + 1, a + 2), "image_ids": (), "video_ids": (), "audio_ids": (a,)}

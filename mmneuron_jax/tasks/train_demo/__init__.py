@@ -1,4 +1,4 @@
-"""`train_demo`: train a tiny demo model on the learnable synthetic set (data/demo_skills.py) and
+"""`train_demo`: train a tiny demo model on the learnable synthetic set (data/synthetic/skills.py) and
 write it as a HF checkpoint plus report.md (model, held-out accuracy, loss curve, timings).
 
 recipes.py: what a checkpoint is a function of; steps.py: loss and optax step; training.py: the run;

@@ -1,7 +1,7 @@
 """A trained demo checkpoint for a recipe: the bundled one when its recipe digest matches, else a
 copy trained on first use (and kept in the run directory, so a rerun reuses it).
 
-Bundled checkpoints live in `mmneuron_jax/data/demo_assets/trained_<family>/`, each with the
+Bundled checkpoints live in `mmneuron_jax/data/synthetic/demo_assets/trained_<family>/`, each with the
 `train_demo.json` that names its recipe, digest, weights hash and held-out accuracy; the
 `configs/train_demo_<family>.py` command rewrites them bit for bit on a CPU.
 """
@@ -15,7 +15,7 @@ from mmneuron_jax.tasks.train_demo import recipes
 from mmneuron_jax.tasks.train_demo.training import RECIPE_FILE
 
 BUNDLE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data",
-                           "demo_assets")
+                           "synthetic", "demo_assets")
 
 
 def bundled_path(family: str) -> str:

@@ -3,7 +3,8 @@ import os
 
 import numpy as np
 
-from mmneuron_jax.tasks.report import _plt, md_table
+from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.mmneuron.report import _plt
 
 
 def plot_losses(losses, path: str, window: int = 20):
@@ -25,7 +26,7 @@ def plot_losses(losses, path: str, window: int = 20):
 
 
 def write(workdir: str, out_dir: str, result: dict) -> str:
-  from mmneuron_jax.data import demo_skills
+  from mmneuron_jax.data.synthetic import skills as demo_skills
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   plot_losses(result["losses"], os.path.join(workdir, "plots", "loss.png"))
   r = result["recipe"]

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from mmneuron_jax.data import records as records_lib
-from mmneuron_jax.data.batching import chunks, round_up
+from mmneuron_jax.data.sources import records as records_lib
+from mmneuron_jax.data.inputs.batching import chunks, round_up
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.tasks.train_demo import recipes, steps
 
@@ -27,7 +27,7 @@ RECIPE_FILE = "train_demo.json"
 
 
 def skills_split(r: dict, split: str) -> list:
-  from mmneuron_jax.data import demo_skills
+  from mmneuron_jax.data.synthetic import skills as demo_skills
   n = r["n_train_per_domain"] if split == "train" else r["n_val_per_domain"]
   return demo_skills.skills_records(n, split, r["data_seed"], r["domains"])
 
@@ -53,8 +53,8 @@ def make_batches(inputs, family, r: dict, records: list) -> list:
 
 def accuracy(model, params, inputs, family, r: dict, records: list, batch_size: int = 8, max_new_tokens: int = 6):
   """{domain: primary metric} of greedy answers on `records` (the MMNeuron evaluation path)."""
-  from mmneuron_jax.data import metrics
-  from mmneuron_jax.tasks.deactivation import generate_answers
+  from mmneuron_jax.data.metrics import vqa_metrics as metrics
+  from mmneuron_jax.tasks.common.deactivation import generate_answers
   answers = generate_answers(model, params, inputs, records, lambda x: family.eval_prompt(x, prompt_cfg(r)),
                              records_lib.load_image, None, batch_size, max_new_tokens)
   out = {}
@@ -75,9 +75,9 @@ def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
   import mmneuron_jax
   from mmneuron_jax.convert.export import hf_state
   from mmneuron_jax.convert.safetensors_reader import CheckpointReader
-  from mmneuron_jax.data import demo_checkpoint
+  from mmneuron_jax.data.synthetic import demo_checkpoint
   from mmneuron_jax.models.registry import family_for
-  from mmneuron_jax.tasks import families
+  from mmneuron_jax.tasks.common import families
   t0 = time.time()
   family = families.family(r["family"], "recipe family")
   train_recs, val_recs = skills_split(r, "train"), skills_split(r, "val")

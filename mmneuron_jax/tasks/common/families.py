@@ -1,0 +1,98 @@
+"""What the MMNeuron pipeline needs to know about a model family, in one place.
+
+A `PipelineFamily` holds the family's inputs builder (HF-named batches, the vision-encoder token
+cost of an image for the stopping rule, batch padding), its deactivation conditions, its
+evaluation prompt format and its tiny demo checkpoint. The pipeline looks the family up by the
+checkpoint's `model_type` (or `config.model.demo` for the embedded demo) and never branches on it.
+
+Conditions (REFERENCE.md), each evaluated on domain d with d's own neurons off in the listed modules:
+- LLaVA-NeXT: none, llm, vision (+ projector, as the authors' code), projector, all.
+- InstructBLIP: none, llm, vision, qformer (text + query paths), vision+qformer, all.
+"""
+import dataclasses
+from typing import Any, Callable
+
+from mmneuron_jax.data.inputs import processors, prompts
+from mmneuron_jax.data.synthetic import demo_model, demo_model_instructblip
+
+LLAVA_NEXT_CONDITIONS = {
+    "none": (),
+    "llm": ("llm",),
+    "vision": ("vision", "projector"),
+    "projector": ("projector",),
+    "all": ("llm", "vision", "projector"),
+}
+QFORMER = ("qformer_text", "qformer_query")
+INSTRUCTBLIP_CONDITIONS = {
+    "none": (),
+    "llm": ("llm",),
+    "vision": ("vision",),
+    "qformer": QFORMER,
+    "vision+qformer": ("vision",) + QFORMER,
+    "all": ("llm", "vision") + QFORMER,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineFamily:
+  """name: the model registry's family (HF model_type); conditions: name -> probe modules switched off;
+  template / style: default evaluation prompt (data/inputs/prompts.py); make_inputs(path, config) -> inputs builder; vision_tokens(hf
+  config, (h, w)) -> vision-encoder tokens of one image; build_demo(path, texts, seed) -> path.
+  make_inputs(path, run config, HF config dict) reads the tokenizer(s) and image processor at `path`."""
+  name: str
+  conditions: dict
+  template: str
+  style: str
+  make_inputs: Callable[[str, Any, dict], Any]
+  vision_tokens: Callable[[dict, tuple], int]
+  build_demo: Callable[..., str]
+
+  def eval_prompt(self, record, eval_cfg) -> str:
+    """`eval_cfg.template` / `eval_cfg.style` ('' = this family's default)."""
+    template = eval_cfg.get("template") or self.template
+    style = eval_cfg.get("style") or self.style
+    return prompts.eval_prompt(record, template=template, style=style)
+
+  @staticmethod
+  def stats_prompt(record) -> str:
+    """`"<image>\\n{question}"`, no template, for every family (the authors' `simple_flag` prompt)."""
+    return prompts.stats_prompt(record)
+
+  def vocabulary_texts(self, records, eval_cfg) -> list[str]:
+    """Every text the run tokenizes (a demo checkpoint's word-level vocabulary is built from them)."""
+    return [t for r in records for t in [r.question, *r.answers, self.stats_prompt(r), self.eval_prompt(r, eval_cfg)]]
+
+
+def _llava_inputs(path, config, hf_config):
+  del config
+  return processors.LlavaNextInputs.from_pretrained(path, hf_config=hf_config)
+
+
+def _instructblip_inputs(path, config, hf_config):
+  return processors.InstructBlipInputs.from_pretrained(path, image_text=config.model.get("image_text", "literal"),
+                                                       hf_config=hf_config)
+
+
+def _llava_demo(path, texts, seed=0):
+  return demo_model.build_demo_checkpoint(path, texts, seed=seed)
+
+
+def _instructblip_demo(path, texts, seed=0):
+  return demo_model_instructblip.build_demo_checkpoint(path, texts, seed=seed)
+
+
+FAMILIES = {
+    "llava_next": PipelineFamily("llava_next", LLAVA_NEXT_CONDITIONS, "vicuna_v1", "llava", _llava_inputs,
+                                 processors.vision_tokens_llava_next, _llava_demo),
+    # The authors' generate.py rewrites the LLaVA prompt for BLIP: no chat template, "Short Answer:".
+    "instructblip": PipelineFamily("instructblip", INSTRUCTBLIP_CONDITIONS, "plain", "authors", _instructblip_inputs,
+                                   processors.vision_tokens_instructblip, _instructblip_demo),
+}
+
+
+def family(name: str, where: str = "model_type") -> PipelineFamily:
+  if name not in FAMILIES:
+    raise ValueError(f"{where}={name!r}: the MMNeuron pipeline supports {sorted(FAMILIES)}")
+  return FAMILIES[name]
+
+

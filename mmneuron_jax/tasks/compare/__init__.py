@@ -1,0 +1,91 @@
+"""Cross-architecture view of neuron sets from finished runs (MMNeuron domain sets and/or MINER
+modality sets): distribution over relative depth, overlaps inside each set, and overlaps between
+sets of the same model and module (e.g. MMNeuron domains vs MINER modalities of one model).
+
+Reads `<run>/neurons/<module>.json` from each run of `config.compare.runs`; writes compare.json,
+plots/ and report.md into the work directory.
+"""
+import json
+import os
+
+from mmneuron_jax.analysis import compare
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.tasks.common.tables import md_table
+
+
+def load_sets(runs, module: str, labels=()) -> list:
+  """-> [(label, NeuronSet)] for each run directory; a clear error names a missing file."""
+  labels = list(labels or [])
+  if labels and len(labels) != len(runs):
+    raise ValueError(f"config.compare.labels has {len(labels)} entries for {len(runs)} runs")
+  out = []
+  for i, run in enumerate(runs):
+    path = os.path.join(run, "neurons", f"{module}.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path}: no neuron set for module {module!r} in run {run} "
+                              "(a finished MMNeuron or MINER run has neurons/<module>.json)")
+    s = NeuronSet.load(path)
+    method = s.meta.get("method", "?")
+    out.append((labels[i] if labels else f"{os.path.basename(os.path.normpath(run))} [{method}]", s))
+  return out
+
+
+def run(config, workdir: str) -> str:
+  cfg = config.compare
+  if not cfg.runs:
+    raise ValueError("config.compare.runs is empty: list the run directories to compare")
+  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  entries = load_sets(list(cfg.runs), cfg.module, cfg.labels)
+  bins = int(cfg.bins)
+  result = {"module": cfg.module, "bins": bins, "runs": [], "cross": []}
+  out = [f"# Neuron sets compared ({cfg.module})", "",
+         "Relative depth: layer l of L covers [l/L, (l+1)/L); histograms give each group's fraction of neurons "
+         "per depth bin. Jaccard = |A & B| / |A | B|.", ""]
+  header = ["run", "model", "method", "L x F", "groups (sizes)"]
+  out += [md_table(header, [[label, s.model_id, s.meta.get("method", "?"), f"{s.layers} x {s.width}",
+                             ", ".join(f"{g} {n}" for g, n in s.sizes().items())] for label, s in entries]), ""]
+  compare.plot_depth(entries, os.path.join(workdir, "plots", "depth.png"), bins)
+  out += ["## Distribution by relative depth", "", "![depth](plots/depth.png)", ""]
+  edges = [f"{k / bins:.1f}-{(k + 1) / bins:.1f}" for k in range(bins)]
+  rows = []
+  for i, (label, s) in enumerate(entries):
+    hist = compare.depth_histogram(s, bins)
+    within = compare.pairwise_jaccard(s)
+    result["runs"].append({"label": label, "model_id": s.model_id, "method": s.meta.get("method"),
+                           "groups": s.group_names, "layers": s.layers, "width": s.width, "sizes": s.sizes(),
+                           "depth_histogram": hist.tolist(), "jaccard": within.tolist(),
+                           "jaccard_per_layer": compare.pairwise_jaccard(s, per_layer=True).tolist()})
+    rows += [[label, g] + [f"{v:.2f}" for v in hist[k]] for k, g in enumerate(s.group_names)]
+    if len(s.group_names) > 1:
+      name = f"jaccard_{i}.png"
+      compare.plot_matrix(within, s.group_names, s.group_names, os.path.join(workdir, "plots", name),
+                          f"{label}: overlap between groups")
+      result["runs"][-1]["plot"] = f"plots/{name}"
+  out += [md_table(["run", "group"] + edges, rows), ""]
+  out += ["## Overlap between groups of one set", ""]
+  for r in result["runs"]:
+    if "plot" in r:
+      out += [f"![{r['label']}]({r['plot']})", ""]
+  for i, (la, a) in enumerate(entries):
+    for j, (lb, b) in enumerate(entries[i + 1:], i + 1):
+      if not compare.compatible(a, b):
+        continue
+      mat = compare.cross_jaccard(a.mask, b.mask)
+      name = f"cross_{i}_{j}.png"
+      compare.plot_matrix(mat, [f"{la}: {g}" for g in a.group_names], [f"{lb}: {g}" for g in b.group_names],
+                          os.path.join(workdir, "plots", name), "overlap between sets (Jaccard)")
+      result["cross"].append({"a": la, "b": lb, "jaccard": mat.tolist(), "plot": f"plots/{name}",
+                              "jaccard_per_layer": compare.cross_jaccard(a.mask, b.mask, per_layer=True).tolist()})
+  if result["cross"]:
+    out += ["## Overlap between sets of the same model and module", ""]
+    for c in result["cross"]:
+      out += [f"{c['a']} vs {c['b']}:", "", f"![cross]({c['plot']})", ""]
+  with open(os.path.join(workdir, "compare.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(out))
+  return path
+

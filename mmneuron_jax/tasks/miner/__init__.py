@@ -1,0 +1,175 @@
+"""The MINER study end to end in one run directory (REFERENCE.md, "MINER"):
+
+1-2. per dataset, batched prefill forwards with the in-scan MinerScores probe -> per-sample scores
+     (and optionally the gradient score), summed into a resumable StatsStore (`tasks/miner/scores.py`);
+3.   dataset means, cross-dataset means per modality, weighted combination;
+4.   selection (K = int(ratio * L * F)) with every strategy; the chosen one saved as a NeuronSet
+     (one group per modality) + its PyTorch export, and the per-layer overlap tables;
+5.   deactivation of the selected neurons while generating, vs none and a random control
+     (`tasks/miner/deactivation.py`);
+6.   report.md + plots, miner_results.json, scores.npz (`load_results` reads them back).
+
+The model family is one config field (`model.family`); its inputs builder (`tasks/miner/inputs.py`)
+supplies the chat template, batches and token ids, so the same config runs on every family.
+"""
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+from mmneuron_jax import sharding
+from mmneuron_jax.analysis import miner
+from mmneuron_jax.analysis.compare import pairwise_jaccard
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.data.synthetic import miner_demo
+from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
+from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores
+
+
+def load_model(config, workdir, samples_by_dataset):
+  """-> (Model, ChatInputs, model id). No model.path: the family's tiny demo checkpoint, built
+  deterministically in <workdir>/demo_checkpoint for the vocabulary of the samples."""
+  family = config.model.family
+  path = config.model.path
+  if not path:
+    path = os.path.join(workdir, "demo_checkpoint")
+    if not os.path.exists(os.path.join(path, "config.json")):
+      texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
+      miner_inputs.demo_builder(family)(path, texts, seed=config.model.seed)
+  # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
+  model = sharding.load_for_config(path, config)
+  if model.family != family:
+    raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
+  return model, miner_inputs.family_inputs(family, path), config.model.id or path
+
+
+def check_token_ids(ids: dict, family: str, model_id: str) -> None:
+  """Log where the checkpoint's stage-1 ids differ from the real model's (demo checkpoints remap them)."""
+  want = miner.TOKEN_IDS.get(family)
+  if want is None:
+    return
+  diff = {k: (ids[k], tuple(want[k])) for k in want if tuple(want[k]) and ids[k] and set(ids[k]) != set(want[k])}
+  if diff:
+    logging.info("%s: stage-1 token ids differ from the real %s ids (a remapped checkpoint?): %s", model_id,
+                 family, diff)
+
+
+def select_all(combined, names, config, model_id, width) -> tuple:
+  """-> ({strategy: NeuronSet}, summary {strategy: {'sizes', 'union', 'target', 'per_layer'}})."""
+  sel = config.select
+  M, L, F = combined.shape
+  K = miner.budget(sel.ratio, L, F)
+  targets = {"LA_MU": f"{K // M} per modality", "LU_MA": f"{K // L} per layer (all modalities)",
+             "adaptive": f"{K} in total, disjoint", "uniform": f"{K // (M * L)} per (layer, modality)",
+             "random": f"{K} draws with replacement, shared"}
+  sets, summary = {}, {}
+  for strategy in miner.STRATEGIES:
+    mask = miner.select(combined, sel.ratio, strategy, seed=sel.seed)
+    sets[strategy] = NeuronSet(model_id=model_id, module="llm", group_names=list(names), layers=L, width=width,
+                               mask=mask, meta={"method": "miner", "strategy": strategy, "ratio": sel.ratio,
+                                                "K": K, "split": sel.split, "seed": sel.seed,
+                                                "weights": miner_scores.parse_weights(sel.weights).tolist(),
+                                                "grad_weight": float(sel.grad_weight)})
+    summary[strategy] = {"sizes": sets[strategy].sizes(), "union": int(mask.any(0).sum()), "target": targets[strategy],
+                         "per_layer": {n: mask[i].sum(-1).tolist() for i, n in enumerate(names)}}
+  return sets, summary
+
+
+def save_sets(workdir, sets, strategy) -> None:
+  out = os.path.join(workdir, "neurons")
+  os.makedirs(os.path.join(out, "strategies"), exist_ok=True)
+  sets[strategy].save(os.path.join(out, "llm.json"))
+  try:
+    sets[strategy].export_torch(os.path.join(out, "llm.pt"))
+  except ImportError:
+    logging.warning("torch not installed: skipped the PyTorch export of the MINER sets")
+  for s, ns in sets.items():
+    ns.save(os.path.join(out, "strategies", f"llm_{s}.json"))
+
+
+def run(config, workdir: str) -> str:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  spec = miner_inputs.spec_for(config.model.family)
+  samples, bad, originals = miner_data.load(config, spec.takes)
+  logging.info("MINER samples per dataset: %s (skipped: %s)", {d: len(v) for d, v in samples.items()},
+               {d: len(v) for d, v in bad.items()})
+  model, inputs, model_id = load_model(config, workdir, samples)
+  params = model.params
+  ids = inputs.token_ids()
+  check_token_ids(ids, config.model.family, model_id)
+  stored = miner_scores.stored_modalities(config.select.split, spec.modalities)
+  layers, width = model.probe_modules["llm"]
+
+  # stages 1-2 (+ stage-3 sums), resumable per dataset
+  totals = {name: miner_scores.run_dataset(workdir, model, params, inputs, name, s, stored, ids, config.scores,
+                                           model_id) for name, s in samples.items()}
+  if "select" not in config.stages:
+    return os.path.join(workdir, "stats")
+
+  # stage 3
+  means = miner_scores.dataset_means(totals)
+  agg = miner.aggregate({d: m["scores"] for d, m in means.items()}, {d: m["present"] for d, m in means.items()})
+  agg_grad = miner_scores.cross_dataset_mean(means, "grad") if config.scores.grad else None
+  used = np.any([m["present"] for m in means.values()], axis=0)
+  names = [m for m, u in zip(stored, used) if u]
+  if not names:
+    raise ValueError("no modality occurs in any dataset")
+  combined = miner_scores.combined_scores(agg, agg_grad, config.select.weights, config.select.grad_weight)[used]
+  layer_min = miner_scores.layer_minimum(totals)
+
+  # stage 4
+  sets, strategy_summary = select_all(combined, names, config, model_id, width)
+  strategy = config.select.strategy
+  if strategy not in sets:
+    raise ValueError(f"config.select.strategy={strategy!r}; expected one of {list(miner.STRATEGIES)}")
+  save_sets(workdir, sets, strategy)
+  selected = sets[strategy].mask
+  overlap = miner.overlap_table(selected)
+  results = {
+      "model_id": model_id, "family": config.model.family, "split": config.select.split,
+      "stored_modalities": list(stored), "modalities": names, "layers": layers, "width": width,
+      "K": miner.budget(config.select.ratio, layers, width), "ratio": config.select.ratio, "strategy": strategy,
+      "weights": miner_scores.parse_weights(config.select.weights).tolist(),
+      "grad_weight": float(config.select.grad_weight), "token_ids": {k: list(v) for k, v in ids.items()},
+      "datasets": {d: {"samples": int(t["samples"][0]), "bad": [list(b) for b in bad[d]],
+                       "present": dict(zip(stored, t["present"].tolist())),
+                       "tokens": dict(zip(stored, t["tokens"].tolist()))} for d, t in totals.items()},
+      "strategies": strategy_summary, "layer_min": layer_min.tolist(),
+      "overlap": {"per_layer": overlap.tolist(), "jaccard": pairwise_jaccard(np.asarray(selected, bool)).tolist()},
+  }
+  np.savez_compressed(
+      os.path.join(workdir, "scores.npz"), aggregated=agg.astype(np.float32), combined=combined,
+      modalities=np.asarray(names), stored_modalities=np.asarray(stored), layer_min=layer_min,
+      datasets=np.asarray(list(means)), dataset_means=np.stack([m["scores"] for m in means.values()]).astype(np.float32),
+      present=np.stack([m["present"] for m in means.values()]),
+      **({"aggregated_grad": agg_grad.astype(np.float32)} if agg_grad is not None else {}))
+
+  # deactivation
+  if "deactivate" in config.stages:
+    rows, predictions = miner_deactivation.evaluate(model, params, inputs, samples, originals, selected, names,
+                                                    layer_min, config.deactivate, config.data.source, config.seed)
+    results["deactivation"] = rows
+    with open(os.path.join(workdir, "deactivation.json"), "w") as f:
+      json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
+  with open(os.path.join(workdir, "miner_results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  return miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
+                            agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
+                            sets_by_strategy=sets)
+
+
+def load_results(workdir: str) -> dict:
+  """A finished run's results: {'results': miner_results.json, 'sets': {strategy: NeuronSet} ('chosen'
+  too), 'scores': {name: array} from scores.npz}."""
+  with open(os.path.join(workdir, "miner_results.json")) as f:
+    results = json.load(f)
+  folder = os.path.join(workdir, "neurons", "strategies")
+  sets = {s: NeuronSet.load(os.path.join(folder, f"llm_{s}.json")) for s in miner.STRATEGIES
+          if os.path.exists(os.path.join(folder, f"llm_{s}.json"))}
+  sets["chosen"] = NeuronSet.load(os.path.join(workdir, "neurons", "llm.json"))
+  with np.load(os.path.join(workdir, "scores.npz")) as z:
+    scores = {k: z[k] for k in z.files}
+  return {"results": results, "sets": sets, "scores": scores}

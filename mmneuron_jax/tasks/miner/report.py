@@ -1,0 +1,146 @@
+"""report.md with tables and PNG plots for a MINER run (matplotlib Figure API, no pyplot state)."""
+import os
+
+import numpy as np
+
+from mmneuron_jax.analysis import miner
+from mmneuron_jax.analysis.compare import pairwise_jaccard
+from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
+from mmneuron_jax.tasks.common.tables import md_table
+
+
+def _figure(w, h):
+  from matplotlib.figure import Figure
+  return Figure(figsize=(w, h))
+
+
+def plot_scores_by_layer(agg_scores, combined, names, path, agg_grad=None) -> str:
+  """Mean over neurons of each aggregated score, per layer, one line per modality.
+  agg_scores float[5, M, L, F]; combined float[M, L, F]; agg_grad float[M, L, F] or None."""
+  from matplotlib.ticker import MaxNLocator
+  panels = [(m, np.asarray(agg_scores)[k]) for k, m in enumerate(miner.METRICS)]
+  if agg_grad is not None:
+    panels.append(("grad (beyond the paper)", np.asarray(agg_grad)))
+  panels.append(("combined", np.asarray(combined)))
+  fig = _figure(3.2 * len(panels), 3.2)
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  for ax, (title, x) in zip(axes, panels):
+    layers = np.arange(x.shape[1])
+    for i, name in enumerate(names):
+      ax.plot(layers, x[i].mean(axis=-1), marker="o", markersize=3, label=name)
+    ax.set(title=title, xlabel="layer", ylabel="mean score over neurons")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, format="png")
+  return path
+
+
+def plot_overlap(selected, names, path) -> str:
+  """Heat maps: overlap counts summed over layers, and Jaccard, between modality sets."""
+  counts = miner.overlap_table(selected).sum(-1)
+  jac = pairwise_jaccard(np.asarray(selected, bool))
+  fig = _figure(4.2 * 2, 3.6)
+  axes = fig.subplots(1, 2)
+  for ax, mat, title, fmt in ((axes[0], counts, "shared neurons", "{:d}"), (axes[1], jac, "Jaccard", "{:.2f}")):
+    im = ax.imshow(mat, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    for i in range(len(names)):
+      for j in range(len(names)):
+        bright = mat[i, j] > 0.6 * max(mat.max(), 1e-12)
+        ax.text(j, i, fmt.format(mat[i, j].item()), ha="center", va="center", color="k" if bright else "w", fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, format="png")
+  return path
+
+
+def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str:
+  """Grouped bars, datasets x conditions, one panel per metric present in the rows (default: the
+  dataset's primary metric, and the fraction of answers that changed vs no deactivation)."""
+  metrics = [m for m in metrics if any(m in r for r in rows)]
+  datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+  conditions = list(dict.fromkeys(r["condition"] for r in rows))
+  fig = _figure(max(6.0, 1.8 * len(datasets)) * len(metrics), 3.8)
+  axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+  width = 0.8 / max(len(conditions), 1)
+  for ax, metric in zip(axes, metrics):
+    for j, c in enumerate(conditions):
+      vals = [next((r.get(metric, np.nan) for r in rows if r["dataset"] == d and r["condition"] == c), np.nan)
+              for d in datasets]
+      ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=c)
+    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
+    ax.set(ylabel=metric, ylim=(0, 1.05), title=f"Deactivation: {metric}")
+    ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, format="png")
+  return path
+
+
+def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
+  """Write plots and report.md from the run's results dict (see tasks/miner/); returns the path."""
+  plots = os.path.join(workdir, "plots")
+  os.makedirs(plots, exist_ok=True)
+  names = results["modalities"]
+  plot_scores_by_layer(agg_scores, combined, names, os.path.join(plots, "scores_by_layer.png"), agg_grad)
+  plot_layer_distribution([sets_by_strategy[results["strategy"]]], os.path.join(plots, "neurons_per_layer.png"))
+  plot_overlap(selected, names, os.path.join(plots, "overlap.png"))
+  rows = results.get("deactivation") or []
+  if rows:
+    plot_deactivation(rows, os.path.join(plots, "deactivation.png"))
+
+  L = len(results["layer_min"])
+  from mmneuron_jax.tasks.common import model_card
+  out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir) + [
+         f"Config: `config.json`. Modality split **{results['split']}**; weights over {list(miner.METRICS)} = "
+         f"{results['weights']}" + (f", grad weight {results['grad_weight']}" if results["grad_weight"] else "") +
+         f"; strategy **{results['strategy']}**, ratio {results['ratio']}: K = int(ratio x {L} x "
+         f"{results['width']}) = **{results['K']}**.", ""]
+  out += ["## Data", ""]
+  header = ["dataset", "samples", "skipped"] + [f"{m} present" for m in results["stored_modalities"]] + \
+      [f"{m} tokens" for m in results["stored_modalities"]]
+  table = [[d, v["samples"], len(v["bad"])] + [v["present"][m] for m in results["stored_modalities"]] +
+           [v["tokens"][m] for m in results["stored_modalities"]] for d, v in results["datasets"].items()]
+  out += [md_table(header, table), ""]
+  bad = [(d, i, why) for d, v in results["datasets"].items() for i, why in v["bad"]]
+  if bad:
+    out += ["Skipped samples: " + ", ".join(f"`{d}/{i}` ({why})" for d, i, why in bad[:20]) +
+            (" ..." if len(bad) > 20 else ""), ""]
+  out += ["## Scores (stages 2-3)", "", "Per-sample scores min-max normalised per layer, averaged per dataset, then "
+          "per modality over the datasets where it occurs" + (
+              "; `grad` = -dNLL/dmask of the reference answer, normalised the same way (beyond the paper)"
+              if agg_grad is not None else "") + ".", "", "![scores by layer](plots/scores_by_layer.png)", ""]
+  out += ["## Selected neurons (stage 4)", ""]
+  header = ["strategy"] + names + ["union", "per-modality target"]
+  table = [[s, *[v["sizes"][m] for m in names], v["union"], v["target"]] for s, v in results["strategies"].items()]
+  out += [md_table(header, table), "", f"Chosen: **{results['strategy']}**, saved as `neurons/llm.json` "
+          "(`NeuronSet.load`) and `neurons/llm.pt` (list[modality][layer] index tensors); every strategy's sets "
+          "in `neurons/strategies/`.", "", "![neurons per layer](plots/neurons_per_layer.png)", ""]
+  per_layer = np.asarray(results["overlap"]["per_layer"])
+  header = ["layer"] + [f"{a}&{b}" for i, a in enumerate(names) for b in names[i:]]
+  table = [[l] + [int(per_layer[i, j, l]) for i in range(len(names)) for j in range(i, len(names))]
+           for l in range(per_layer.shape[-1])]
+  out += ["### Overlap per layer", "", "Diagonal entries (`a&a`) are set sizes.", "", md_table(header, table), "",
+          "![overlap](plots/overlap.png)", ""]
+  if rows:
+    out += ["## Deactivation", "", f"Value **{rows[0]['value']}**" + (
+        " (each layer's activation-tensor minimum from stage 2: "
+        + ", ".join(f"{v:.3f}" for v in results["layer_min"]) + ")" if rows[0]["value"] == "min" else "") +
+        "; `random` switches off as many random neurons per layer as `all`.", ""]
+    metrics = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, (int, float))
+                                 and k not in ("dataset", "condition", "value", "neurons_off", "n")))
+    base = {r["dataset"]: r.get("primary") for r in rows if r["condition"] == "none"}
+    header = ["dataset", "condition", "neurons off", "n"] + metrics + ["primary vs none"]
+    table = [[r["dataset"], r["condition"], r["neurons_off"], r["n"]] + [r.get(m, "") for m in metrics] +
+             [f"{r['primary'] - base[r['dataset']]:+.3f}" if base.get(r["dataset"]) is not None
+              and "primary" in r else ""] for r in rows]
+    out += [md_table(header, table), "", "![deactivation](plots/deactivation.png)", ""]
+  out += ["## Files", "", "`miner_results.json` (everything above), `scores.npz` (aggregated scores, combined "
+          "scores, per-dataset means), `stats/<dataset>/` (resumable stage-2 sums), `deactivation.json` "
+          "(answers). Reload with `mmneuron_jax.tasks.miner.load_results(workdir)`.", ""]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(out))
+  return path
