@@ -18,4 +18,8 @@ def get_config(arg=None):
   instructblip_7b.instructblip_fields(c)
   c.model.id = "demo/tiny-instructblip"
   c.model.demo = "instructblip"
+  # No bundled trained InstructBLIP demo yet (configs/train_demo_instructblip.py trains one): the
+  # random-weight demo on the original synthetic set, as its report says.
+  c.model.demo_weights = "random"
+  c.data.source = "demo"
   return mmneuron_base.apply_arg(c, arg)
