@@ -46,6 +46,20 @@ def answer_batch(inputs, rows_batch: dict, answers, rows: int, length: int) -> d
   return batch
 
 
+def same_widths(batches: list, keys, pad_id: int = 0) -> list:
+  """Right-pad the [B, T] arrays `keys` (e.g. InstructBLIP's Q-Former ids / mask) of every batch to
+  the widest one, so every batch has one shape (ids with `pad_id`, masks with 0)."""
+  for key in keys:
+    if not batches or key not in batches[0]:
+      continue
+    width = max(b[key].shape[1] for b in batches)
+    for b in batches:
+      a = b[key]
+      fill = 0 if "mask" in key else pad_id
+      b[key] = np.concatenate([a, np.full((a.shape[0], width - a.shape[1]), fill, a.dtype)], axis=1)
+  return batches
+
+
 def answer_loss(module, params, batch):
   """Mean NLL (nats) of the weighted next tokens; batch holds the device keys + targets, weights."""
   out = forward(module, params, batch)

@@ -47,8 +47,10 @@ def make_batches(inputs, family, r: dict, records: list) -> list:
   raw = [steps.answer_rows(inputs, [prompts[i] for i in part], [answers[i] for i in part], [images[i] for i in part])
          for part in parts]
   length = round_up(max(b["input_ids"].shape[1] for b in raw), r["length_multiple"])
-  return [steps.answer_batch(inputs, b, [answers[i] for i in part], r["batch_size"], length)
-          for b, part in zip(raw, parts)]
+  batches = [steps.answer_batch(inputs, b, [answers[i] for i in part], r["batch_size"], length)
+             for b, part in zip(raw, parts)]
+  return steps.same_widths(batches, ("qformer_input_ids", "qformer_attention_mask"),
+                           pad_id=getattr(inputs, "qformer_pad_id", 0))
 
 
 def accuracy(model, params, inputs, family, r: dict, records: list, batch_size: int = 8, max_new_tokens: int = 6):
