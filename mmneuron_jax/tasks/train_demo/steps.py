@@ -18,8 +18,17 @@ def answer_rows(inputs, prompts, answers, images) -> dict:
   """HF-named right-padded batch of `prompt answer EOS` rows (not yet padded to a fixed shape). A
   second text stream the image encoder reads (InstructBLIP's `qformer_input_ids`) gets the prompt
   alone, as at evaluation: the answer must not reach the model through the image path."""
-  eos = inputs.tokenizer.eos_token
-  batch = inputs([f"{p} {a} {eos}" for p, a in zip(prompts, answers)], images, padding_side="right")
+  batch = inputs([f"{p} {a}" for p, a in zip(prompts, answers)], images, padding_side="right")
+  # EOS appended by id: a builder that splits special tokens in text (InstructBLIP's) would read "</s>" as text.
+  ids, am = batch["input_ids"], batch["attention_mask"]
+  ends = am.sum(axis=1)
+  ids = np.concatenate([ids, np.zeros_like(ids[:, :1])], axis=1)
+  am = np.concatenate([am, np.zeros_like(am[:, :1])], axis=1)
+  pad_id = inputs.pad_id
+  ids[:, -1] = pad_id
+  ids[np.arange(len(ends)), ends] = inputs.tokenizer.eos_token_id
+  am[np.arange(len(ends)), ends] = 1
+  batch["input_ids"], batch["attention_mask"] = ids, am
   if "qformer_input_ids" in batch:
     prompt_only = inputs(list(prompts), images, padding_side="right")
     batch["qformer_input_ids"] = prompt_only["qformer_input_ids"]
