@@ -53,3 +53,24 @@ def test_a_few_train_steps_lower_the_answer_loss(tmp_path):
     losses.append(float(loss))
   assert losses[0] > np.log(20)  # untrained: near uniform over the vocabulary
   assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_instructblip_answer_batch_marks_the_answer_and_keeps_it_from_the_qformer(tmp_path):
+  """InstructBLIP's builder splits special tokens in text: EOS must come in by id, and the Q-Former
+  (which mixes text with the image queries) must read the prompt alone."""
+  r = recipes.recipe("instructblip", n_train_per_domain=1, n_val_per_domain=1, batch_size=5)
+  fam = families.family("instructblip")
+  recs = training.skills_split(r, "train")
+  fam.build_demo(str(tmp_path), fam.vocabulary_texts(recs, training.prompt_cfg(r)), seed=0)
+  import json
+  inputs = fam.make_inputs(str(tmp_path), training._RunConfig(), json.load(open(tmp_path / "config.json")))
+  (batch,) = training.make_batches(inputs, fam, r, recs)
+  order = np.random.default_rng([0, 1]).permutation(len(recs))
+  qtok = inputs.qformer_tokenizer
+  for i, rec in enumerate(order):
+    answer_ids = inputs.tokenizer(recs[rec].answers[0], add_special_tokens=False)["input_ids"]
+    marked = np.nonzero(batch["weights"][i])[0]
+    assert list(batch["targets"][i, marked]) == answer_ids + [inputs.tokenizer.eos_token_id]
+    prompt = fam.eval_prompt(recs[rec], training.prompt_cfg(r))
+    q = [t for t in batch["qformer_input_ids"][i] if t != inputs.qformer_pad_id]
+    assert q == qtok(inputs.text(prompt), split_special_tokens=True)["input_ids"]
