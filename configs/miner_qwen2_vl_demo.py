@@ -14,6 +14,9 @@ def get_config(arg=None):
   c.data.source = "demo"
   c.data.datasets = ("image_qa", "caption", "text_mc", "video_qa")
   c.data.n_per_dataset = 12
+  c.data.min_pixels = c.data.max_pixels = 0  # the demo checkpoint's own bounds keep its 84 x 84 images small
+  c.select.video = True  # the demo selects (and switches off) a video set too
+  c.deactivate.generation = "config"  # greedy: the demo checkpoint has no generation_config.json
   c.scores.batch_size = 4
   c.scores.commit_every = 1
   c.scores.grad = True

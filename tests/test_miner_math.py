@@ -89,13 +89,21 @@ def ref_select(scores, ratio, strategy, seed=2024):
         for j in ref_top([x[m, l, jj] for jj in range(F)], K // (M * L)):
           out[m, l, j] = True
   elif strategy == "random":
-    rng = np.random.default_rng(seed)
-    layers = rng.integers(0, L, size=K)
-    neurons = rng.integers(0, F, size=K)
-    for l, j in zip(layers, neurons):
+    for l, j in authors_random(K, L, F, seed):
       for m in range(M):
         out[m, l, j] = True
   return out
+
+
+def authors_random(K, L, N, seed=2024):
+  """huang-kc/MINER utils/func.py:179-180 after set_seed(2024): the module-level random, seeded."""
+  import random
+  state = random.getstate()
+  try:
+    random.seed(seed)
+    return [(random.randint(0, L - 1), random.randint(0, N - 1)) for _ in range(K)]
+  finally:
+    random.setstate(state)
 
 
 # ============================================================================ fixtures
@@ -330,6 +338,51 @@ def test_select_real_valued_and_defaults():
     miner.select(scores, 0.02, "nope")
   with pytest.raises(ValueError):
     miner.select(scores, 0.0)
+
+
+def test_random_strategy_is_the_authors_draws():
+  """Qwen2-VL shape (L=28, N=18944, K=10608): the same (layer, neuron) list, in order, with repeats."""
+  import random
+  random.seed(7)
+  before = random.random()
+  random.seed(7)
+  layers, neurons = miner.random_draws(10608, 28, 18944, seed=2024)
+  assert random.random() == before                                # the global state is untouched
+  want = authors_random(10608, 28, 18944)
+  assert list(zip(layers.tolist(), neurons.tolist())) == want
+  got = miner.select(np.zeros((3, 28, 18944), np.float32), 0.02, "random")
+  assert got[0].sum() == len(set(want)) and all(got[0, l, j] for l, j in want[:50])
+
+
+def ref_combination_overlap(neurons_by_modality, L):
+  """huang-kc/MINER utils/func.py:135-157 (analyse_modality_specific_neurons) in plain Python:
+  {modality: [(layer, neuron)]} -> {combo name: [count per layer] + [total]}."""
+  from itertools import combinations
+  mods = list(neurons_by_modality)
+  combos = [c for i in range(1, len(mods) + 1) for c in combinations(mods, i)]
+  table = {}
+  for combo in combos:
+    rows = []
+    for layer in range(L):
+      if len(combo) == 1:
+        rows.append(sum(1 for l, _ in neurons_by_modality[combo[0]] if l == layer))
+      else:
+        per = [set(n for l, n in neurons_by_modality[m] if l == layer) for m in combo]
+        rows.append(len(set.intersection(*per)))
+    table["-".join(combo)] = rows + [sum(rows)]
+  return table
+
+
+@pytest.mark.parametrize("M", [1, 3, 4])
+def test_combination_overlap_matches_authors_table(M):
+  rng = np.random.default_rng(M)
+  names = ["text", "special", "image", "video"][:M]
+  sel = rng.random((M, 5, 30)) < 0.4
+  combos, counts = miner.combination_overlap(sel, names)
+  ref = ref_combination_overlap({n: [(l, j) for l, j in zip(*np.nonzero(sel[i]))] for i, n in enumerate(names)}, 5)
+  assert combos == list(ref) and len(combos) == 2 ** M - 1
+  for c, row in zip(combos, counts):
+    assert row.tolist() + [int(row.sum())] == ref[c]
 
 
 def test_deactivation_masks_and_overlap():

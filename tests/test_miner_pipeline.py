@@ -87,8 +87,10 @@ def stored_totals(workdir, dataset):
 
 def test_report_plots_and_files(run_dir):
   text = open(os.path.join(run_dir, "report.md")).read()
-  for section in ("## Data", "## Scores", "## Selected neurons", "### Overlap per layer", "## Deactivation"):
+  for section in ("**Protocol.**", "## Headline", "## Data", "## Scores", "## Selected neurons",
+                  "### Overlap of every modality combination per layer", "## Deactivation"):
     assert section in text
+  assert text.index("**Protocol.**") < text.index("## Headline") < text.index("## Data")  # the report opens with them
   plots = set(os.listdir(os.path.join(run_dir, "plots")))
   assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png"}
   for name in plots:
@@ -123,6 +125,32 @@ def test_budgets_per_strategy(run_dir):
   flat = chosen.mask.reshape(len(chosen.mask), -1)  # Jaccard over all layers, |A & B| / |A | B|, in plain numpy
   want = [[(a & b).sum() / max((a | b).sum(), 1) for b in flat] for a in flat]
   np.testing.assert_allclose(results["overlap"]["jaccard"], want, rtol=1e-12)
+
+
+def test_headline_protocol_and_combination_overlap(run_dir):
+  """Headline = plain mean over benchmarks of `primary` per condition; the protocol records what ran;
+  the combination table's singles and pairs equal the pairwise overlap table."""
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  rows = results["deactivation"]
+  for h in results["headline"]:
+    vals = [r["primary"] for r in rows if r["condition"] == h["condition"]]
+    assert h["n_benchmarks"] == len(vals) == 3 and abs(h["mean"] - sum(vals) / len(vals)) < 1e-12
+  none = next(h["mean"] for h in results["headline"] if h["condition"] == "none")
+  assert all(abs(h["vs_none"] - (h["mean"] - none)) < 1e-12 for h in results["headline"])
+  p = results["protocol"]
+  assert p["samples"] == {d: {"scored": 4, "evaluated": 2} for d in ("image_qa", "caption", "text_mc")}
+  assert not p["full_sets"] and p["dtype"] == "float32" and p["generation_source"] == "config"
+  assert p["generation"] == {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                             "repetition_penalty": 1.0}
+  assert p["modalities"] == results["modalities"] and p["left_out"] == []
+  assert p["processor"]["min_pixels"] == 56 * 56 and p["processor"]["video_frames"] == "authors"
+  names, per_layer = results["modalities"], np.asarray(results["overlap"]["per_layer"])
+  combos = results["overlap"]["combinations"]
+  assert len(combos) == 2 ** len(names) - 1
+  for i, a in enumerate(names):
+    assert combos[a] == per_layer[i, i].tolist()
+    for j in range(i + 1, len(names)):
+      assert combos[f"{a}-{names[j]}"] == per_layer[i, j].tolist()
 
 
 def test_stage3_and_selection_match_numpy(run_dir):

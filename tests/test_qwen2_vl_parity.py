@@ -165,6 +165,49 @@ def test_greedy_generation_matches_hf(pair):
   np.testing.assert_array_equal(ours, ref[:, batch["input_ids"].shape[1]:])
 
 
+# HF decoding settings, one per variant (each compiles generate once): Qwen2-VL-7B-Instruct's
+# generation_config.json (sampling with top_k 1 = greedy on the penalised logits), and a stronger penalty.
+HF_SETTINGS = {2: dict(do_sample=True, temperature=0.1, top_k=1, top_p=0.001, repetition_penalty=1.05),
+               1: dict(do_sample=True, temperature=0.7, top_k=1, top_p=0.5, repetition_penalty=4.0)}
+
+
+def rows_of(batch):
+  """A left-padded batch -> one unpadded batch per row (with that row's images), as a batch-1 HF run."""
+  per_image = batch["image_grid_thw"].prod(-1)
+  first = np.concatenate([[0], np.cumsum(per_image)])
+  out, image = [], 0
+  for r in range(batch["input_ids"].shape[0]):
+    keep = batch["attention_mask"][r].astype(bool)
+    n = int((batch["input_ids"][r] == START).sum())
+    row = {k: batch[k][r:r + 1, keep] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    row.update(pixel_values=batch["pixel_values"][first[image]:first[image + n]],
+               image_grid_thw=batch["image_grid_thw"][image:image + n])
+    out.append(row)
+    image += n
+  return out
+
+
+def test_hf_decoding_settings_generation_matches_hf(pair):
+  """repetition_penalty / temperature / top_k / top_p as HF `generate` applies them; HF runs each row
+  alone (batch 1, as the MINER authors did: no pad ids in the penalised set). top_k 1 makes the
+  sampled token deterministic, so tokens must be equal."""
+  hf, model, _ = pair
+  batch = make_batch(hf.config, "left")
+  settings = HF_SETTINGS[hf.config.text_config.num_key_value_heads]
+  new = 10
+  ours = model.generate(model.params, batch, max_new_tokens=new, eos_token_id=-1, **settings)
+  plain = []
+  for r, row in enumerate(rows_of(batch)):
+    with torch.no_grad():
+      ref = hf.generate(**hf_hooks.torch_batch(row), max_new_tokens=new, min_new_tokens=new, eos_token_id=None,
+                        pad_token_id=0, **settings).numpy()[0, row["input_ids"].shape[1]:]
+      plain.append(hf.generate(**hf_hooks.torch_batch(row), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                               eos_token_id=None, pad_token_id=0).numpy()[0, row["input_ids"].shape[1]:])
+    np.testing.assert_array_equal(ours[r], ref)
+  if settings["repetition_penalty"] > 1.2:
+    assert not np.array_equal(ours, np.stack(plain))  # the penalty changed some token
+
+
 def test_text_only_forward_matches_hf(pair):
   hf, model, batch = pair
   text = {"input_ids": batch["input_ids"][:, :4], "attention_mask": np.ones((2, 4), np.int64)}

@@ -27,7 +27,8 @@
    uniform, random (see `select`). Ties among equal scores go to the lowest flat index first
    (a stable sort; the authors' torch.topk leaves this unspecified).
    `deactivation_masks` turns a selection into (scale, offset) with new_act = act*scale + offset;
-   `overlap_table` counts pairwise per-layer overlaps.
+   `overlap_table` counts pairwise per-layer overlaps; `combination_overlap` the overlap of every
+   modality combination per layer (the authors' analysis table).
 
 Shapes: L layers, T tokens, F neurons per layer, M modalities, B samples, H heads.
 """
@@ -388,11 +389,10 @@ def select(scores, ratio: float = 0.02, strategy: str = "LA_MU", seed: int = 202
     adaptive: the top K of sum_m scores[m] (float[L, F]); each such neuron goes to its argmax
       modality (equal maxima: the lowest modality index), so sets never overlap;
     uniform: the top floor(K/(M*L)) neurons of every (layer, modality);
-    random: K draws of (layer, neuron) with replacement, layers = rng.integers(0, L, K) then
-      neurons = rng.integers(0, F, K) with rng = np.random.default_rng(seed) (the authors use
-      Python's random, so the draws differ); EVERY modality gets this same set (the authors keep
-      it as one extra "random" group that is deactivated as a whole). Duplicates collapse, so at
-      most K distinct neurons.
+    random: K draws of (layer, neuron) with replacement, exactly the authors' draws
+      (`random_draws`: Python `random` seeded with `seed`, layer then neuron per draw); EVERY
+      modality gets this same set (the authors keep it as one extra "random" group that is
+      deactivated as a whole). Duplicates collapse, so at most K distinct neurons.
   Ties: among equal scores the lowest flat index wins (stable sort). Returns numpy bool.
   """
   x = np.asarray(scores)
@@ -424,11 +424,21 @@ def select(scores, ratio: float = 0.02, strategy: str = "LA_MU", seed: int = 202
       for l in range(L):
         out[m, l, _top(x[m, l], k)] = True
   else:  # random
-    rng = np.random.default_rng(seed)
-    layer = rng.integers(0, L, size=K)
-    neuron = rng.integers(0, F, size=K)
+    layer, neuron = random_draws(K, L, F, seed)
     out[:, layer, neuron] = True
   return out
+
+
+def random_draws(k: int, layers: int, width: int, seed: int = 2024) -> tuple:
+  """The MINER code's `random` strategy: `random.seed(seed)`, then k times
+  `(random.randint(0, L - 1), random.randint(0, F - 1))` (layer first). A private
+  `random.Random(seed)` gives the same numbers without touching the global state.
+  -> (int64[k] layers, int64[k] neurons), with repeats."""
+  import random
+  rng = random.Random(seed)
+  draws = [(rng.randint(0, layers - 1), rng.randint(0, width - 1)) for _ in range(k)]
+  arr = np.asarray(draws, np.int64).reshape(-1, 2)
+  return arr[:, 0], arr[:, 1]
 
 
 def deactivation_masks(selected, modalities=None, complement: bool = False, value="zero", acts_min=None):
@@ -486,3 +496,20 @@ def overlap_table(selected) -> np.ndarray:
     raise ValueError(f"selected must be bool[M, L, F]; got shape {sel.shape}")
   s = sel.astype(np.int64)
   return np.einsum("alf,blf->abl", s, s)
+
+
+def combination_overlap(selected, names) -> tuple:
+  """bool[M, L, F] + M modality names -> (combination names, int64[C, L]) for every combination of
+  1..M modalities in `itertools.combinations` order (singles, then pairs, ...), named 'a-b-c'.
+  Row c, layer l = # neurons of layer l selected for every modality of combination c (a single
+  modality: its set size), as the MINER code's analysis table; sum over layers for its 'total' row.
+  (The authors count a single modality's list entries, so repeated random draws count twice
+  there; sets here never hold a neuron twice.)"""
+  import itertools
+  sel = np.asarray(selected).astype(bool)
+  if sel.ndim != 3 or sel.shape[0] != len(names):
+    raise ValueError(f"selected must be bool[M={len(names)}, L, F]; got shape {sel.shape}")
+  combos = [c for r in range(1, len(names) + 1) for c in itertools.combinations(range(len(names)), r)]
+  counts = np.stack([np.all(sel[list(c)], axis=0).sum(-1) for c in combos]).astype(np.int64) if combos else \
+      np.zeros((0, sel.shape[1]), np.int64)
+  return ["-".join(names[i] for i in c) for c in combos], counts

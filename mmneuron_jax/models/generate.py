@@ -1,4 +1,7 @@
-"""Greedy (or seeded temperature) generation with a KV cache; neuron masks apply at every step.
+"""Greedy or seeded-sampling generation with a KV cache; neuron masks apply at every step.
+
+Decoding follows HF `generate`'s logits processors (models/sampling.py): repetition penalty,
+then (sampling only) temperature, top-k, top-p.
 
 Prompts must be left-padded (as HF generation expects). Positions follow HF generate:
 cumsum(attention_mask) - 1 for the prompt, then one more per new token. Family hook: a module
@@ -13,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax.models import sampling as sampling_lib
 from mmneuron_jax.models.base import mask_arrays
 from mmneuron_jax.nn.attention import causal_allowed, causal_mask, mask_to_bias
 
@@ -22,13 +26,7 @@ def _pad_cache(kv, total):
   return jax.tree_util.tree_map(lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, total - a.shape[2]), (0, 0), (0, 0))), kv)
 
 
-def _pick(logits, key, temperature):
-  if temperature <= 0.0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
-
-
-def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eos_ids, seed):
+def _generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_ids, seed):
   """Prefill + `max_new_tokens` cached decode steps -> int32[B, max_new_tokens] (-1 after EOS)."""
   ids = batch["input_ids"]
   am = batch["attention_mask"]
@@ -42,12 +40,14 @@ def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eo
   kv_valid = jnp.concatenate([am.astype(bool), jnp.zeros((b, max_new_tokens), bool)], axis=1)
   key = jax.random.PRNGKey(seed)
   llm_mask = None if masks is None else {k: v for k, v in masks.items() if k == "llm"}
+  seen = sampling_lib.seen_tokens(ids, am.astype(bool), logits.shape[-1])
 
   def step(carry, i):
-    last_logits, cache, kv_valid, done, key = carry
+    last_logits, cache, kv_valid, done, key, seen = carry
     key, sub = jax.random.split(key)
-    token = _pick(last_logits, sub, temperature)
+    token = sampling_lib.pick(last_logits, seen, sub, sampling)
     token = jnp.where(done, -1, token)
+    seen = sampling_lib.add_token(seen, token)
     done = done | jnp.isin(token, eos_ids)
     index = t + i
     kv_valid = kv_valid.at[:, index].set(True)
@@ -55,9 +55,9 @@ def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eo
     pos = (positions[..., -1] + 1 + i)[..., None]
     logits, aux = module.apply({"params": params}, jnp.maximum(token, 0)[:, None], pos, bias, masks=llm_mask,
                                cache=cache, cache_index=index)
-    return (logits[:, -1], aux["llm"]["cache"], kv_valid, done, key), token
+    return (logits[:, -1], aux["llm"]["cache"], kv_valid, done, key, seen), token
 
-  init = (logits[:, -1], cache, kv_valid, jnp.zeros((b,), bool), key)
+  init = (logits[:, -1], cache, kv_valid, jnp.zeros((b,), bool), key, seen)
   _, tokens = jax.lax.scan(step, init, jnp.arange(max_new_tokens))
   return tokens.T
 
@@ -65,14 +65,14 @@ def _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eo
 _generate = jax.jit(_generate_impl, static_argnums=(0, 3, 4))
 
 
-def _mesh_step(model, module, max_new_tokens, temperature):
+def _mesh_step(model, module, max_new_tokens, sampling):
   """`_generate_impl` on `model.mesh` with explicit shardings: params per `model.rules`, batch
   split on its batch axis, masks / eos / seed replicated, tokens [B, N] split on B."""
   from mmneuron_jax import sharding
-  key = ("generate", max_new_tokens, temperature)
+  key = ("generate", max_new_tokens, sampling)
   if key not in model._jitted:
     def fn(params, batch, masks, eos_ids, seed):
-      return _generate_impl(module, params, batch, max_new_tokens, temperature, masks, eos_ids, seed)
+      return _generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_ids, seed)
     out = lambda tokens: sharding.batch_sharding_for(tokens.shape, model.mesh, 0)
     model._jitted[key] = sharding.ShardedStep(fn, model.mesh, ("batch", "replicated", "replicated", "replicated"),
                                               out, model.rules)
@@ -80,8 +80,13 @@ def _mesh_step(model, module, max_new_tokens, temperature):
 
 
 def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=None, pad_token_id=0,
-             temperature=0.0, seed=0):
-  """-> int32[B, max_new_tokens] new tokens; after a row's EOS the rest is `pad_token_id`."""
+             temperature=0.0, seed=0, do_sample=None, top_k=0, top_p=1.0, repetition_penalty=1.0):
+  """-> int32[B, max_new_tokens] new tokens; after a row's EOS the rest is `pad_token_id`.
+
+  HF semantics (models/sampling.py): do_sample False -> greedy on the repetition-penalised logits;
+  True -> a seeded draw after temperature / top_k / top_p. do_sample None (the default): sample iff
+  temperature > 0, so `temperature=0.0` is plain greedy."""
+  sampling = sampling_lib.Sampling.from_args(temperature, do_sample, top_k, top_p, repetition_penalty)
   mesh = getattr(model, "mesh", None)
   if mesh is None:
     dev = model.device_batch(batch)
@@ -100,10 +105,10 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
   module = model.module.clone(return_kv=True, capture=())
   if mesh is None:
     masks = mask_arrays(masks)
-    tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), float(temperature), masks, eos, seed))
+    tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), sampling, masks, eos, seed))
   else:
     from mmneuron_jax.sharding import to_host
     masks = mask_arrays(masks, np.asarray)
-    step = _mesh_step(model, module, int(max_new_tokens), float(temperature))
+    step = _mesh_step(model, module, int(max_new_tokens), sampling)
     tokens = to_host(step(params, dev, masks, np.asarray(eos), np.asarray(seed, np.int32)))
   return np.where(tokens < 0, pad_token_id, tokens)

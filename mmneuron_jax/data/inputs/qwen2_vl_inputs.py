@@ -125,6 +125,18 @@ def build_batch(rows, pixel_values, image_grid_thw, config: dict, padding_side: 
   return batch
 
 
+def pixel_bounds(processor) -> tuple:
+  """(min_pixels, max_pixels) an image processor resizes to (new `size.shortest_edge / longest_edge` or the
+  older `min_pixels / max_pixels` attributes)."""
+  size = getattr(processor, "size", None)
+  get = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+  lo = get("shortest_edge") or get("min_pixels") or getattr(processor, "min_pixels", None)
+  hi = get("longest_edge") or get("max_pixels") or getattr(processor, "max_pixels", None)
+  if lo is None or hi is None:
+    raise ValueError(f"cannot read the pixel bounds of {type(processor).__name__} (size={size!r})")
+  return int(lo), int(hi)
+
+
 def image_processor(**kwargs):
   """The PIL Qwen2-VL image processor (no torchvision needed); kwargs as HF's (min_pixels, ...)."""
   import transformers
@@ -155,16 +167,34 @@ class Qwen2VLInputs:
     self.end_token = token("vision_end_token_id", 151653)
 
   @classmethod
-  def from_pretrained(cls, path: str, **kwargs):
+  def from_pretrained(cls, path: str, min_pixels: int = 0, max_pixels: int = 0, video_frames: str = "once",
+                      **kwargs):
+    """min_pixels / max_pixels: the image processor's bounds (0 = the checkpoint's preprocessor_config.json).
+    video_frames: 'authors' = frames go through those same bounds (transformers 4.45-4.47 sized video frames
+    with the image processor, so the MINER authors' min_pixels=256*28*28 upscaled small frames); 'once' =
+    the video processor's own bounds (`video_min_pixels` / `video_max_pixels` in kwargs)."""
     import json
     import os
 
     import transformers
     tok = transformers.AutoTokenizer.from_pretrained(path)
     cls_ = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
-    proc = cls_.from_pretrained(path)
+    bounds = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+    proc = cls_.from_pretrained(path, **bounds)
+    if video_frames == "authors":
+      kwargs["video_min_pixels"], kwargs["video_max_pixels"] = pixel_bounds(proc)
+    elif video_frames != "once":
+      raise ValueError(f"video_frames={video_frames!r}; expected 'authors' or 'once'")
     with open(os.path.join(path, "config.json")) as f:
-      return cls(tok, proc, json.load(f), **kwargs)
+      out = cls(tok, proc, json.load(f), **kwargs)
+    out.video_frames = video_frames
+    return out
+
+  def settings(self) -> dict:
+    """The pixel bounds in effect (for a run's protocol record)."""
+    lo, hi = pixel_bounds(self.image_processor)
+    return {"min_pixels": lo, "max_pixels": hi, "video_min_pixels": self.video_pixels["min_pixels"],
+            "video_max_pixels": self.video_pixels["max_pixels"], "video_frames": getattr(self, "video_frames", "once")}
 
   def videos(self, videos) -> dict:
     """Videos (uint8[n, H, W, 3] each) -> {'pixel_values_videos', 'video_grid_thw'} for this checkpoint."""

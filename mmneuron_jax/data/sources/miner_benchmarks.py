@@ -52,7 +52,10 @@ MODALITY = {"text_vqa": "image", "coco_caption": "image", "mmlu": "text", "msvd_
 # The authors' full-set sizes (config.yaml ALL_SAMPLE_NUMS).
 EXPECTED_SIZES = {"text_vqa": 5000, "coco_caption": 5000, "mmlu": 14042, "msvd_qa": 13157, "libri": 2620,
                   "vocal_sound": 20977}
-MAX_NEW_TOKENS = 128  # every benchmark, greedy HF generate defaults in the authors' code
+# Every benchmark; the authors' `generate(**inputs, max_new_tokens=128)` passed nothing else, so each
+# checkpoint's generation_config.json decided the decoding: Qwen2-VL samples with top_k 1 (greedy on logits
+# under repetition_penalty 1.05), Qwen2-Audio samples (top_k 20, top_p 0.5, temperature 0.7, penalty 1.1).
+MAX_NEW_TOKENS = 128
 VIDEO_FPS, VIDEO_MAX_PIXELS = 1.0, 360 * 420
 SAMPLING_RATE = 16000
 

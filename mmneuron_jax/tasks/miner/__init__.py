@@ -24,12 +24,14 @@ from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import miner_demo
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
+from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores
 
 
 def load_model(config, workdir, samples_by_dataset):
-  """-> (Model, ChatInputs, model id). No model.path: the family's tiny demo checkpoint, built
-  deterministically in <workdir>/demo_checkpoint for the vocabulary of the samples."""
+  """-> (Model, ChatInputs, model id, checkpoint path, dtype). No model.path: the family's tiny demo
+  checkpoint, built deterministically in <workdir>/demo_checkpoint for the vocabulary of the samples.
+  model.dtype 'auto' is the checkpoint's torch_dtype (HF torch_dtype="auto")."""
   family = config.model.family
   path = config.model.path
   if not path:
@@ -37,11 +39,16 @@ def load_model(config, workdir, samples_by_dataset):
     if not os.path.exists(os.path.join(path, "config.json")):
       texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
       miner_inputs.demo_builder(family)(path, texts, seed=config.model.seed)
+  dtype = miner_protocol.resolve_dtype(config.model.dtype, path)
+  if dtype != config.model.dtype:
+    config = config.copy_and_resolve_references()
+    config.model.dtype = dtype
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = sharding.load_for_config(path, config)
   if model.family != family:
     raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
-  return model, miner_inputs.family_inputs(family, path), config.model.id or path
+  inputs = miner_inputs.family_inputs(family, path, miner_protocol.processor_options(config))
+  return model, inputs, config.model.id or path, path, dtype
 
 
 def check_token_ids(ids: dict, family: str, model_id: str) -> None:
@@ -96,7 +103,8 @@ def run(config, workdir: str) -> str:
   samples, bad, originals = miner_data.load(config, spec.takes)
   logging.info("MINER samples per dataset: %s (skipped: %s)", {d: len(v) for d, v in samples.items()},
                {d: len(v) for d, v in bad.items()})
-  model, inputs, model_id = load_model(config, workdir, samples)
+  model, inputs, model_id, path, dtype = load_model(config, workdir, samples)
+  sampling, sampling_source = miner_protocol.generation(config, path)
   params = model.params
   ids = inputs.token_ids()
   check_token_ids(ids, config.model.family, model_id)
@@ -109,8 +117,9 @@ def run(config, workdir: str) -> str:
   if "select" not in config.stages:
     return os.path.join(workdir, "stats")
 
-  # stage 3
-  means = miner_scores.dataset_means(totals)
+  # stage 3 (the authors' default aggregate leaves the video dataset out: select.video=False)
+  agg_sets, left_out = miner_protocol.aggregation_datasets(totals, stored, bool(config.select.get("video", True)))
+  means = miner_scores.dataset_means({d: totals[d] for d in agg_sets})
   agg = miner.aggregate({d: m["scores"] for d, m in means.items()}, {d: m["present"] for d, m in means.items()})
   agg_grad = miner_scores.cross_dataset_mean(means, "grad") if config.scores.grad else None
   used = np.any([m["present"] for m in means.values()], axis=0)
@@ -128,7 +137,18 @@ def run(config, workdir: str) -> str:
   save_sets(workdir, sets, strategy)
   selected = sets[strategy].mask
   overlap = miner.overlap_table(selected)
+  combos, combo_counts = miner.combination_overlap(selected, names)
+  n_eval = int(config.deactivate.n_per_dataset) or None
+  protocol = {
+      "samples": {d: {"scored": int(t["samples"][0]), "evaluated": len(samples[d][:n_eval])} for d, t in totals.items()},
+      "full_sets": not int(config.data.n_per_dataset) and not int(config.deactivate.n_per_dataset),
+      "dtype": dtype, "dtype_config": config.model.dtype, "generation": sampling.as_dict(),
+      "generation_source": sampling_source, "max_new_tokens": int(config.deactivate.max_new_tokens),
+      "modalities": names, "aggregate_datasets": agg_sets, "left_out": left_out, "processor": inputs.settings(),
+      "metric": "the authors' lenient metric" if config.data.source == "benchmarks" else "demo metric",
+      "source": config.data.source}
   results = {
+      "protocol": protocol,
       "model_id": model_id, "family": config.model.family, "split": config.select.split,
       "stored_modalities": list(stored), "modalities": names, "layers": layers, "width": width,
       "K": miner.budget(config.select.ratio, layers, width), "ratio": config.select.ratio, "strategy": strategy,
@@ -138,7 +158,8 @@ def run(config, workdir: str) -> str:
                        "present": dict(zip(stored, t["present"].tolist())),
                        "tokens": dict(zip(stored, t["tokens"].tolist()))} for d, t in totals.items()},
       "strategies": strategy_summary, "layer_min": layer_min.tolist(),
-      "overlap": {"per_layer": overlap.tolist(), "jaccard": pairwise_jaccard(np.asarray(selected, bool)).tolist()},
+      "overlap": {"per_layer": overlap.tolist(), "jaccard": pairwise_jaccard(np.asarray(selected, bool)).tolist(),
+                  "combinations": dict(zip(combos, combo_counts.tolist()))},
   }
   np.savez_compressed(
       os.path.join(workdir, "scores.npz"), aggregated=agg.astype(np.float32), combined=combined,
@@ -150,8 +171,10 @@ def run(config, workdir: str) -> str:
   # deactivation
   if "deactivate" in config.stages:
     rows, predictions = miner_deactivation.evaluate(model, params, inputs, samples, originals, selected, names,
-                                                    layer_min, config.deactivate, config.data.source, config.seed)
+                                                    layer_min, config.deactivate, config.data.source, config.seed,
+                                                    sampling=sampling)
     results["deactivation"] = rows
+    results["headline"] = miner_protocol.headline(rows)
     with open(os.path.join(workdir, "deactivation.json"), "w") as f:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:

@@ -52,19 +52,21 @@ def model_masks(scale, offset, value: str) -> dict:
   return {"llm": scale} if value == "zero" else {"llm": (scale, offset)}
 
 
-def generate(model, params, batch, masks, max_new_tokens, eos_ids, pad_id, temperature=0.0, seed=0):
-  """`model.generate` with plain or affine (scale, offset) masks (nn.mlp.apply_mask)."""
+def generate(model, params, batch, masks, max_new_tokens, eos_ids, pad_id, temperature=0.0, seed=0, sampling=None):
+  """`model.generate` with plain or affine (scale, offset) masks (nn.mlp.apply_mask); `sampling` (a
+  models.sampling.Sampling: HF decoding settings) replaces `temperature` when given."""
+  settings = {"temperature": temperature} if sampling is None else sampling.as_dict()
   return model.generate(params, batch, max_new_tokens=max_new_tokens, masks=masks, eos_token_id=eos_ids,
-                        pad_token_id=pad_id, temperature=temperature, seed=seed)
+                        pad_token_id=pad_id, seed=seed, **settings)
 
 
-def answers_for(model, params, inputs, samples, masks, cfg, seed, progress=None) -> list:
+def answers_for(model, params, inputs, samples, masks, cfg, seed, progress=None, sampling=None) -> list:
   """Generated answers (decoded, stripped) for `samples`, batched and left padded."""
   out = []
   for i, chunk in enumerate(chunks(samples, cfg.batch_size)):
     batch, _ = pad_to(inputs.batch(chunk, "left"), None, cfg.length_bucket, inputs.pad_id, "left")
     tokens = generate(model, params, batch, masks, cfg.max_new_tokens, inputs.eos_ids(), inputs.pad_id,
-                      cfg.temperature, seed + i)
+                      cfg.get("temperature", 0.0), seed + i, sampling)
     out += inputs.decode(np.where(tokens == inputs.pad_id, -1, tokens))
     if progress is not None:
       progress.update(len(chunk))
@@ -72,9 +74,9 @@ def answers_for(model, params, inputs, samples, masks, cfg, seed, progress=None)
 
 
 def evaluate(model, params, inputs, samples_by_dataset, originals, selected, names, layer_min, cfg, source,
-             seed=0) -> tuple:
+             seed=0, sampling=None) -> tuple:
   """-> (rows [{'dataset', 'condition', 'value', 'neurons_off', 'n', metrics...}],
-  predictions {'dataset|condition': [str]})."""
+  predictions {'dataset|condition': [str]}). sampling: HF decoding settings (None: cfg.temperature)."""
   conditions = list(cfg.conditions)
   masks = {c: condition_masks(c, selected, names, cfg.value, layer_min, seed) for c in conditions}
   evals = {d: s[:cfg.n_per_dataset or None] for d, s in samples_by_dataset.items()}
@@ -84,7 +86,7 @@ def evaluate(model, params, inputs, samples_by_dataset, originals, selected, nam
     for condition in conditions:
       scale, offset = masks[condition]
       answers = answers_for(model, params, inputs, samples, model_masks(scale, offset, cfg.value), cfg, seed,
-                            progress)
+                            progress, sampling)
       per_sample = [miner_data.score(source, dataset, a, originals.get((dataset, s.id), s))
                     for a, s in zip(answers, samples)]
       summary = miner_data.summarize(source, dataset, per_sample)

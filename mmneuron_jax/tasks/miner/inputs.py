@@ -33,7 +33,8 @@ class FamilySpec:
   content_ids: modality -> config key of its placeholder id; processor / demo: 'module:attr' of
   the inputs class and demo writer; processor_kwargs: (name, value) pairs for its from_pretrained;
   media_prefix: text before the i-th medium in the user turn (HF chat template), media_suffix after;
-  modalities: MINER modalities its inputs can produce (stage-2 arrays keep only these)."""
+  modalities: MINER modalities its inputs can produce (stage-2 arrays keep only these); options:
+  `config.data` fields its processor takes (passed to its from_pretrained by name)."""
   name: str
   media: str
   marker: str
@@ -46,6 +47,7 @@ class FamilySpec:
   media_prefix: str = ""
   media_suffix: str = ""
   modalities: tuple = ("text", "special", "special_text", "prompt")
+  options: tuple = ()
 
 
 FAMILIES = {
@@ -53,9 +55,11 @@ FAMILIES = {
         "qwen2_vl", "image", IMAGE_MARKER, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"),
         {"image": "image_token_id", "video": "video_token_id"}, "mmneuron_jax.data.inputs.qwen2_vl_inputs:Qwen2VLInputs",
         "mmneuron_jax.data.synthetic.demo_model_qwen2_vl:build_demo_checkpoint", takes=("image", "video"),
-        # frames come sized by `videos_of` (qwen_vl_utils); a low floor keeps the processor from upscaling them
+        # frames come sized by `videos_of` (qwen_vl_utils); with video_frames='once' a low floor keeps the
+        # video processor from resizing them again ('authors': the image bounds resize them, as transformers 4.45)
         processor_kwargs=(("video_min_pixels", 28 * 28),),
-        modalities=("text", "special", "special_text", "image", "video", "prompt")),
+        modalities=("text", "special", "special_text", "image", "video", "prompt"),
+        options=("min_pixels", "max_pixels", "video_frames")),
     "qwen2_audio": FamilySpec(
         "qwen2_audio", "audio", AUDIO_MARKER, ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>"),
         {"audio": "audio_token_index"}, "mmneuron_jax.data.inputs.qwen2_audio_inputs:Qwen2AudioInputs",
@@ -114,19 +118,27 @@ def pad_to(batch: dict, rows: int | None, bucket: int, pad_id: int, padding_side
 class ChatInputs:
   """Samples -> HF-named batches for one family, with the family's chat template."""
 
-  def __init__(self, spec: FamilySpec, processor, config: dict):
+  def __init__(self, spec: FamilySpec, processor, config: dict, generation_config: dict | None = None):
     self.spec = spec
     self.processor = processor
     self.tokenizer = processor.tokenizer
     self.config = config
+    self.generation_config = generation_config or {}
     self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
     self.im_end_id = self._token_id("<|im_end|>")
 
   @classmethod
-  def from_pretrained(cls, family: str, path: str):
+  def from_pretrained(cls, family: str, path: str, options: dict | None = None):
+    """options: values of the family's `spec.options` (others are ignored)."""
     spec = spec_for(family)
-    processor = _load(spec.processor, family).from_pretrained(path, **dict(spec.processor_kwargs))
-    return cls(spec, processor, _read_config(path))
+    kwargs = dict(spec.processor_kwargs)
+    kwargs.update({k: v for k, v in (options or {}).items() if k in spec.options})
+    processor = _load(spec.processor, family).from_pretrained(path, **kwargs)
+    return cls(spec, processor, _read_config(path), _read_config(path, "generation_config.json", missing_ok=True))
+
+  def settings(self) -> dict:
+    """The processor settings in effect (e.g. Qwen2-VL pixel bounds), for the run's protocol record."""
+    return dict(self.processor.settings()) if hasattr(self.processor, "settings") else {}
 
   def _token_id(self, token: str) -> int:
     tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -147,8 +159,12 @@ class ChatInputs:
     return out
 
   def eos_ids(self) -> list:
+    """config.json's eos id(s), generation_config.json's (HF generate stops on those: Qwen2-VL / Qwen2-Audio
+    add <|endoftext|>) and <|im_end|>."""
     eos = (self.config.get("text_config") or self.config).get("eos_token_id", self.config.get("eos_token_id"))
     ids = [] if eos is None else list(np.atleast_1d(eos).tolist())
+    more = self.generation_config.get("eos_token_id")
+    ids += [] if more is None else list(np.atleast_1d(more).tolist())
     return sorted(set(ids + [self.im_end_id]))
 
   def media(self, sample) -> list:
@@ -208,12 +224,15 @@ class ChatInputs:
     return self.processor.decode(token_ids)
 
 
-def _read_config(path: str) -> dict:
+def _read_config(path: str, name: str = "config.json", missing_ok: bool = False) -> dict | None:
   import json
   import os
-  with open(os.path.join(path, "config.json")) as f:
+  file = os.path.join(path, name)
+  if missing_ok and not os.path.exists(file):
+    return None
+  with open(file) as f:
     return json.load(f)
 
 
-def family_inputs(family: str, path: str) -> ChatInputs:
-  return ChatInputs.from_pretrained(family, path)
+def family_inputs(family: str, path: str, options: dict | None = None) -> ChatInputs:
+  return ChatInputs.from_pretrained(family, path, options)

@@ -7,6 +7,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.miner import protocol as miner_protocol
 
 
 def _figure(w, h):
@@ -79,6 +80,19 @@ def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str
   return path
 
 
+def headline_section(head: list) -> list:
+  """The cross-benchmark average of the primary metric per deactivation condition, as a table."""
+  datasets = [k for k in head[0] if k not in ("condition", "mean", "n_benchmarks", "vs_none")]
+  fmt = lambda v: "" if v is None else f"{v:.3f}"
+  header = ["condition", "**average**", "vs none"] + datasets
+  table = [[h["condition"], f"**{h['mean']:.3f}**", "" if h["vs_none"] is None else f"{h['vs_none']:+.3f}"] +
+           [fmt(h[d]) for d in datasets] for h in head]
+  return ["## Headline: average over benchmarks", "",
+          "Unweighted mean of each benchmark's `primary` metric per condition (the paper's "
+          "0.56 -> 0.24 for Qwen2-VL, 0.69 -> 0.31 for Qwen2-Audio, none -> all at ratio 0.02).", "",
+          md_table(header, table), ""]
+
+
 def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
   """Write plots and report.md from the run's results dict (see tasks/miner/); returns the path."""
   plots = os.path.join(workdir, "plots")
@@ -93,8 +107,12 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
 
   L = len(results["layer_min"])
   from mmneuron_jax.tasks.common import model_card
-  out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir) + [
-         f"Config: `config.json`. Modality split **{results['split']}**; weights over {list(miner.METRICS)} = "
+  out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir)
+  if results.get("protocol"):
+    out += miner_protocol.markdown(results["protocol"])
+  if results.get("headline"):
+    out += headline_section(results["headline"])
+  out += [f"Config: `config.json`. Modality split **{results['split']}**; weights over {list(miner.METRICS)} = "
          f"{results['weights']}" + (f", grad weight {results['grad_weight']}" if results["grad_weight"] else "") +
          f"; strategy **{results['strategy']}**, ratio {results['ratio']}: K = int(ratio x {L} x "
          f"{results['width']}) = **{results['K']}**.", ""]
@@ -118,12 +136,17 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
   out += [md_table(header, table), "", f"Chosen: **{results['strategy']}**, saved as `neurons/llm.json` "
           "(`NeuronSet.load`) and `neurons/llm.pt` (list[modality][layer] index tensors); every strategy's sets "
           "in `neurons/strategies/`.", "", "![neurons per layer](plots/neurons_per_layer.png)", ""]
-  per_layer = np.asarray(results["overlap"]["per_layer"])
-  header = ["layer"] + [f"{a}&{b}" for i, a in enumerate(names) for b in names[i:]]
-  table = [[l] + [int(per_layer[i, j, l]) for i in range(len(names)) for j in range(i, len(names))]
-           for l in range(per_layer.shape[-1])]
-  out += ["### Overlap per layer", "", "Diagonal entries (`a&a`) are set sizes.", "", md_table(header, table), "",
-          "![overlap](plots/overlap.png)", ""]
+  combos = results["overlap"].get("combinations")
+  if combos is None:  # runs written before the combination table: pairs only
+    per_layer = np.asarray(results["overlap"]["per_layer"])
+    combos = {f"{a}-{b}" if a != b else a: per_layer[i, j].tolist() for i, a in enumerate(names)
+              for j, b in enumerate(names) if j >= i}
+  header = ["layer"] + list(combos)
+  table = [[l] + [int(v[l]) for v in combos.values()] for l in range(L)]
+  table.append(["total"] + [int(sum(v)) for v in combos.values()])
+  out += ["### Overlap of every modality combination per layer", "",
+          "A single modality: its set size; `a-b-...`: neurons selected for every one of them (the authors' "
+          "analysis table).", "", md_table(header, table), "", "![overlap](plots/overlap.png)", ""]
   if rows:
     out += ["## Deactivation", "", f"Value **{rows[0]['value']}**" + (
         " (each layer's activation-tensor minimum from stage 2: "
