@@ -2,17 +2,33 @@
 import json
 import os
 
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.mapping import apply_rules
+from mmneuron_jax.convert.safetensors_reader import CheckpointReader
+from mmneuron_jax.io.checkpoint import restore_params, save_params
 from mmneuron_jax.models.base import Model
 from mmneuron_jax.models.registry import family_for
 from mmneuron_jax.nn.policy import Policy, resolve_dtype
 
 
 def read_config(path: str) -> dict:
+  """config.json of a checkpoint directory as HF reads it: every level filled with its config class's
+  defaults (`convert.hf_config.fill`); generation_config.json's eos / pad / bos ids, if the file
+  exists, under the key `generation_config`."""
   cfg_path = os.path.join(path, "config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
   with open(cfg_path) as f:
-    return json.load(f)
+    config = json.load(f)
+  family_for(config, cfg_path)
+  config, _ = hf_config.fill(config, cfg_path)
+  gen_path = os.path.join(path, "generation_config.json")
+  if os.path.isfile(gen_path):
+    with open(gen_path) as f:
+      gen = json.load(f)
+    config[hf_config.GENERATION_CONFIG] = {k: gen[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                                           if gen.get(k) is not None}
+  return config
 
 
 def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None,
@@ -35,12 +51,10 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   Every checkpoint tensor must be consumed exactly once; unknown config features raise.
   `policy_options`: `fp32_matmul`, `attention` (see `nn.policy.Policy`).
   """
-  from mmneuron_jax.convert.mapping import apply_rules
-  from mmneuron_jax.convert.safetensors_reader import CheckpointReader
   resolve_dtype(dtype)
   config = read_config(path)
   family = family_for(config, os.path.join(path, "config.json"))
-  cfg = family.parse_config(config)
+  cfg = family.parse_config(config, os.path.join(path, "config.json"))
   params = apply_rules(CheckpointReader(path), family.rules(cfg), dtype, ignore=list(family.ignore),
                        shardings=shardings)
   return build_model(config, params, dtype, compute_dtype, **policy_options)
@@ -48,7 +62,6 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
 
 def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
   """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`)."""
-  from mmneuron_jax.io.checkpoint import save_params
   model = load_hf(path, dtype)
   save_params(out_dir, model.params, {"hf_config": model.config, "family": model.family, "dtype": dtype})
   return out_dir
@@ -56,6 +69,5 @@ def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
 
 def load(out_dir: str, compute_dtype: str | None = None, shardings=None, **policy_options) -> Model:
   """Restore a `convert`ed checkpoint. `policy_options`: `fp32_matmul`, `attention`."""
-  from mmneuron_jax.io.checkpoint import restore_params
   params, meta = restore_params(out_dir, shardings=shardings)
   return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, **policy_options)
