@@ -54,7 +54,8 @@ def make_batches(inputs, family, r: dict, records: list) -> list:
 
 
 def accuracy(model, params, inputs, family, r: dict, records: list, batch_size: int = 8, max_new_tokens: int = 6):
-  """{domain: primary metric} of greedy answers on `records` (the MMNeuron evaluation path)."""
+  """{domain: standard primary metric} of greedy answers on `records` (the MMNeuron evaluation path;
+  `metrics.primary_metric`: the authors' scoring expects their datasets' answer formats)."""
   from mmneuron_jax.data.metrics import vqa_metrics as metrics
   from mmneuron_jax.tasks.common.deactivation import generate_answers
   answers = generate_answers(model, params, inputs, records, lambda x: family.eval_prompt(x, prompt_cfg(r)),
@@ -62,7 +63,7 @@ def accuracy(model, params, inputs, family, r: dict, records: list, batch_size: 
   out = {}
   for d in r["domains"]:
     pairs = [(a, x) for a, x in zip(answers, records) if x.domain == d]
-    out[d] = metrics.score_all([a for a, _ in pairs], [x for _, x in pairs])["primary"]
+    out[d] = metrics.score_all([a for a, _ in pairs], [x for _, x in pairs], primary="standard")["primary"]
   return out, answers
 
 
