@@ -4,6 +4,7 @@ with (>= 0.6); and the MMNeuron pipeline on it finds domain neurons whose remova
 domain more than random neurons of the same per-layer sizes. Fixed seeds; nothing is retrained.
 
 Tolerances: logits max-abs <= 1e-4 (fp32); greedy answers and metrics exactly as recorded."""
+import functools
 import os
 
 import numpy as np
@@ -74,7 +75,8 @@ def test_dape_vs_random_deactivation_is_pinned(tmp_path):
   conditions = {"none": (), "all": families.LLAVA_NEXT_CONDITIONS["all"]}
   recs = {d: v[:config.eval.n_per_domain] for d, v in study.by_domain.items()}
   rows, _ = deactivation.evaluate(study.model, study.params, study.inputs, recs, sets, random_sets, study.eval_prompt,
-                                  sources.load_image, sources.score, conditions=conditions,
+                                  sources.load_image, functools.partial(sources.score, metric=config.eval.metric),
+                                  conditions=conditions,
                                   batch_size=config.eval.batch_size, max_new_tokens=config.eval.max_new_tokens)
   value = {(r["domain"], r["condition"], r["control"]): r["primary"] for r in rows}
   base = np.mean([value[d, "none", "dape"] for d in study.domains])
