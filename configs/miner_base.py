@@ -17,7 +17,8 @@ def get_config():
   c.task = "miner"
   c.seed = 0
   # 'scores' only, or the whole study ('scores', 'select', 'deactivate'), plus the optional
-  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV); tasks/miner/studies.py.
+  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV) (tasks/miner/studies.py) and
+  # 'atlas' (tasks/atlas/).
   c.stages = ("scores", "select", "deactivate")
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
@@ -72,4 +73,9 @@ def get_config():
                                                 length_bucket=64))
   # Stage 'semantics' (Finding IV): token states of the first n_per_dataset samples of each dataset (0 = all).
   c.semantics = ml_collections.ConfigDict(dict(n_per_dataset=8, batch_size=1, length_bucket=64))
+  # Optional stage 'atlas' (tasks/atlas/): per neuron of the chosen set and modality the top-k tokens and a
+  # histogram, as a static site <workdir>/atlas/index.html. max_samples_per_domain: per dataset (0 = all);
+  # batch_size 0 = scores.batch_size; max_neurons 0 = the whole set. No switch-off effect for modalities.
+  c.atlas = ml_collections.ConfigDict(dict(k=8, max_samples_per_domain=0, batch_size=0, max_neurons=0,
+                                           effect_n_per_domain=0, commit_every=10, prefetch=2, lens_top=8))
   return c

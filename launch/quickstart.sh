@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a venv and run the MMNeuron pipeline on the embedded demo (tiny model, synthetic data).
+# Set up a venv and run the MMNeuron pipeline on the embedded demo: a tiny LLaVA-NeXT trained to answer
+# a synthetic five-domain set (bundled checkpoint; data/synthetic/skills.py), held-out samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -7,5 +8,10 @@ python3 -m venv .venv
 pip install -q --upgrade pip
 pip install -q -e .
 export HF_HUB_OFFLINE=1
-python launch/main.py --config=configs/llava_next_demo.py --workdir="${WORKDIR:-runs/llava_next_demo}" "$@"
-echo "report: ${WORKDIR:-runs/llava_next_demo}/report.md"
+# The study plus its neuron atlas (the optional 'atlas' stage, tasks/atlas/).
+python launch/main.py --config=configs/llava_next_demo.py --workdir="${WORKDIR:-runs/llava_next_demo}" \
+  --config.stages="('stats','select','eval','lens','atlas')" "$@"
+REPORT="${WORKDIR:-runs/llava_next_demo}/report.md"
+awk '/^## Headline/{f=1; next} f && /^\|/{exit} f && NF' "$REPORT"   # the headline sentence
+echo "report: $REPORT"
+echo "atlas: ${WORKDIR:-runs/llava_next_demo}/atlas/index.html"

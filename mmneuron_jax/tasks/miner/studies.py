@@ -11,7 +11,7 @@ Each adds a section to report.md and its own JSON file.
 """
 from mmneuron_jax.tasks.miner import last_token as miner_last_token, semantics as miner_semantics, sweep as miner_sweep
 
-STAGES = ("scores", "select", "deactivate", "sweep", "last_token", "semantics")
+STAGES = ("scores", "select", "deactivate", "sweep", "last_token", "semantics", "atlas")
 
 
 def check_stages(stages) -> None:
