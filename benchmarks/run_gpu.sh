@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of docs/PERFORMANCE.md (issue 6), on one H100 or H200:
+# The GPU measurements of docs/PERFORMANCE.md, on one H100 or H200:
 #
 #   bash benchmarks/run_gpu.sh [out_dir]         # both tables, ~10 min
 #   bash benchmarks/run_gpu.sh [out_dir] passes  # Llama-7B analysis passes only (~2 min)

@@ -1,4 +1,4 @@
-"""Shared MINER defaults (REFERENCE.md, "MINER"); the experiment files override a few fields.
+"""Shared MINER defaults (docs/ALGORITHMS.md, "MINER"); the experiment files override a few fields.
 
 The model family is ONE field (`model.family`: qwen2_vl | qwen2_audio); everything else (chat template,
 token ids, demo model) follows from it. `arg` is parsed like `configs/mmneuron_base.py`:

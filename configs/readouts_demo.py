@@ -1,4 +1,4 @@
-"""Readouts (issue 7) on the embedded demo: tuned lens, layer probes and learned masks on the tiny
+"""Readouts on the embedded demo: tuned lens, layer probes and learned masks on the tiny
 LLaVA-NeXT (built deterministically) and the synthetic five-domain set. Minutes on a CPU.
 
 COMMAND: python launch/main.py --config=configs/readouts_demo.py --workdir=runs/readouts_demo

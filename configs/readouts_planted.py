@@ -1,4 +1,4 @@
-"""Readouts (issue 7) on the planted ground truth: a tiny LLaVA-NeXT whose vision neurons at layer 2
+"""Readouts on the planted ground truth: a tiny LLaVA-NeXT whose vision neurons at layer 2
 fire for one hue each and whose LLM layer 3 holds three neurons per hue that write that hue's
 answer (mmneuron_jax/data/synthetic/planted_llm.py). Probes must peak at the planted vision layer, learned
 masks must recover the planted LLM neurons. About a minute on a CPU.

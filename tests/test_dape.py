@@ -1,5 +1,5 @@
 """DAPE selection (MMNeuron) against an independent slow implementation written from the
-REFERENCE.md text: loops, np.partition, and exact rational arithmetic to decide which
+docs/ALGORITHMS.md text: loops, np.partition, and exact rational arithmetic to decide which
 entropies are mathematically tied."""
 import math
 from fractions import Fraction
@@ -17,7 +17,7 @@ from mmneuron_jax.analysis import dape
 def reference_select(counts, n_tokens, top_rate=0.01, filter_rate=0.95, bar_ratio=0.95):
   """-> (mask bool[D, L, F], split_tie: whether the top-k cut through a group of equal entropies).
 
-  Plain Python/numpy from REFERENCE.md. Entropies that are mathematically equal (same multiset of
+  Plain Python/numpy from docs/ALGORITHMS.md. Entropies that are mathematically equal (same multiset of
   normalised probabilities q, compared exactly as fractions) share one value, so ties are exact;
   among ties the lowest flat index (layer-major) wins, like a stable argsort."""
   C = np.asarray(counts).astype(np.int64)

@@ -10,8 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKIP_DIRS = {".venv", ".git", "__pycache__", ".pytest_cache", "runs", "build", "dist"}
 THIS = os.path.abspath(__file__)
 # A docs link is fine (`docs/DESIGN.md`, or `DESIGN.md` inside docs/); a bare top-level one is not.
-OUTSIDE = [(re.compile(r"\.\./shared"), "points to ../shared"),
-           (re.compile(r"REFERENCE\.md"), "names REFERENCE.md (use docs/ALGORITHMS.md)"),
+OUTSIDE = [(re.compile(r"\.\./shared"), "points outside the repository (a shared folder)"),
+           (re.compile(r"REFERENCE\.md"), "names the old algorithms file (use docs/ALGORITHMS.md)"),
            (re.compile(r"(?<![\w/])DESIGN\.md"), "names a top-level DESIGN.md (use docs/DESIGN.md)"),
            (re.compile(r"\b[Ii]ssues? #?\d+"), "names an issue number")]
 DOCS = ("docs/DESIGN.md", "docs/ALGORITHMS.md")

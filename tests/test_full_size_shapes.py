@@ -21,7 +21,7 @@ def test_param_count_equals_hf(name):
 
 def test_instructblip_param_count_and_budgets_equal_hf():
   """Salesforce/instructblip-vicuna-7b: eval_shape params == HF on the meta device; DAPE budgets at
-  1% are REFERENCE.md's llm 3523, vision 2396, qformer 369 + 369."""
+  1% are docs/ALGORITHMS.md's llm 3523, vision 2396, qformer 369 + 369."""
   from mmneuron_jax.models.mllm.instructblip import InstructBlipConfig
   from mmneuron_jax.analysis.dape import budget
   config = preset("Salesforce/instructblip-vicuna-7b")

@@ -1,5 +1,5 @@
 """MINER math (analysis.miner) against independent slow plain-Python/numpy implementations
-written from the REFERENCE.md text (explicit loops over modalities / layers / tokens)."""
+written from the docs/ALGORITHMS.md text (explicit loops over modalities / layers / tokens)."""
 import math
 
 import jax
@@ -24,7 +24,7 @@ def ref_minmax(x, rtol):
 
 
 def ref_importance(acts, attn, masks, rtol=miner.FLAT_RTOL):
-  """acts[L, T, F], attn[L, T, T], masks[M, T] -> float64[5, M, L, F], literally from REFERENCE.md."""
+  """acts[L, T, F], attn[L, T, T], masks[M, T] -> float64[5, M, L, F], literally from docs/ALGORITHMS.md."""
   acts = np.asarray(acts, np.float64)
   attn = np.asarray(attn, np.float64)
   L, T, F = acts.shape

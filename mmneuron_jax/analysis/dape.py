@@ -1,7 +1,7 @@
 """DAPE (MMNeuron): domain-specific neurons = LAPE's entropy selection over domains.
 
 Per module, with counts C float[D, L, F] (# tokens of domain d whose neuron (l, j) is > 0)
-and n_tokens N float[D] (see REFERENCE.md, "MMNeuron"):
+and n_tokens N float[D] (see docs/ALGORITHMS.md, "MMNeuron"):
 
 1. p = C / N[d];  q = p / sum_d p (0 where the sum is 0);  H = -sum_d q ln q (0 ln 0 = 0).
 2. tau = the round(filter_rate * D*L*F)-th smallest p (1-indexed, like torch.kthvalue);
@@ -23,7 +23,7 @@ breaks only bit-identical ties.
 
 One documented difference from the authors' script: when the top-k reaches neurons with
 H = +inf (fewer finite ones than the budget) and bar_ratio < filter_rate, their script can
-still assign those neurons to domains; here they are dropped, as REFERENCE.md says.
+still assign those neurons to domains; here they are dropped, as docs/ALGORITHMS.md says.
 """
 import numbers
 

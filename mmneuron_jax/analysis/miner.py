@@ -1,4 +1,4 @@
-"""MINER: modality-specific neurons in four stages (see REFERENCE.md, "MINER").
+"""MINER: modality-specific neurons in four stages (see docs/ALGORITHMS.md, "MINER").
 
 1. Modality separation (`token_modality_masks`): every prefill position of the *expanded*
    LLM sequence gets modalities by token id, in the fixed order `MODALITIES`

@@ -7,7 +7,7 @@ post-RoPE queries float[B, T, H, hd] and keys float[B, T, K, hd]. Per layer and 
 
   A = mean_h softmax_keys(Q_h K_h^T / sqrt(hd))      (GQA: each key head serves H/K query heads)
 
-with NO causal mask (REFERENCE.md, MINER stage 2), and then applies exactly the per-layer math
+with NO causal mask (docs/ALGORITHMS.md, MINER stage 2), and then applies exactly the per-layer math
 of `miner.importance` (same code, vmapped over the batch): prob, mean, max, attn_k, attn_q over
 each modality's token set I, min-max normalised over the F neurons; absent modality -> zeros.
 

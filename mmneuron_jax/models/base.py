@@ -1,4 +1,4 @@
-"""`Model`: a Flax module, its params and config, and the pure `apply` of DESIGN.md."""
+"""`Model`: a Flax module, its params and config, and the pure `apply` of docs/DESIGN.md."""
 import dataclasses
 import functools
 from typing import Any, Callable
@@ -102,7 +102,7 @@ class Model:
 
   def apply(self, params, batch, masks=None, capture=(), probe=None, lens=None) -> Output:
     """batch: HF-named arrays; masks {module: float[L, F]}; capture module names; probe
-    {module: probe pytree}; lens: `Lens`. See DESIGN.md."""
+    {module: probe pytree}; lens: `Lens`. See docs/DESIGN.md."""
     self.check_masks(masks)
     return self.forward_step(capture)(params, self.host_batch(batch), mask_arrays(masks), probe, lens)
 

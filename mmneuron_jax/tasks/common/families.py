@@ -6,7 +6,7 @@ name in the data layer, plus this study's knobs (`KNOBS`): deactivation conditio
 prompt format. The pipeline looks the family up by the checkpoint's `model_type` (or
 `config.model.demo` for the embedded demo) and never branches on it.
 
-Conditions (REFERENCE.md), each evaluated on domain d with d's own neurons off in the listed modules:
+Conditions (docs/ALGORITHMS.md), each evaluated on domain d with d's own neurons off in the listed modules:
 - LLaVA-NeXT: none, llm, vision (+ projector, as the authors' code), projector, all.
 - InstructBLIP: none, llm, vision, qformer (text + query paths), vision+qformer, all.
 """

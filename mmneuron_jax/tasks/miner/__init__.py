@@ -1,4 +1,4 @@
-"""The MINER study end to end in one run directory (REFERENCE.md, "MINER"):
+"""The MINER study end to end in one run directory (docs/ALGORITHMS.md, "MINER"):
 
 1-2. per dataset, batched prefill forwards with the in-scan MinerScores probe -> per-sample scores
      (and optionally the gradient score), summed into a resumable StatsStore (`tasks/miner/scores.py`);

@@ -1,4 +1,4 @@
-"""Task "readouts" (issue 7): tuned lens, layer probes and learned masks on one model + records,
+"""Task "readouts": tuned lens, layer probes and learned masks on one model + records,
 with a report.md and plots in the run directory.
 
 Stages (config.stages): 'tuned_lens' (train translators, save with orbax, reload by name, compare
