@@ -1,4 +1,4 @@
-"""Gradient importance of neurons (beyond the papers; docs/ALGORITHMS.md, "a sixth score"): a sixth score.
+"""Gradient importance of neurons (beyond the papers; docs/ALGORITHMS.md, last section): a sixth score.
 
 For each probe module, with a ones mask m float[L, F] multiplying its neurons (the `masks`
 argument of `model.apply`), the importance of neuron (l, j) is
