@@ -4,10 +4,12 @@ import os
 from absl import logging
 
 from mmneuron_jax import sharding
+from mmneuron_jax.analysis import finite
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
-from mmneuron_jax.data.synthetic import demo
-from mmneuron_jax.tasks.common import families
+from mmneuron_jax.data.synthetic import demo, demo_stamp
+from mmneuron_jax.errors import UserError
+from mmneuron_jax.tasks.common import data_checks, families
 
 load_image = records_lib.load_image
 
@@ -32,8 +34,14 @@ def load_records(config, workdir):
   elif source == "paper":
     recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None)
   else:
-    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
+    raise UserError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
+  where = config.data.path or f"data.source={source!r}"
+  data_checks.near_miss_schema(recs, where)
   good, bad = records_lib.validate(recs)
+  if "eval" in tuple(config.get("stages", ())):
+    good, no_answers = data_checks.unusable_answers(good)
+    bad += no_answers
+  data_checks.check_domains(good, list(config.data.domains), where)
   for rid, why in bad:
     logging.warning("skipping record %s: %s", rid, why)
   good = records_lib.deterministic_shuffle(good, config.data.seed)
@@ -47,10 +55,11 @@ def load_model(config, workdir, records):
   if not path:
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
-    if not os.path.exists(os.path.join(path, "config.json")):
-      fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
+    demo_stamp.ensure(path, fam.build_demo, fam.name, fam.vocabulary_texts(records, config.eval), config.model.seed)
   model_id = config.model.id or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = sharding.load_for_config(path, config)
+  if config.model.get("check_weights", True):
+    finite.check_params(model.params, path)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam

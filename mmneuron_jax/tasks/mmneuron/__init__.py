@@ -17,6 +17,8 @@ from mmneuron_jax.analysis import dape
 from mmneuron_jax.analysis.accumulate import accumulate
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.analysis.stats import counts_for_dape, store_spec
+from mmneuron_jax.errors import UserError
+from mmneuron_jax.io import run_dir
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import readouts
 from mmneuron_jax.tasks.common import deactivation, sources
@@ -46,9 +48,6 @@ class Study:
 
 
 def open_study(config, workdir: str) -> Study:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
   records, bad = sources.load_records(config, workdir)
   model, inputs, model_id, family = sources.load_model(config, workdir, records)
   domains = list(config.data.domains)
@@ -63,6 +62,10 @@ def select_sets(totals: dict, model, model_id: str, domains: list[str], dape_cfg
   sets = {}
   for module, (layers, width) in model.probe_modules.items():
     counts, n_tokens = counts_for_dape(totals, module)
+    empty = [d for d, n in zip(domains, np.asarray(n_tokens).tolist()) if not n > 0]
+    if empty:
+      raise UserError(f"module {module}: no tokens were counted for domain(s) {empty}; check that these "
+                      "domains have records (config.data.domains) and stats.positions")
     mask = dape.select(counts, n_tokens, top_rate=dape_cfg.top_rate, filter_rate=dape_cfg.filter_rate,
                        bar_ratio=dape_cfg.bar_ratio)
     sets[module] = NeuronSet(model_id=model_id, module=module, group_names=list(domains), layers=layers,
@@ -84,10 +87,13 @@ def stage_stats(study: Study):
   step = domain_stats.make_step_fn(study.model, study.params, study.inputs, recs, study.family.stats_prompt,
                                    sources.load_image, len(study.domains), c.stats.batch_size,
                                    c.stats.positions == "image")
-  fp = domain_stats.fingerprint(study.model_id, study.domains, [[b.domain, list(b.indices)] for b in batches],
-                                c.stats.positions)
+  checkpoint = c.model.path or os.path.join(study.workdir, "demo_checkpoint")
+  prompts = {d: [study.family.stats_prompt(r) for r in v] for d, v in recs.items()}
+  fields = domain_stats.fingerprint_fields(checkpoint, c, study.domains, recs, prompts, batches)
   store = StatsStore.open_or_create(os.path.join(study.workdir, "stats"),
-                                    store_spec(study.model.probe_modules, len(study.domains)), fp)
+                                    store_spec(study.model.probe_modules, len(study.domains)), fields,
+                                    overwrite=bool(c.get("overwrite", False)))
+  run_dir.accept(c, study.workdir)
   totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step.run, commit_every=c.stats.commit_every,
                       total=len(batches), desc="domain statistics (batches)", prepare=step.prepare,
                       prefetch=c.stats.prefetch)
