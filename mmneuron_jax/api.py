@@ -1,7 +1,7 @@
 """Public entry points: `load_hf`, `convert`, `load` (DESIGN.md)."""
-import json
 import os
 
+from mmneuron_jax.errors import MissingFile, read_json
 from mmneuron_jax.models.base import Model
 from mmneuron_jax.models.registry import family_for
 from mmneuron_jax.nn.policy import Policy, resolve_dtype
@@ -10,9 +10,8 @@ from mmneuron_jax.nn.policy import Policy, resolve_dtype
 def read_config(path: str) -> dict:
   cfg_path = os.path.join(path, "config.json")
   if not os.path.isfile(cfg_path):
-    raise FileNotFoundError(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
-  with open(cfg_path) as f:
-    return json.load(f)
+    raise MissingFile(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
+  return read_json(cfg_path, "checkpoint config.json")
 
 
 def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None,

@@ -8,7 +8,7 @@ from mmneuron_jax.analysis import finite
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo, demo_stamp
-from mmneuron_jax.errors import UserError
+from mmneuron_jax.errors import MissingFile, UserError
 from mmneuron_jax.tasks.common import data_checks, families
 
 load_image = records_lib.load_image
@@ -29,6 +29,8 @@ def load_records(config, workdir):
   source = config.data.source
   if source == "demo":
     recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed)
+  elif source in ("records", "paper") and not os.path.exists(config.data.path):
+    raise MissingFile(f"config.data.path={config.data.path!r}: no such file or directory")
   elif source == "records":
     recs = records_lib.read_records(config.data.path, image_root=config.data.image_root or None)
   elif source == "paper":
