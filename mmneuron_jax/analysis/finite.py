@@ -42,5 +42,9 @@ def check_params(params, where: str) -> None:
   for (path, x), ok in zip(leaves, jax.device_get(flags)):
     if not bool(ok):
       name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-      raise NonFinite(f"{where}: weight {name} {tuple(x.shape)} holds NaN/Inf values; the checkpoint is "
+      layer = ""
+      if "layers" in name and x.ndim >= 2:  # stacked per layer: name the first layer
+        per_layer = jax.device_get(jnp.isfinite(x).reshape(x.shape[0], -1).all(-1))
+        layer = f" (stacked per layer: layer {int(np.argmin(per_layer))} first)"
+      raise NonFinite(f"{where}: weight {name} {tuple(x.shape)} holds NaN/Inf values{layer}; the checkpoint is "
                       "damaged (model.check_weights=False skips this check)")
