@@ -26,7 +26,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (mu
 def load_config():
   """The --config ConfigDict; UserError naming the file when it cannot be loaded."""
   try:
-    return _CONFIG.value
+    config = _CONFIG.value
+    config.get("task")  # a config file that failed to load raises here (ml_collections defers the error)
+    return config
   except (OSError, ImportError, SyntaxError, AttributeError) as e:
     name = flags.FLAGS["config"].config_filename
     if isinstance(e, OSError) and not os.path.exists(name.split(":", 1)[0]):
