@@ -225,7 +225,7 @@ def pipeline_rates(model, cfg: dict, text_tokens: int, b: int, n_batches: int, d
   import io
   import tempfile
   from PIL import Image
-  from mmneuron_jax.analysis.accumulate import accumulate
+  from mmneuron_jax.io.accumulate import accumulate
   from mmneuron_jax.analysis.stats import store_spec
   from mmneuron_jax.data.inputs.processors import LlavaNextInputs
   from mmneuron_jax.io.stats_store import StatsStore

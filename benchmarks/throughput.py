@@ -6,7 +6,7 @@ COMMAND (one GPU, 7B):          python benchmarks/throughput.py --size=7b --dtyp
 Operations, each on the same batch [B, T] of random token ids (no padding):
   forward     logits of the plain forward
   stats       GroupStats probe in the layer scan: per-group count of act > 0, sum, sum of squares
-              (JAX: `sharding.sharded_stats_step`; PyTorch: forward hooks on every `mlp.act_fn`)
+              (JAX: `analysis.stats.make_step` on a mesh; PyTorch: forward hooks on every `mlp.act_fn`)
   masked      forward with a 0/1 neuron mask [L, F] on the MLP activations (PyTorch: a hook
               that multiplies the act_fn output)
   lens        logit lens at P "image-like" positions per row: every layer's residual through the
@@ -120,7 +120,7 @@ def build_jax(shape: dict, dtype: str, mesh, attention: str = "xla"):
   params = jax.jit(init, out_shardings=S.param_shardings(abstract, mesh))(jax.random.PRNGKey(0))
   model = Model(family="llama_text", module=module, params=params, config={"text_config": hf},
                 probe_modules={"llm": (shape["layers"], shape["intermediate"])}, prepare_fn=dict,
-                groups_fn=lambda *a: {})
+                groups_fn=lambda *a: {}).on_mesh(mesh)
   return model, hf
 
 
@@ -266,7 +266,9 @@ def main(argv):
   import jax
   import numpy as np
   from mmneuron_jax import sharding as S
+  from mmneuron_jax.analysis import stats
   from mmneuron_jax.analysis.logit_lens import Lens
+  from mmneuron_jax.models.base import forward
 
   shape = dict(SIZES[_SIZE.value])
   if _LAYERS.value:
@@ -291,17 +293,17 @@ def main(argv):
   positions = np.broadcast_to(np.arange(start, start + p, dtype=np.int32), (b, p)).copy()  # an image-like span
   lens = Lens(positions, None, 10)
 
-  fwd = S.sharded_forward(model, mesh)
-  stats_step = S.sharded_stats_step(model, g, mesh)
-  lens_step = S.sharded_lens(model, mesh)
+  stats_step = stats.make_step(model, g)
+  lens_step = model.jit_step("lens", lambda params, batch, lens: forward(model.module, params, batch, lens=lens).lens,
+                             ("params", "batch", "batch"))  # the readouts only: logits never materialised
   params = model.params
   from mmneuron_jax.analysis.importance import grad_importance
   answer = np.ones_like(ids, bool)
   answer[:, 0] = False
   jax_ops = {
-      "forward": lambda: fwd(params, batch).logits,
+      "forward": lambda: model.apply(params, batch).logits,
       "stats": lambda: stats_step(params, batch, {"llm": groups}),
-      "masked": lambda: fwd(params, batch, masks={"llm": mask}).logits,
+      "masked": lambda: model.apply(params, batch, masks={"llm": mask}).logits,
       "lens": lambda: lens_step(params, batch, lens),
       "grad": lambda: grad_importance(model, params, batch, answer)["llm"],
   }

@@ -1,7 +1,10 @@
 """Public entry points: `load_hf`, `convert`, `load` (DESIGN.md)."""
 import os
 
+from mmneuron_jax.convert.mapping import apply_rules
+from mmneuron_jax.convert.safetensors_reader import CheckpointReader
 from mmneuron_jax.errors import MissingFile, read_json
+from mmneuron_jax.io.checkpoint import restore_params, save_params
 from mmneuron_jax.models.base import Model
 from mmneuron_jax.models.registry import family_for
 from mmneuron_jax.nn.policy import Policy, resolve_dtype
@@ -34,8 +37,6 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   Every checkpoint tensor must be consumed exactly once; unknown config features raise.
   `policy_options`: `fp32_matmul`, `attention` (see `nn.policy.Policy`).
   """
-  from mmneuron_jax.convert.mapping import apply_rules
-  from mmneuron_jax.convert.safetensors_reader import CheckpointReader
   resolve_dtype(dtype)
   config = read_config(path)
   family = family_for(config, os.path.join(path, "config.json"))
@@ -47,7 +48,6 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
 
 def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
   """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`)."""
-  from mmneuron_jax.io.checkpoint import save_params
   model = load_hf(path, dtype)
   save_params(out_dir, model.params, {"hf_config": model.config, "family": model.family, "dtype": dtype})
   return out_dir
@@ -55,6 +55,5 @@ def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
 
 def load(out_dir: str, compute_dtype: str | None = None, shardings=None, **policy_options) -> Model:
   """Restore a `convert`ed checkpoint. `policy_options`: `fp32_matmul`, `attention`."""
-  from mmneuron_jax.io.checkpoint import restore_params
   params, meta = restore_params(out_dir, shardings=shardings)
   return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, **policy_options)

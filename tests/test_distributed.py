@@ -4,7 +4,7 @@ give the same statistics as one process over all batches.
   A. host-sharded: each process takes `host_shard` of the ordered batch list, runs the sharded
      stats step on a mesh of its own 2 devices, and `reduce_stats_across_hosts` sums the hosts.
   B. one global mesh (data=2 across the processes x tensor=2 inside each) over all 4 devices:
-     params loaded with `sharding.load_on_mesh`, `sharding.stats_step`, each host passing the
+     params loaded with `mmneuron_jax.load_on_mesh`, `analysis.stats.make_step`, each host passing the
      same global batches.
 Both must equal a single-process run: counts and token counts exact, sums atol 1e-4 (fp32).
 On the global mesh, `model.apply` with a logit lens and `model.generate` too: every host reads
@@ -88,27 +88,28 @@ def run_worker(model_dir, batch_file, out_dir):
   from mmneuron_jax import sharding as S
   from mmneuron_jax.analysis import stats
   from mmneuron_jax.api import read_config
+  from mmneuron_jax.loading import shardings_for_config
   assert (count, jax.device_count(), jax.local_device_count()) == (2, 4, 2), (count, jax.devices())
   batches = _load_batches(batch_file)
   config = read_config(model_dir)
 
   # A: per-host mesh, this host's batches, sum across hosts.
   local = S.make_mesh(devices=jax.local_devices())
-  model = mmneuron_jax.load_hf(model_dir, shardings=S.shardings_for_config(config, local))
-  step = S.sharded_stats_step(model, NUM_GROUPS, local)
+  model = mmneuron_jax.load_hf(model_dir, shardings=shardings_for_config(config, local)).on_mesh(local)
+  step = stats.make_step(model, NUM_GROUPS)
   totals = {}
   mine = distributed.host_shard(list(range(NUM_BATCHES)))
   for i in mine:
     b, g = batches[i]
-    totals = _add(totals, stats.flatten(step(model.params, b, model.token_groups(b, g))))
+    totals = _add(totals, stats.flatten(step(model.params, model.host_batch(b), model.token_groups(b, g))))
   reduced = distributed.reduce_stats_across_hosts(totals)
   np.savez(os.path.join(out_dir, f"hosts_{index}.npz"), batches=np.array(mine), **reduced)
 
   # B: one mesh over both processes' devices; every host passes the same global batches.
   mesh = S.make_mesh(data=2, tensor=2)
   assert {d.process_index for d in mesh.devices[0].flat} == {0} and {d.process_index for d in mesh.devices[1].flat} == {1}
-  model = S.load_on_mesh(model_dir, mesh)  # = load_hf(shardings=shardings_for_config(...)).on_mesh(mesh)
-  step = S.stats_step(model, NUM_GROUPS)   # replicated results come back as this host's numpy copy
+  model = mmneuron_jax.load_on_mesh(model_dir, mesh)  # = load_hf(shardings=shardings_for_config(...)).on_mesh(mesh)
+  step = stats.make_step(model, NUM_GROUPS)   # replicated results come back as this host's numpy copy
   totals = {}
   for b, g in batches:
     out = step(model.params, model.device_batch(b), stats.to_device_groups(model.token_groups(b, g)))

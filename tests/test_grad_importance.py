@@ -50,7 +50,7 @@ def test_shapes_and_remat(setup):
 def test_finite_differences(setup):
   _, model, batch, answer, grads = setup
   db = model.device_batch(batch)
-  fwd = model.jitted_forward()
+  fwd = model.forward_step()
   loss = jax.jit(lambda masks: answer_nll(fwd(model.params, db, masks).logits, db["input_ids"], jnp.asarray(answer)))
   ones = {name: jnp.ones(model.probe_modules[name], jnp.float32) for name in MODULES}
   eps = 1e-2

@@ -86,7 +86,7 @@ def test_load_on_mesh_takes_the_task_arguments(checkpoint, tmp_path):
   reference = mmneuron_jax.load_hf(path).params
   for where in (path, out):
     for mesh in (None, sharding.make_mesh()):
-      model = sharding.load_on_mesh(where, mesh, dtype="float32", compute_dtype=None, attention="xla",
+      model = mmneuron_jax.load_on_mesh(where, mesh, dtype="float32", compute_dtype=None, attention="xla",
                                     fp32_matmul="bf16_9x")
       assert model.module.policy.fp32_matmul == "bf16_9x"
       assert_trees_equal(reference, jax.device_get(model.params))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mmneuron_jax.analysis import miner
+from mmneuron_jax.models.mllm import qwen2_audio, qwen2_vl
 
 VL = dict(bos=151644, eos=151645, vs=151652, ve=151653, img=151655, vid=151656)
 AU = dict(bos=151644, eos=151645, abos=151647, aeos=151648, aud=151646)
@@ -219,7 +220,7 @@ def test_token_masks_qwen2_vl():
   ids = np.array([VL["bos"], 10, 11, VL["eos"], VL["bos"], VL["vs"], VL["img"], VL["img"], VL["ve"],
                   VL["vid"], 12, VL["eos"], 0, 0])
   am = np.array([1] * 12 + [0, 0])
-  got = np.asarray(miner.token_modality_masks(ids, "qwen2_vl", am))
+  got = np.asarray(miner.token_modality_masks(ids, qwen2_vl.TOKEN_IDS, am))
   assert got.shape == (7, 14) and got.dtype == bool
   idx = lambda *p: np.isin(np.arange(14), p)
   want = {
@@ -230,7 +231,7 @@ def test_token_masks_qwen2_vl():
   for name, w in want.items():
     np.testing.assert_array_equal(got[miner.MODALITY_INDEX[name]], w, err_msg=name)
   # audio ids are plain text for Qwen2-VL
-  got2 = np.asarray(miner.token_modality_masks(np.array([AU["aud"], AU["abos"]]), "qwen2_vl"))
+  got2 = np.asarray(miner.token_modality_masks(np.array([AU["aud"], AU["abos"]]), qwen2_vl.TOKEN_IDS))
   np.testing.assert_array_equal(got2[0], [True, True])
 
 
@@ -238,7 +239,7 @@ def test_token_masks_qwen2_audio_batched_and_override():
   ids = np.array([[AU["bos"], 7, AU["abos"], AU["aud"], AU["aud"], AU["aud"], AU["aeos"], 8, AU["eos"]],
                   [0, 0, AU["bos"], 9, AU["abos"], AU["aud"], AU["aeos"], VL["img"], AU["eos"]]])
   am = np.array([[1] * 9, [0, 0] + [1] * 7])
-  got = np.asarray(miner.token_modality_masks(ids, "qwen2_audio", attention_mask=am))
+  got = np.asarray(miner.token_modality_masks(ids, qwen2_audio.TOKEN_IDS, attention_mask=am))
   assert got.shape == (7, 2, 9)
   M = miner.MODALITY_INDEX
   np.testing.assert_array_equal(got[M["audio"]], [[0, 0, 0, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0, 0, 0]])
@@ -251,13 +252,13 @@ def test_token_masks_qwen2_audio_batched_and_override():
   parts = got[[M["text"], M["special"], M["image"], M["video"], M["audio"]]].sum(0)
   np.testing.assert_array_equal(parts, am)
   # override: 7 becomes special; jit works
-  fn = jax.jit(lambda x: miner.token_modality_masks(x, "qwen2_audio", special_ids=(7,)))
+  fn = jax.jit(lambda x: miner.token_modality_masks(x, qwen2_audio.TOKEN_IDS, special_ids=(7,)))
   over = np.asarray(fn(ids))
   np.testing.assert_array_equal(over[M["special"], 0], ids[0] == 7)
-  with pytest.raises(ValueError, match="family"):
+  with pytest.raises(ValueError, match="token_ids"):
     miner.token_modality_masks(ids, "llava")
   with pytest.raises(ValueError, match="both"):
-    miner.token_modality_masks(ids, "qwen2_audio", image_ids=(AU["aud"],))
+    miner.token_modality_masks(ids, qwen2_audio.TOKEN_IDS, image_ids=(AU["aud"],))
 
 
 # ============================================================================ stage 3

@@ -212,7 +212,7 @@ def test_min_value_masks(run_dir, model_inputs):
   np.testing.assert_allclose(offset, np.where(off, layer_min[:, None], 0.0).astype(np.float32))
   samples = miner_demo.demo_dataset("image_qa", 2)
   batch = inputs.batch(samples, "right")
-  out = model.jitted_forward(capture=("llm",))(model.params, model.device_batch(batch), {"llm": (scale, offset)},
+  out = model.forward_step(capture=("llm",))(model.params, model.device_batch(batch), {"llm": (scale, offset)},
                                                None, None)
   acts = np.asarray(out.aux["llm"])                             # [L, B, T, F]
   valid = batch["attention_mask"].astype(bool)

@@ -39,7 +39,7 @@ def _qwen(tmp):
 def case(request, tmp_path_factory):
   build = {"llava_next": _llava, "qwen2_vl": _qwen}[request.param]
   hf, model, batch, ids = build(str(tmp_path_factory.mktemp(request.param)))
-  probe = MinerScores.from_batch(batch, family=None, **ids)
+  probe = MinerScores.from_batch(batch, **ids)
   out = model.apply(model.params, batch, capture=("llm",), probe={"llm": probe})
   return hf, model, batch, ids, probe, out
 
@@ -125,7 +125,7 @@ def test_padded_row_equals_sample_alone(case):
   scores = np.asarray(scores_from_output(out))
   b = int(np.argmin(batch["attention_mask"].sum(1)))
   one = _single_row(model, batch, b)
-  alone = model.apply(model.params, one, probe={"llm": MinerScores.from_batch(one, family=None, **ids)})
+  alone = model.apply(model.params, one, probe={"llm": MinerScores.from_batch(one, **ids)})
   ref = np.asarray(scores_from_output(alone))[0]
   err = np.abs(scores[b] - ref).max()
   # Without the key mask the padded row differs (padding keys enter the first softmax); the effect

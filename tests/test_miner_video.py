@@ -80,7 +80,7 @@ def test_video_samples_flow_into_a_model_batch(demo, msvd_sample):
   assert batch["video_grid_thw"].tolist() == [[2, 4, 4], [2, 4, 4]]
   assert (batch["input_ids"] == video_id).sum(1).tolist() == [8, 0, 0, 8]
   ids = {f"{m}_ids": inp.token_ids()[m] for m in ("special", "image", "video", "audio")}
-  probe = MinerScores.from_batch(batch, family=None, **ids)
+  probe = MinerScores.from_batch(batch, **ids)
   out = model.apply(model.params, batch, capture=("vision",), probe={"llm": probe})
   assert np.isfinite(np.asarray(out.logits)).all()
   assert out.aux["vision"].shape[2] == batch["pixel_values"].shape[0] + batch["pixel_values_videos"].shape[0]

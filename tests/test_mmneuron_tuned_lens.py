@@ -7,7 +7,7 @@ import numpy as np
 
 from configs import llava_next_demo
 from mmneuron_jax import tasks
-from mmneuron_jax.analysis import tuned_lens
+from mmneuron_jax.io import tuned_lens as saved_lens
 
 
 def test_default_stages_leave_it_out():
@@ -29,5 +29,5 @@ def test_mmneuron_report_gets_a_tuned_lens_section(tmp_path):
   res = json.load(open(os.path.join(workdir, "tuned_lens.json")))
   tuned, logit = np.asarray(res["tuned"]["image"]["kl"]), np.asarray(res["logit"]["image"]["kl"])
   assert tuned.shape == logit.shape == (4,) and abs(logit[-1]) < 1e-5
-  translators, meta = tuned_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")
+  translators, meta = saved_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")
   assert meta["layers"] == 4 and np.asarray(translators["bias"]).shape == (4, 64)

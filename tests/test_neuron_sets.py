@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from mmneuron_jax.analysis.neuron_sets import NeuronSet, plot_layer_distribution
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.tasks.common.plots import plot_layer_distribution
 
 NAMES = ["auto_driving", "medical", "remote_sensing"]
 

@@ -5,7 +5,7 @@ does not match them."""
 import numpy as np
 
 import mmneuron_jax
-from mmneuron_jax.analysis.accumulate import accumulate
+from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.analysis.stats import store_spec
 from mmneuron_jax.data.inputs.processors import LlavaNextInputs
 from mmneuron_jax.data.sources.records import VQARecord, load_image

@@ -1,4 +1,4 @@
-"""`data.prefetch` keeps order, bounds its lookahead, re-raises errors at their item and leaves no
+"""`io.prefetch` keeps order, bounds its lookahead, re-raises errors at their item and leaves no
 thread behind; `accumulate(..., prepare, prefetch)` gives the totals of the sequential loop, keeps
 the work before a failed prepare, and never prepares batches an earlier run counted."""
 import contextlib
@@ -9,7 +9,7 @@ import traceback
 import numpy as np
 import pytest
 
-from mmneuron_jax.analysis.accumulate import Step, accumulate
+from mmneuron_jax.io.accumulate import Step, accumulate
 from mmneuron_jax.io.prefetch import THREAD_NAME, prefetch
 from mmneuron_jax.io.stats_store import StatsStore
 

@@ -185,7 +185,7 @@ def test_token_groups_and_miner_masks(pair):
   np.testing.assert_array_equal(audio_only >= 0, batch["input_ids"] == AUDIO)
   # MINER stage 1: the family's id sets equal the paper's, and exercise every modality here.
   cfg = model.module.cfg
-  by_family = np.asarray(miner.token_modality_masks(batch["input_ids"], "qwen2_audio", batch["attention_mask"]))
+  by_family = np.asarray(miner.token_modality_masks(batch["input_ids"], qwen2_audio.TOKEN_IDS, batch["attention_mask"]))
   by_config = np.asarray(miner.token_modality_masks(batch["input_ids"], None, batch["attention_mask"],
                                                     **cfg.modality_token_ids))
   np.testing.assert_array_equal(by_family, by_config)
@@ -300,8 +300,8 @@ def test_full_size_param_count_equals_hf():
   assert cfg.probe_modules == {"llm": (32, 11008), "audio": (32, 5120)}
   assert cfg.text.num_kv_heads == 32 and cfg.text.qkv_bias and cfg.text.rms_norm_eps == 1e-5
   ids = cfg.modality_token_ids
-  assert ids["special_ids"] == miner.TOKEN_IDS["qwen2_audio"]["special"]
-  assert ids["audio_ids"] == miner.TOKEN_IDS["qwen2_audio"]["audio"]
+  assert ids["special_ids"] == qwen2_audio.TOKEN_IDS["special_ids"]
+  assert ids["audio_ids"] == qwen2_audio.TOKEN_IDS["audio_ids"]
   args, kwargs = qwen2_audio.init_inputs(cfg)
   module = qwen2_audio.Qwen2Audio(cfg, Policy())
   shapes = jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))

@@ -8,7 +8,7 @@ import numpy as np
 
 from configs import readouts_demo
 from mmneuron_jax import tasks
-from mmneuron_jax.analysis import tuned_lens
+from mmneuron_jax.io import tuned_lens as saved_lens
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 
 
@@ -67,5 +67,5 @@ def test_readouts_pipeline(tmp_path):
     g = domains.index(row["domain"])
     assert row["dape"] == dape[g].sum() and row["overlap"] == (learned.mask[g] & dape[g]).sum()
   assert {a["condition"] for a in res["masks"]["accuracy"]} == {"none", "learned", "random", "dape"}
-  translators, meta = tuned_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")  # by name
+  translators, meta = saved_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")  # by name
   assert meta["layers"] == 4 and np.asarray(translators["weight"]).shape == (4, 64, 64) and not lens["loaded"]

@@ -1,7 +1,7 @@
 """Sharded steps equal single-device ones: 8 fake CPU devices, meshes 2x4 (data x tensor),
 2x4 (fsdp x tensor) and 8x1 (data), on a tiny LLaVA-NeXT: statistics, masked logits and the logit
-lens through `load_on_mesh` + `stats_step` / `model.apply` (2x4, 8x1) and through
-`load_hf(shardings=)` + `sharded_stats_step` / `sharded_forward` (fsdp x tensor).
+lens through `load_on_mesh` (2x4, 8x1) or `load_hf(shardings=)` + `Model.on_mesh` (fsdp x
+tensor), then `analysis.stats.make_step` / `model.apply` (one jit path: `sharding.jit_step`).
 
 The 8-device part runs in a subprocess (XLA_FLAGS=--xla_force_host_platform_device_count=8,
 JAX_PLATFORMS=cpu) so this pytest process keeps its single CPU device. Tolerances (fp32, only
@@ -49,6 +49,7 @@ def run_worker(model_dir: str, batch_file: str, out_file: str):
   from mmneuron_jax.analysis import stats
   from mmneuron_jax.analysis.logit_lens import Lens, positions_where
   from mmneuron_jax.api import read_config
+  from mmneuron_jax.loading import shardings_for_config
 
   assert jax.device_count() == 8, jax.devices()
   batch = dict(np.load(batch_file))
@@ -61,15 +62,13 @@ def run_worker(model_dir: str, batch_file: str, out_file: str):
   report = {}
   for name, sizes in MESHES.items():
     mesh = S.make_mesh(**sizes)
-    if name == "fsdp2_tensor4":  # the explicit route; the others through load_on_mesh / Model.on_mesh
-      model = mmneuron_jax.load_hf(model_dir, shardings=S.shardings_for_config(read_config(model_dir), mesh))
-      got_stats = S.sharded_stats_step(model, NUM_GROUPS, mesh)(model.params, batch, groups)
-      got = S.sharded_forward(model, mesh)(model.params, batch, masks=masks, lens=lens)
+    if name == "fsdp2_tensor4":  # the explicit route; the others through load_on_mesh
+      model = mmneuron_jax.load_hf(model_dir, shardings=shardings_for_config(read_config(model_dir), mesh))
+      model = model.on_mesh(mesh)
     else:
-      model = S.load_on_mesh(model_dir, mesh)
-      got_stats = S.stats_step(model, NUM_GROUPS)(model.params, model.device_batch(batch),
-                                                  stats.to_device_groups(groups))
-      got = model.apply(model.params, batch, masks=masks, lens=lens)
+      model = mmneuron_jax.load_on_mesh(model_dir, mesh)
+    got_stats = stats.make_step(model, NUM_GROUPS)(model.params, model.host_batch(batch), groups)
+    got = model.apply(model.params, batch, masks=masks, lens=lens)
     r = {"param_specs": {p: _spec(s) for p, _, s in S.describe(model.params, mesh)
                          if p in ("llm/layers/mlp/gate/kernel", "llm/embed_tokens", "vision/layers/mlp/fc1/kernel")},
          "gate_shard_shape": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
@@ -166,12 +165,14 @@ def test_one_device_mesh_is_the_same_code_path(model_dir):
   from mmneuron_jax import sharding as S
   from mmneuron_jax.analysis import stats
   from mmneuron_jax.api import read_config
+  from mmneuron_jax.loading import shardings_for_config
+  from mmneuron_jax.loading import shardings_for_config
   mesh = S.make_mesh()
-  model = mmneuron_jax.load_hf(model_dir, shardings=S.shardings_for_config(read_config(model_dir), mesh))
+  model = mmneuron_jax.load_hf(model_dir, shardings=shardings_for_config(read_config(model_dir), mesh))
   batch = _batch()
   groups = model.token_groups(batch, np.array(SAMPLE_GROUPS))
   want = stats.make_step(model, NUM_GROUPS)(model.params, model.device_batch(batch), stats.to_device_groups(groups))
-  got = S.sharded_stats_step(model, NUM_GROUPS, mesh)(model.params, batch, groups)
+  got = stats.make_step(model.on_mesh(mesh), NUM_GROUPS)(model.params, model.host_batch(batch), groups)
   for m in want:
     for field in want[m]:
       np.testing.assert_array_equal(np.asarray(got[m][field]), np.asarray(want[m][field]), err_msg=f"{field}/{m}")

@@ -1,13 +1,13 @@
 """Every analysis step on a mesh equals the single-device result: 8 fake CPU devices, meshes 2x4
 (data x tensor) and 8x1 (data), a tiny Qwen2-VL (M-RoPE position_ids [3, B, T], 8 rows with one
-image each) placed with `sharding.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)); tiny
+image each) placed with `mmneuron_jax.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)); tiny
 InstructBLIP and Qwen2-Audio placed by the same rules (params equal, specs checked).
 
 Checked through the public calls on a model `on_mesh`: `model.apply` with masks + the MINER
 probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); sharded loading
 reading each device's slice only (a byte-counting reader on an fsdp=8 mesh); an orbax copy
 restored onto that mesh against sharded abstract targets. Statistics
-(`sharding.stats_step`): tests/test_sharding.py.
+(`analysis.stats.make_step`): tests/test_sharding.py.
 
 Three concurrent subprocesses: the single-device reference (1 CPU device, plain jit path, no mesh)
 and one per mesh (XLA_FLAGS=--xla_force_host_platform_device_count=8); this process compares.
@@ -107,13 +107,14 @@ def _read_report(model_dir):
   from mmneuron_jax import sharding as S
   from mmneuron_jax.api import read_config
   from mmneuron_jax.convert import mapping, transforms
+  from mmneuron_jax.loading import shardings_for_config
   from mmneuron_jax.convert.safetensors_reader import CheckpointReader
   from mmneuron_jax.models.registry import family_for
   config = read_config(model_dir)
   family = family_for(config)
   rules = family.rules(family.parse_config(config))
   mesh = S.make_mesh(data=1, fsdp=8)
-  shardings = S.shardings_for_config(config, mesh)
+  shardings = shardings_for_config(config, mesh)
   reader = CountingReader(CheckpointReader(model_dir))
   params = mapping.apply_rules(reader, rules, ignore=list(family.ignore), shardings=shardings)
   out = {}
@@ -144,7 +145,7 @@ def _inputs(model, batch_file):
   batch, left = _load_batches(batch_file)
   rng = np.random.default_rng(1)
   masks = {m: (rng.random(shape) > 0.2).astype(np.float32) for m, shape in sorted(model.probe_modules.items())}
-  probe = MinerScores.from_batch(batch, family=None, **MINER_IDS)
+  probe = MinerScores.from_batch(batch, **MINER_IDS)
   positions = positions_where(batch["input_ids"] == IMAGE)
   ids = batch["input_ids"]
   lens = Lens(positions, np.take_along_axis(ids, np.clip(positions + 1, 0, ids.shape[1] - 1), 1), 5)
@@ -163,7 +164,7 @@ def _orbax_report(model_dir, out_dir):
   from mmneuron_jax import sharding as S
   mesh = S.make_mesh(data=1, fsdp=8)
   ck = mmneuron_jax.convert(model_dir, os.path.join(out_dir, "orbax"))
-  restored, loaded = S.load_on_mesh(ck, mesh), S.load_on_mesh(model_dir, mesh)
+  restored, loaded = mmneuron_jax.load_on_mesh(ck, mesh), mmneuron_jax.load_on_mesh(model_dir, mesh)
   pairs = list(zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(loaded.params)))
   gate = restored.params["llm"]["layers"]["mlp"]["gate"]["kernel"]
   return {"equal": all(bool((np.asarray(a) == np.asarray(b)).all()) for a, b in pairs),
@@ -187,11 +188,11 @@ def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
   else:
     assert jax.device_count() == 8, jax.devices()
     mesh = S.make_mesh(*MESHES[name])
-    model = S.load_on_mesh(model_dir, mesh)
+    model = mmneuron_jax.load_on_mesh(model_dir, mesh)
     got, logits_sharding = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
     specs = {}
     for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir)):
-      other, other_ref = S.load_on_mesh(path, mesh), mmneuron_jax.load_hf(path)
+      other, other_ref = mmneuron_jax.load_on_mesh(path, mesh), mmneuron_jax.load_hf(path)
       same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), other.params,
                                     other_ref.params)
       meta[f"{family}_params_equal"] = all(jax.tree_util.tree_leaves(same))

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from mmneuron_jax.analysis.accumulate import accumulate
+from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.io import stats_store
 from mmneuron_jax.io.progress import Progress, format_duration
 from mmneuron_jax.io.stats_store import StatsStore, StatsStoreError
@@ -26,7 +26,7 @@ import os, sys, time
 import numpy as np
 from mmneuron_jax.io import stats_store
 from mmneuron_jax.io.stats_store import StatsStore
-from mmneuron_jax.analysis.accumulate import accumulate
+from mmneuron_jax.io.accumulate import accumulate
 
 N = 200
 SHAPE = (3, 4, 64)

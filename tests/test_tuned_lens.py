@@ -6,6 +6,7 @@ import pytest
 
 import mmneuron_jax
 from mmneuron_jax.analysis import tuned_lens
+from mmneuron_jax.io import tuned_lens as saved_lens
 from mmneuron_jax.analysis.logit_lens import Lens
 from mmneuron_jax.data.inputs import prompts
 from mmneuron_jax.data.inputs.processors import LlavaNextInputs
@@ -109,13 +110,13 @@ def test_training_lowers_heldout_kl(setup):
 
 def test_save_and_reload_by_name(tmp_path):
   t = random_translators(3, 8, seed=4)
-  tuned_lens.save(str(tmp_path), "demo_lens", t, {"model_id": "x"})
-  back, meta = tuned_lens.load(str(tmp_path), "demo_lens")
+  saved_lens.save(str(tmp_path), "demo_lens", t, {"model_id": "x"})
+  back, meta = saved_lens.load(str(tmp_path), "demo_lens")
   assert meta["name"] == "demo_lens" and meta["layers"] == 3 and meta["hidden"] == 8 and meta["model_id"] == "x"
   for k in t:
     np.testing.assert_array_equal(np.asarray(back[k]), t[k])
   with pytest.raises(FileNotFoundError, match="demo_lens"):
-    tuned_lens.load(str(tmp_path), "nope")
+    saved_lens.load(str(tmp_path), "nope")
 
 
 def test_stage_reloads_a_saved_lens_by_name(setup, tmp_path):

@@ -47,54 +47,36 @@ def _loss(module, masks, params, batch, answer_mask):
 
 
 def _grad_fn(module):
-  return jax.jit(jax.grad(functools.partial(_loss, module)))
-
-
-def _mesh_grad_fn(model, module):
-  """On `model.mesh`: params per `model.rules`, batch and answer_mask split on B, ones-masks and
-  the gradients replicated."""
-  from mmneuron_jax import sharding
-  grad = jax.grad(functools.partial(_loss, module))
-  step = sharding.ShardedStep(lambda params, batch, answer_mask, masks: grad(masks, params, batch, answer_mask),
-                              model.mesh, ("batch", "batch", "replicated"), None, model.rules)
-  return lambda masks, params, batch, answer_mask: sharding.replicated_to_host(
-      step(params, batch, np.asarray(answer_mask), masks))
+  """d answer NLL / d masks: (masks, params, batch, answer_mask) -> {module: float32[L, F]}."""
+  return jax.grad(functools.partial(_loss, module))
 
 
 def grad_importance(model, params, batch, answer_mask, modules=("llm",), remat: bool = True) -> dict:
   """model: a `Model`; batch: HF-named arrays (as `model.apply`); answer_mask bool[B, T] target
   positions (answer_mask[:, 0] must be False) -> {module: float32[L, F]} = d NLL / d ones-mask.
 
-  Jitted once per (model, modules, remat); remat=True rematerialises the layer scan."""
+  Jitted once per (model, modules, remat) (`Model.jit_step`: ones-masks and gradients
+  replicated, batch and answer_mask split on B on a mesh); remat=True rematerialises the layer
+  scan."""
   modules = tuple(modules)
   if not modules:
     raise ValueError("grad_importance needs at least one module")
   for name in modules:
     if name not in model.probe_modules:
       raise KeyError(f"grad_importance: unknown module {name!r}; probe modules are {sorted(model.probe_modules)}")
-  mesh = getattr(model, "mesh", None)
-  if mesh is None:
-    device_batch = model.device_batch(batch)
-  else:
-    from mmneuron_jax.sharding import host_batch
-    device_batch = host_batch(model, batch)
+  prepared = model.host_batch(batch)
   am = np.asarray(answer_mask)
-  ids_shape = tuple(device_batch["input_ids"].shape)
+  ids_shape = tuple(np.shape(prepared["input_ids"]))
   if am.shape != ids_shape:
     raise ValueError(f"answer_mask has shape {am.shape}; input_ids has {ids_shape}")
   am = am.astype(bool)
   if am[:, 0].any():
     raise ValueError("answer_mask[:, 0] is set, but position 0 has no preceding logits to predict it")
-  if "attention_mask" in device_batch and (am & (np.asarray(device_batch["attention_mask"]) == 0)).any():
+  if "attention_mask" in prepared and (am & (np.asarray(prepared["attention_mask"]) == 0)).any():
     raise ValueError("answer_mask marks padding positions (attention_mask == 0)")
-  key = ("grad_importance", modules, bool(remat))
-  if key not in model._jitted:
-    module = model.module.clone(capture=(), remat=bool(remat))
-    model._jitted[key] = _grad_fn(module) if mesh is None else _mesh_grad_fn(model, module)
-  if mesh is None:
-    masks = {name: jnp.ones(model.probe_modules[name], jnp.float32) for name in modules}
-    grads = model._jitted[key](masks, params, device_batch, jnp.asarray(am))
-  else:
-    masks = {name: np.ones(model.probe_modules[name], np.float32) for name in modules}
-    grads = model._jitted[key](masks, params, device_batch, am)
+  step = model.jit_step(("grad_importance", modules, bool(remat)),
+                        _grad_fn(model.module.clone(capture=(), remat=bool(remat))),
+                        ("replicated", "params", "batch", "batch"))
+  masks = {name: np.ones(model.probe_modules[name], np.float32) for name in modules}
+  grads = step(masks, params, prepared, am)
   return {name: grads[name] for name in modules}

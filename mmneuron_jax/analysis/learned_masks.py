@@ -126,9 +126,7 @@ def learn_removal(model, params, batches, modules=("llm",), steps: int = 200, lr
   groups = prepared[0][2].shape[0]
   optimizer = optax.adam(lr)
   key = ("learned_masks", modules, float(lr), bool(remat))
-  if key not in model._jitted:
-    model._jitted[key] = _step_fn(model.module.clone(capture=(), remat=bool(remat)), optimizer)
-  step = model._jitted[key]
+  step = model.cached(key, lambda: _step_fn(model.module.clone(capture=(), remat=bool(remat)), optimizer))
   log_alphas = {m: jnp.full((groups,) + tuple(model.probe_modules[m]), init, jnp.float32) for m in modules}
   opt_state = optimizer.init(log_alphas)
   rng = jax.random.PRNGKey(seed)

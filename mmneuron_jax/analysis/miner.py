@@ -46,11 +46,9 @@ MODALITY_INDEX = {name: i for i, name in enumerate(MODALITIES)}
 METRICS = ("prob", "mean", "max", "attn_k", "attn_q")
 STRATEGIES = ("LA_MU", "LU_MA", "adaptive", "uniform", "random")
 
-# Token ids of the expanded LLM sequence (REFERENCE.md, MINER stage 1).
-TOKEN_IDS = {
-    "qwen2_vl": dict(special=(151644, 151645, 151652, 151653), image=(151655,), video=(151656,), audio=()),
-    "qwen2_audio": dict(special=(151644, 151645, 151647, 151648), image=(), video=(), audio=(151646,)),
-}
+# The id sets of MINER stage 1 (a family module's `TOKEN_IDS` holds its model's, e.g.
+# `models.mllm.qwen2_vl.TOKEN_IDS`).
+ID_SETS = ("special_ids", "image_ids", "video_ids", "audio_ids")
 
 # The ten metric-weight combinations over [prob, mean, max, attn_k, attn_q] that the MINER
 # code sweeps (its config lists them unnamed; the names here are ours).
@@ -99,28 +97,29 @@ def _id_tuple(name, value):
   return out
 
 
-def token_modality_masks(input_ids, family: str | None, attention_mask=None, *,
+def token_modality_masks(input_ids, token_ids: Mapping | None, attention_mask=None, *,
                          special_ids=None, image_ids=None, video_ids=None, audio_ids=None):
   """Stage 1: int[T] or int[B, T] expanded LLM input ids -> bool[M=7, T] or bool[M=7, B, T].
 
-  Rows follow `MODALITIES`. `family` is 'qwen2_vl' or 'qwen2_audio' (id sets from `TOKEN_IDS`);
-  any of the four id sets can be overridden (family=None requires all four). Positions with
+  Rows follow `MODALITIES`. `token_ids`: {'special_ids', 'image_ids', 'video_ids', 'audio_ids'}
+  (a family module's `TOKEN_IDS`, or a checkpoint's own ids); any of the four id sets can be
+  overridden by keyword (token_ids=None requires all four). Positions with
   attention_mask == 0 (padding) belong to no modality; text = valid and in no other id set.
   The input must be the expanded sequence (one image / video / audio id per placeholder
   position, e.g. Qwen2-Audio's whole audio span), prefill only. Jit-able (the id sets are static).
   """
-  if family is None:
-    base = dict(special=None, image=None, video=None, audio=None)
-  elif family in TOKEN_IDS:
-    base = dict(TOKEN_IDS[family])
-  else:
-    raise ValueError(f"unknown family {family!r}; expected one of {sorted(TOKEN_IDS)} or None")
+  if token_ids is None:
+    token_ids = {}
+  if not isinstance(token_ids, Mapping) or set(token_ids) - set(ID_SETS):
+    raise ValueError(f"token_ids must be a mapping with keys from {ID_SETS} (a family module's TOKEN_IDS) or "
+                     f"None; got {token_ids!r}")
+  base = {name[:-4]: token_ids.get(name) for name in ID_SETS}
   for name, override in (("special", special_ids), ("image", image_ids), ("video", video_ids),
                          ("audio", audio_ids)):
     if override is not None:
       base[name] = override
     if base[name] is None:
-      raise ValueError(f"family=None needs {name}_ids")
+      raise ValueError(f"token_ids has no {name}_ids and none was given")
     base[name] = _id_tuple(f"{name}_ids", base[name])
   seen = {}
   for name in ("special", "image", "video", "audio"):
@@ -149,7 +148,7 @@ def token_modality_masks(input_ids, family: str | None, attention_mask=None, *,
 
 # ============================================================================ stage 2
 
-def _minmax(x, flat_rtol):
+def minmax(x, flat_rtol):
   """float32[..., F] -> float32[..., F] min-max normalised over the last axis; a vector whose
   range is <= flat_rtol * max(|min|, |max|) (all equal) -> zeros."""
   lo = jnp.min(x, axis=-1, keepdims=True)
@@ -193,17 +192,17 @@ def _modality_scores(acts, attn, mask, flat_rtol):
   w_k, w_q = attention_weights(attn, mask)
   w = jnp.stack([jnp.broadcast_to(m * inv_n, (layers, tokens)), w_k, w_q])   # [3, L, T]
   mean, att_k, att_q = jnp.einsum("klt,ltf->klf", w, acts, precision=_HIGHEST)
-  scores = _minmax(jnp.stack([prob, mean, mx, att_k, att_q]), flat_rtol)
+  scores = minmax(jnp.stack([prob, mean, mx, att_k, att_q]), flat_rtol)
   return jnp.where(present, scores, 0.0)
 
 
-def _importance_impl(acts, attn, token_masks, flat_rtol):
+def importance_scores(acts, attn, token_masks, flat_rtol):
   """float32[L, T, F], float32[L, T, T], bool[M, T] -> float32[5, M, L, F]."""
   per_m = jax.lax.map(lambda mk: _modality_scores(acts, attn, mk, flat_rtol), token_masks)  # [M, 5, L, F]
   return jnp.swapaxes(per_m, 0, 1)
 
 
-_importance_jit = jax.jit(_importance_impl, static_argnames=("flat_rtol",))
+_importance_jit = jax.jit(importance_scores, static_argnames=("flat_rtol",))
 
 
 def _check_importance_inputs(acts, attn, token_masks, attn_name="attn"):
@@ -244,7 +243,7 @@ def importance_from_attention_heads(acts, attn_heads, token_masks, *, flat_rtol:
 
 
 def _importance_batch_impl(acts, attn, token_masks, flat_rtol):
-  return jax.vmap(lambda a, s, k: _importance_impl(a, s, k, flat_rtol))(acts, attn, token_masks)
+  return jax.vmap(lambda a, s, k: importance_scores(a, s, k, flat_rtol))(acts, attn, token_masks)
 
 
 _importance_batch_jit = jax.jit(_importance_batch_impl, static_argnames=("flat_rtol",))

@@ -23,7 +23,8 @@ RoPE positions shift, which changes nothing mathematically but adds rounding).
 Example (Qwen2-VL, a HF-named batch):
 
   from mmneuron_jax.analysis import miner, miner_probe
-  probe = miner_probe.MinerScores.from_batch(batch, family="qwen2_vl")
+  from mmneuron_jax.models.mllm import qwen2_vl
+  probe = miner_probe.MinerScores.from_batch(batch, qwen2_vl.TOKEN_IDS)
   out = model.apply(model.params, batch, probe={"llm": probe})
   scores = miner_probe.scores_from_output(out)        # float32[B, 5, M=7, L, F]
   per_dataset = miner.dataset_mean(scores)             # float32[5, M, L, F], then aggregate/combine/select
@@ -81,17 +82,17 @@ class MinerScores:
   needs_qk: ClassVar[bool] = True
 
   @classmethod
-  def from_batch(cls, batch, family: str | None = "qwen2_vl", flat_rtol: float = miner.FLAT_RTOL,
+  def from_batch(cls, batch, token_ids=None, flat_rtol: float = miner.FLAT_RTOL,
                  **id_overrides) -> "MinerScores":
     """HF-named batch ({'input_ids' int[B, T], optional 'attention_mask'}) -> probe over the 7
-    `miner.MODALITIES`. family / id_overrides (special_ids=, image_ids=, video_ids=, audio_ids=)
-    as `miner.token_modality_masks`."""
+    `miner.MODALITIES`. token_ids (a family module's `TOKEN_IDS`) / id_overrides (special_ids=,
+    image_ids=, video_ids=, audio_ids=) as `miner.token_modality_masks`."""
     ids = jnp.asarray(batch["input_ids"])
     if ids.ndim != 2:
       raise ValueError(f"input_ids must be int[B, T]; got shape {ids.shape}")
     am = batch.get("attention_mask")
     am = jnp.ones(ids.shape, bool) if am is None else jnp.asarray(am) != 0
-    masks = miner.token_modality_masks(ids, family, am, **id_overrides)   # [M, B, T]
+    masks = miner.token_modality_masks(ids, token_ids, am, **id_overrides)   # [M, B, T]
     return cls(token_masks=jnp.swapaxes(masks, 0, 1), attention_mask=am, flat_rtol=float(flat_rtol))
 
   def __call__(self, acts, q=None, k=None):
@@ -109,7 +110,7 @@ class MinerScores:
     masks = self.token_masks != 0
 
     def one(a, s, m):  # [T, F], [T, T], [M, T] -> [5, M, F]: miner's per-layer math with L = 1
-      return miner._importance_impl(a[None].astype(jnp.float32), s[None], m, self.flat_rtol)[:, :, 0]
+      return miner.importance_scores(a[None].astype(jnp.float32), s[None], m, self.flat_rtol)[:, :, 0]
 
     return jax.vmap(one)(acts, attn, masks)
 

@@ -219,33 +219,3 @@ def _layer_lists_to_mask(lists, layers: int, width: int, where: str) -> np.ndarr
       raise ValueError(f"{where}, layer {l}: duplicate indices")
     mask[l, idx] = True
   return mask
-
-
-def plot_layer_distribution(sets: list, path: str) -> str:
-  """PNG of neurons per layer per group, one panel per NeuronSet (module); returns `path`."""
-  sets = list(sets)
-  if not sets:
-    raise ValueError("plot_layer_distribution needs at least one NeuronSet")
-  from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg canvas for savefig
-  from matplotlib.ticker import MaxNLocator
-
-  fig = Figure(figsize=(4.8 * len(sets), 3.8))
-  axes = fig.subplots(1, len(sets), squeeze=False)
-  for ax, s in zip(axes[0], sets):
-    counts = s.mask.sum(axis=2)  # [G, L]
-    layers = np.arange(s.layers)
-    if s.layers > 1:
-      for g, name in enumerate(s.group_names):
-        ax.plot(layers, counts[g], marker="o", markersize=3, label=name)
-    else:
-      ax.bar(np.arange(len(s.group_names)), counts[:, 0], color=[f"C{g}" for g in range(len(s.group_names))])
-      ax.set_xticks(np.arange(len(s.group_names)), s.group_names, rotation=20, fontsize=8)
-    ax.set(title=f"{s.module} ({s.layers}x{s.width}, {int(s.mask.any(axis=0).sum())} unique)",
-           xlabel="layer" if s.layers > 1 else "group", ylabel="# neurons")
-    if s.layers > 1:
-      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-      ax.legend(fontsize=7)
-  fig.suptitle(sets[0].model_id, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path

@@ -11,11 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.models.base import forward
+from mmneuron_jax.models.base import forward, mask_arrays
 from mmneuron_jax.nn.probes import GroupStats
 
 
-def _stats(module, num_groups, modules, params, batch, groups, masks=None):
+def group_stats(module, num_groups, modules, params, batch, groups, masks=None):
+  """Pure: the forward with a `GroupStats` probe on each of `modules` -> {module: {'count', 'sum',
+  'sumsq', 'tokens'}} (count int32[L, G, F], sum / sumsq float32[L, G, F], tokens int32[G])."""
   probe = {m: GroupStats(groups[m], num_groups) for m in modules if m in groups}
   out = forward(module, params, batch, masks=masks, probe=probe)
   result = {}
@@ -25,9 +27,21 @@ def _stats(module, num_groups, modules, params, batch, groups, masks=None):
 
 
 def make_step(model, num_groups: int, modules=None):
-  """-> jitted `step(params, device_batch, groups, masks=None) -> {module: stats}`."""
+  """-> `step(params, model.device_batch(batch), groups, masks=None) -> {module: stats}` (see
+  `group_stats`): one jit (`Model.jit_step`), sharded when the model is on a mesh (groups
+  {module: int32[...]} split on their batch axis, results replicated; host arrays on a mesh
+  spanning processes)."""
   modules = tuple(modules or model.probe_modules)
-  return jax.jit(functools.partial(_stats, model.module, num_groups, modules))
+  step = model.jit_step(("stats", int(num_groups), modules),
+                        functools.partial(group_stats, model.module, int(num_groups), modules),
+                        ("params", "batch", "batch", "replicated"))
+
+  def fn(params, batch, groups, masks=None):
+    model.check_masks(masks)
+    groups = {k: v if isinstance(v, jax.Array) else np.asarray(v, np.int32) for k, v in groups.items()}
+    return step(params, batch, groups, mask_arrays(masks))
+
+  return fn
 
 
 def to_device_groups(groups: dict) -> dict:

@@ -1,7 +1,7 @@
 """Tuned lens (Belrose et al. 2023; beyond the papers): one affine translator per LLM layer,
 trained with optax so that reading h_l through it matches the model's final distribution.
 
-A translator is the residual map h -> h + h @ W_l + b_l (`logit_lens.translate`), stacked
+A translator is the residual map h -> h + h @ W_l + b_l (`nn.logit_lens.translate`), stacked
 {'weight': float32[L, D, D], 'bias': float32[L, D]}. Zeros (`identity_translators`) give the
 logit lens exactly, in the scan (`Lens(..., translator=T)` through `model.apply`) and here.
 
@@ -12,22 +12,17 @@ target is the last layer's readout, which equals the model's logits:
 
   loss = mean_l mean_n KL(p_final[n] || p_l[n]),  p_l = softmax(unembed(norm(translate_l(h_l)))).
 
-Saved with orbax (`io.checkpoint`) under `<root>/<name>/` and reloaded by name.
+Saved with orbax under `<root>/<name>/` and reloaded by name: `io.tuned_lens`.
 """
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mmneuron_jax.analysis.logit_lens import readout_logits, translate
-from mmneuron_jax.io import checkpoint
+from mmneuron_jax.nn.logit_lens import readout_logits, translate
 from mmneuron_jax.io.progress import Progress
-
-KIND = "tuned_lens"
-
 
 def identity_translators(layers: int, hidden: int) -> dict:
   """{'weight': zeros float32[L, D, D], 'bias': zeros float32[L, D]}: the logit lens."""
@@ -147,28 +142,3 @@ def layer_metrics(translators, hidden, readout, answers=None, top_k: int = 10) -
   answers = jnp.full((n,), -1, jnp.int32) if answers is None else jnp.asarray(answers, jnp.int32)
   out = _metrics(translators, hidden, answers, readout["norm_scale"], readout["unembed"], readout["eps"], top_k)
   return {k: np.asarray(v) for k, v in out.items()}
-
-
-def save(root: str, name: str, translators, meta: dict | None = None) -> str:
-  """Write translators to `<root>/<name>/` (orbax + mmneuron.json); returns that directory."""
-  if not name or os.sep in name:
-    raise ValueError(f"tuned lens name {name!r} must be a plain directory name")
-  t = {k: np.asarray(v) for k, v in translators.items()}
-  layers, d = t["bias"].shape
-  return checkpoint.save_params(os.path.join(root, name), t,
-                                {"kind": KIND, "name": name, "layers": int(layers), "hidden": int(d),
-                                 **(meta or {})}, overwrite=True)
-
-
-def load(root: str, name: str | None = None) -> tuple[dict, dict]:
-  """-> (translators, metadata) saved by `save` under `<root>/<name>/` (or the directory `root`
-  itself when name is None)."""
-  path = root if name is None else os.path.join(root, name)
-  if not os.path.isdir(path):
-    saved = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))) if os.path.isdir(root) else []
-    raise FileNotFoundError(f"tuned lens {name or path!r}: no directory {path} (saved under {root}: {saved})")
-  params, meta = checkpoint.restore_params(path)
-  if meta.get("kind") != KIND or set(params) != {"weight", "bias"}:
-    raise ValueError(f"{path}: not a tuned-lens checkpoint (kind={meta.get('kind')!r}, "
-                     f"params {sorted(params)}); save one with tuned_lens.save")
-  return params, meta

@@ -3,57 +3,17 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-import flax.struct
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.attention import causal_mask
+from mmneuron_jax import sharding
+from mmneuron_jax.models import generate as generation
+from mmneuron_jax.models.forward import DEVICE_KEYS, Output, forward, mask_arrays, output_shardings, split_aux
 
-# Batch keys that reach every family's jitted forward; a module adds its own in `extra_inputs`.
-DEVICE_KEYS = ("input_ids", "attention_mask", "position_ids")
+__all__ = ["DEVICE_KEYS", "Model", "Output", "forward", "mask_arrays", "split_aux"]
 
-
-@flax.struct.dataclass
-class Output:
-  """logits float32[B, T, V]; aux[name] float[L, B, T, F] captured neurons; probe[name] the
-  stacked probe results [L, ...]; lens the stacked lens readouts [L, B, P, ...] (or None)."""
-  logits: jax.Array
-  aux: dict
-  probe: dict
-  lens: Any = None
-
-
-def mask_arrays(masks, as_array=jnp.asarray):
-  """{module: float[L, F] | (scale float[L, F], offset float[L, F])} -> the same structure of
-  float32 arrays (`as_array`: jnp.asarray on one device, np.asarray for sharded steps)."""
-  if masks is None:
-    return None
-  conv = lambda v: as_array(v, jnp.float32)
-  return {k: tuple(conv(x) for x in v) if isinstance(v, (tuple, list)) else conv(v) for k, v in masks.items()}
-
-
-def split_aux(aux: dict) -> tuple[dict, dict, Any]:
-  """Per-module aux dicts -> (captured neurons, probe results, lens readouts)."""
-  captured = {k: v["neurons"] for k, v in aux.items() if "neurons" in v}
-  probes = {k: v["probe"] for k, v in aux.items() if "probe" in v}
-  return captured, probes, aux.get("llm", {}).get("lens")
-
-
-def forward(module, params, batch, masks=None, probe=None, lens=None):
-  """Pure forward of a prepared batch -> Output. `module` must be static under jit."""
-  ids = batch["input_ids"]
-  am = batch.get("attention_mask")
-  am = jnp.ones_like(ids) if am is None else am
-  positions = batch.get("position_ids")
-  if positions is None:
-    positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-  extra = {k: batch[k] for k in module.extra_inputs if k in batch}
-  logits, aux = module.apply({"params": params}, ids, positions,
-                             causal_mask(am, module.cfg.text.sliding_window),
-                             masks=masks, probe=probe, lens=lens, **extra)
-  captured, probes, lens_out = split_aux(aux)
-  return Output(logits=logits, aux=captured, probe=probes, lens=lens_out)
+# Argument kinds of the forward step `forward(module, params, batch, masks, probe, lens)`.
+FORWARD_KINDS = ("params", "batch", "replicated", "batch", "batch")
 
 
 @dataclasses.dataclass
@@ -68,19 +28,31 @@ class Model:
   groups_fn: Callable[..., dict]
   mesh: Any = None   # a jax.sharding.Mesh after `on_mesh`; None: plain single-device jits
   rules: Any = None  # the param sharding rules on `mesh` (sharding.DEFAULT_RULES by default)
-  _jitted: dict = dataclasses.field(default_factory=dict, repr=False)
+  _steps: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def on_mesh(self, mesh, rules=None) -> "Model":
     """This model on `mesh` (`mmneuron_jax.sharding.make_mesh`): params placed per the logical
-    `rules`; `apply` (masks, capture, probes such as MinerScores, lens), `generate` and
-    `analysis.importance.grad_importance` then run as jits with explicit in/out shardings
-    (batch over data+fsdp). mesh None -> self (the plain path)."""
+    `rules`; every step (`apply` with masks, capture, probes such as MinerScores, lens;
+    `generate`; `analysis.importance.grad_importance`; `analysis.stats.make_step`) then runs as
+    a jit with explicit in/out shardings (batch over data+fsdp). mesh None -> self."""
     if mesh is None:
       return self
-    from mmneuron_jax import sharding
     rules = sharding.DEFAULT_RULES if rules is None else rules
     return dataclasses.replace(self, params=sharding.place_params(self.params, mesh, rules), mesh=mesh,
-                               rules=rules, _jitted={})
+                               rules=rules, _steps={})
+
+  def cached(self, key, build: Callable[[], Any]):
+    """The model's memo of compiled steps: `build()` once per hashable `key` (and per mesh:
+    `on_mesh` starts a fresh memo)."""
+    if key not in self._steps:
+      self._steps[key] = build()
+    return self._steps[key]
+
+  def jit_step(self, key, fn, kinds, out_shardings=None):
+    """`sharding.jit_step(fn, self.mesh, kinds, out_shardings, self.rules)`, built once per `key`:
+    plain `jax.jit` off a mesh, explicit in/out shardings on one."""
+    rules = sharding.DEFAULT_RULES if self.rules is None else self.rules
+    return self.cached(key, lambda: sharding.jit_step(fn, self.mesh, kinds, out_shardings, rules))
 
   def prepare(self, batch: dict) -> dict:
     """Host-side preprocessing (anyres indices etc.); idempotent."""
@@ -93,10 +65,15 @@ class Model:
     """{module: int32[...tokens]} group of every token each probe module sees (-1 = skip)."""
     return self.groups_fn(self.prepare(batch), sample_groups, image_only)
 
-  def device_batch(self, batch: dict) -> dict:
+  def host_batch(self, batch: dict) -> dict:
+    """The prepared arrays the forward takes, where they are (no device copy)."""
     prepared = self.prepare(batch)
     keys = DEVICE_KEYS + tuple(self.module.extra_inputs)
-    return {k: jnp.asarray(prepared[k]) for k in keys if prepared.get(k) is not None}
+    return {k: prepared[k] for k in keys if prepared.get(k) is not None}
+
+  def device_batch(self, batch: dict) -> dict:
+    """`host_batch` copied to the default device."""
+    return {k: jnp.asarray(v) for k, v in self.host_batch(batch).items()}
 
   def check_masks(self, masks):
     for name, m in (masks or {}).items():
@@ -110,35 +87,27 @@ class Model:
         if tuple(np.shape(part)) != tuple(self.probe_modules[name]):
           raise ValueError(f"masks[{name!r}] has shape {np.shape(part)}, expected {self.probe_modules[name]}")
 
-  def jitted_forward(self, capture=(), remat=False):
-    key = (tuple(sorted(capture)), remat)
-    if key not in self._jitted:
-      for name in capture:
-        if name not in self.probe_modules:
-          raise KeyError(f"capture {name!r}: unknown module; probe modules are {sorted(self.probe_modules)}")
-      module = self.module.clone(capture=key[0], remat=remat)
-      self._jitted[key] = jax.jit(functools.partial(forward, module))
-    return self._jitted[key]
+  def check_capture(self, capture):
+    for name in capture:
+      if name not in self.probe_modules:
+        raise KeyError(f"capture {name!r}: unknown module; probe modules are {sorted(self.probe_modules)}")
+
+  def forward_step(self, capture=(), remat=False, replicated_outputs=False):
+    """-> jitted `step(params, prepared_batch, masks, probe, lens) -> Output` (see `apply`); on a
+    mesh logits and captured neurons stay split on B unless `replicated_outputs`."""
+    self.check_capture(capture)
+    capture = tuple(sorted(capture))
+    module = self.module.clone(capture=capture, remat=remat)
+    return self.jit_step(("forward", capture, remat, replicated_outputs), functools.partial(forward, module),
+                         FORWARD_KINDS, output_shardings(replicated_outputs))
 
   def apply(self, params, batch, masks=None, capture=(), probe=None, lens=None) -> Output:
     """batch: HF-named arrays; masks {module: float[L, F]}; capture module names; probe
     {module: probe pytree}; lens: `Lens`. See DESIGN.md."""
-    if self.mesh is not None:
-      return self._mesh_forward(capture)(params, batch, masks, probe, lens)
     self.check_masks(masks)
-    masks = mask_arrays(masks)
-    return self.jitted_forward(capture)(params, self.device_batch(batch), masks, probe, lens)
-
-  def _mesh_forward(self, capture=()):
-    from mmneuron_jax import sharding
-    key = ("mesh", tuple(sorted(capture)))
-    if key not in self._jitted:
-      fn = sharding.sharded_forward(self, self.mesh, capture, rules=self.rules)
-      self._jitted[key] = lambda *args: sharding.replicated_to_host(fn(*args))
-    return self._jitted[key]
+    return self.forward_step(capture)(params, self.host_batch(batch), mask_arrays(masks), probe, lens)
 
   def generate(self, params, batch, max_new_tokens=32, masks=None, **kwargs):
     """Greedy (or seeded sampling) generation with a KV cache; see models/generate.py."""
-    from mmneuron_jax.models.generate import generate
     self.check_masks(masks)
-    return generate(self, params, batch, max_new_tokens=max_new_tokens, masks=masks, **kwargs)
+    return generation.generate(self, params, batch, max_new_tokens=max_new_tokens, masks=masks, **kwargs)

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax import sharding
 from mmneuron_jax.models import sampling as sampling_lib
-from mmneuron_jax.models.base import mask_arrays
+from mmneuron_jax.models.forward import mask_arrays
 from mmneuron_jax.nn.attention import causal_allowed, causal_mask, mask_to_bias
 
 
@@ -62,21 +63,13 @@ def _generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_i
   return tokens.T
 
 
-_generate = jax.jit(_generate_impl, static_argnums=(0, 3, 4))
+# Argument kinds of `_generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_ids, seed)`.
+GENERATE_KINDS = ("static", "params", "batch", "static", "static", "replicated", "replicated", "replicated")
 
 
-def _mesh_step(model, module, max_new_tokens, sampling):
-  """`_generate_impl` on `model.mesh` with explicit shardings: params per `model.rules`, batch
-  split on its batch axis, masks / eos / seed replicated, tokens [B, N] split on B."""
-  from mmneuron_jax import sharding
-  key = ("generate", max_new_tokens, sampling)
-  if key not in model._jitted:
-    def fn(params, batch, masks, eos_ids, seed):
-      return _generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_ids, seed)
-    out = lambda tokens: sharding.batch_sharding_for(tokens.shape, model.mesh, 0)
-    model._jitted[key] = sharding.ShardedStep(fn, model.mesh, ("batch", "replicated", "replicated", "replicated"),
-                                              out, model.rules)
-  return model._jitted[key]
+def _tokens_sharding(tokens, mesh):
+  """int32[B, N] tokens stay split on B."""
+  return sharding.batch_sharding_for(tokens.shape, mesh, 0)
 
 
 def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=None, pad_token_id=0,
@@ -87,28 +80,18 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
   True -> a seeded draw after temperature / top_k / top_p. do_sample None (the default): sample iff
   temperature > 0, so `temperature=0.0` is plain greedy."""
   sampling = sampling_lib.Sampling.from_args(temperature, do_sample, top_k, top_p, repetition_penalty)
-  mesh = getattr(model, "mesh", None)
-  if mesh is None:
-    dev = model.device_batch(batch)
-  else:
-    from mmneuron_jax.sharding import host_batch
-    dev = {k: np.asarray(v) for k, v in host_batch(model, batch).items()}
+  dev = dict(model.host_batch(batch))
   if "attention_mask" not in dev:
-    dev["attention_mask"] = jnp.ones_like(dev["input_ids"]) if mesh is None else np.ones_like(dev["input_ids"])
+    dev["attention_mask"] = np.ones(np.shape(dev["input_ids"]), np.int32)
   if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
     raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
   if not getattr(model.module, "generation_keeps_position_ids", False):
     dev.pop("position_ids", None)
   if eos_token_id is None:
     eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)
-  eos = jnp.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), jnp.int32)
+  eos = np.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), np.int32)
   module = model.module.clone(return_kv=True, capture=())
-  if mesh is None:
-    masks = mask_arrays(masks)
-    tokens = np.asarray(_generate(module, params, dev, int(max_new_tokens), sampling, masks, eos, seed))
-  else:
-    from mmneuron_jax.sharding import to_host
-    masks = mask_arrays(masks, np.asarray)
-    step = _mesh_step(model, module, int(max_new_tokens), sampling)
-    tokens = to_host(step(params, dev, masks, np.asarray(eos), np.asarray(seed, np.int32)))
+  step = model.jit_step("generate", _generate_impl, GENERATE_KINDS, _tokens_sharding)
+  tokens = sharding.to_host(step(module, params, dev, int(max_new_tokens), sampling, mask_arrays(masks), eos,
+                                 np.asarray(seed, np.int32)))
   return np.where(tokens < 0, pad_token_id, tokens)

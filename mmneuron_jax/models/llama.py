@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmneuron_jax.analysis.logit_lens import lens_readout
+from mmneuron_jax.nn.logit_lens import lens_readout
 from mmneuron_jax.nn.attention import SelfAttention
 from mmneuron_jax.nn.layers import RMSNorm, rms_norm
 from mmneuron_jax.nn.mlp import GatedMLP

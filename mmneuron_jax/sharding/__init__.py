@@ -3,18 +3,18 @@
 One code path for 1 CPU device (a 1x1x1 mesh), 8 fake CPU devices, one GPU or a TPU pod:
 
     mesh = make_mesh(data=2, tensor=4)                  # or mesh_from_spec("2,1,4"), mesh_from_config(config)
-    model = load_on_mesh(path, mesh)                    # each device reads only its slices
+    model = mmneuron_jax.load_on_mesh(path, mesh)       # each device reads only its slices
     # (= load_hf(path, shardings=shardings_for_config(read_config(path), mesh)).on_mesh(mesh))
     out = model.apply(model.params, batch, masks=..., probe=..., lens=...)   # jit with in/out shardings
     tokens = model.generate(model.params, batch, max_new_tokens=32)
     g = analysis.importance.grad_importance(model, model.params, batch, answer_mask)
-    step = stats_step(model, num_groups)                # = analysis.stats.make_step off a mesh
+    step = analysis.stats.make_step(model, num_groups)  # sharded when the model is on a mesh
 
-One module per concept, every name re-exported here (`sharding.X`): `mesh` (make_mesh,
-mesh_from_spec / _config, axis_size), `rules` (logical axes -> param PartitionSpecs),
-`loading` (abstract params, their shardings, load_on_mesh / load_for_config), `placement`
-(batches onto the mesh, results back to the host), `steps` (ShardedStep and the sharded
-forward, statistics and lens steps).
+A leaf package: it imports nothing else from mmneuron_jax (model loading for a config lives
+above it, in `mmneuron_jax.loading`). One module per concept, every name re-exported here
+(`sharding.X`): `mesh` (make_mesh, mesh_from_spec / _config, axis_size), `rules` (logical axes
+-> param PartitionSpecs), `placement` (params and batches onto the mesh, results back to the
+host), `steps` (`jit_step`: the one jit path every model step takes; `jax.jit` without a mesh).
 
 Mesh axes: `data` (batch), `fsdp` (batch and parameter in-dims), `tensor` (vocab, heads, MLP
 width). Params follow logical axes: `PARAM_AXES` maps a regex on the param path
@@ -32,27 +32,24 @@ probe arrays, lens positions) is split on its batch axis over LOGICAL_AXES['batc
 ('data', 'fsdp') when divisible, else over 'data' or 'fsdp' alone, else replicated; masks are
 replicated. Outputs: probe results and logit-lens readouts (small) come back replicated; logits
 [B, T, V], captured neurons [L, B, T, F] and generated tokens stay split on their batch axis
-(`replicated_outputs=True` replicates everything). On a mesh spanning several processes every
-host passes the same global batch; `Model` methods return replicated results as host arrays and
+(`Model.forward_step(replicated_outputs=True)` replicates everything). On a mesh spanning
+several processes every host passes the same global batch; steps return replicated results as host arrays and
 `to_host` gathers the rest; `mmneuron_jax.distributed` has the per-host alternative for
 statistics (a per-host mesh, `host_shard`, `reduce_stats_across_hosts`).
 """
-from mmneuron_jax.sharding.mesh import AXES, axis_size, make_mesh, mesh_from_config, mesh_from_spec
+from mmneuron_jax.sharding.mesh import AXES, axis_size, make_mesh, mesh_from_config, mesh_from_spec, useful_axes
 from mmneuron_jax.sharding.rules import (DEFAULT_RULES, LOGICAL_AXES, PARAM_AXES, describe, logical_rules,
-                                         param_shardings, param_specs, spec_for)
-from mmneuron_jax.sharding.loading import (abstract_params, load_for_config, load_on_mesh, place_params,
-                                           shardings_for_config)
+                                         param_shardings, param_specs, path_str, spec_for)
 from mmneuron_jax.sharding.placement import (BATCH_AXES, BATCH_AXIS_FROM_END, batch_sharding, batch_sharding_for,
-                                             batch_shardings, host_batch, replicated, replicated_to_host,
-                                             shard_batch, to_host)
-from mmneuron_jax.sharding.steps import ShardedStep, sharded_forward, sharded_lens, sharded_stats_step, stats_step
+                                             batch_shardings, place_params, put, replicated, replicated_to_host,
+                                             shard_batch, spans_processes, to_host)
+from mmneuron_jax.sharding.steps import KINDS, ShardedStep, jit_step
 
 __all__ = [
-    "AXES", "axis_size", "make_mesh", "mesh_from_config", "mesh_from_spec",
+    "AXES", "axis_size", "make_mesh", "mesh_from_config", "mesh_from_spec", "useful_axes",
     "DEFAULT_RULES", "LOGICAL_AXES", "PARAM_AXES", "describe", "logical_rules", "param_shardings", "param_specs",
-    "spec_for",
-    "abstract_params", "load_for_config", "load_on_mesh", "place_params", "shardings_for_config",
-    "BATCH_AXES", "BATCH_AXIS_FROM_END", "batch_sharding", "batch_sharding_for", "batch_shardings", "host_batch",
-    "replicated", "replicated_to_host", "shard_batch", "to_host",
-    "ShardedStep", "sharded_forward", "sharded_lens", "sharded_stats_step", "stats_step",
+    "path_str", "spec_for",
+    "BATCH_AXES", "BATCH_AXIS_FROM_END", "batch_sharding", "batch_sharding_for", "batch_shardings", "place_params",
+    "put", "replicated", "replicated_to_host", "shard_batch", "spans_processes", "to_host",
+    "KINDS", "ShardedStep", "jit_step",
 ]

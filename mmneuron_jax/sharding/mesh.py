@@ -69,7 +69,7 @@ def axis_size(mesh: Mesh, axes) -> int:
   return int(np.prod([mesh.shape[a] for a in axes]))
 
 
-def _useful(mesh: Mesh, axes):
+def useful_axes(mesh: Mesh, axes):
   """Drop size-1 axes: None, a name or a tuple of names (None if nothing is left)."""
   if axes is None:
     return None

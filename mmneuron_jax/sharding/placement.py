@@ -4,10 +4,11 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mmneuron_jax.sharding.mesh import _useful, axis_size
-from mmneuron_jax.sharding.rules import LOGICAL_AXES, _path_str
+from mmneuron_jax.sharding.mesh import useful_axes, axis_size
+from mmneuron_jax.sharding.rules import DEFAULT_RULES, LOGICAL_AXES, param_shardings, path_str
 
 BATCH_AXES = tuple(LOGICAL_AXES["batch"])
 
@@ -22,7 +23,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over ('data', 'fsdp'); other axes replicated."""
-  return NamedSharding(mesh, P(_useful(mesh, BATCH_AXES)))
+  return NamedSharding(mesh, P(useful_axes(mesh, BATCH_AXES)))
 
 
 def batch_sharding_for(shape: Sequence[int], mesh: Mesh, axis: int = 0) -> NamedSharding:
@@ -33,14 +34,14 @@ def batch_sharding_for(shape: Sequence[int], mesh: Mesh, axis: int = 0) -> Named
     return replicated(mesh)
   axis = axis % len(shape)
   for axes in (BATCH_AXES, ("data",), ("fsdp",)):
-    axes = _useful(mesh, axes)
+    axes = useful_axes(mesh, axes)
     if axes is not None and shape[axis] % axis_size(mesh, axes) == 0:
       return NamedSharding(mesh, P(*([None] * axis + [axes])))
   return replicated(mesh)
 
 
 def _batch_axis(path, x) -> int:
-  key = _path_str(path).split("/")[-1] if path else ""
+  key = path_str(path).split("/")[-1] if path else ""
   from_end = BATCH_AXIS_FROM_END.get(key)
   if from_end is not None and np.ndim(x) >= -from_end:
     return np.ndim(x) + from_end
@@ -53,17 +54,18 @@ def batch_shardings(tree, mesh: Mesh, axis: int | None = None):
       lambda path, x: batch_sharding_for(np.shape(x), mesh, _batch_axis(path, x) if axis is None else axis), tree)
 
 
-def _spans_processes(mesh: Mesh) -> bool:
+def spans_processes(mesh: Mesh) -> bool:
+  """True when some device of `mesh` belongs to another process."""
   return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
 
 
-def _put(x, sharding: NamedSharding):
+def put(x, sharding: NamedSharding):
   """Place one array. On a mesh spanning several processes `x` is the *global* array (the same
   on every host, e.g. every host prepares the same global batch) and each process fills only
   its own devices' slices."""
   if isinstance(x, jax.Array) and x.sharding == sharding:
     return x
-  if not _spans_processes(sharding.mesh):
+  if not spans_processes(sharding.mesh):
     return jax.device_put(x, sharding)
   x = np.asarray(x)
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
@@ -78,14 +80,12 @@ def shard_batch(batch, mesh: Mesh, axis: int | None = None):
   parallel statistics prefer a per-host mesh + `distributed.host_shard` +
   `distributed.reduce_stats_across_hosts` (no cross-host traffic until the final sum).
   """
-  return jax.tree_util.tree_map(_put, batch, batch_shardings(batch, mesh, axis))
+  return jax.tree_util.tree_map(put, batch, batch_shardings(batch, mesh, axis))
 
 
 def to_host(tree):
   """jax.Arrays -> numpy on every process: replicated arrays from a local copy, arrays split
   across hosts gathered from all of them (a collective: every process must call it)."""
-  from jax.experimental import multihost_utils
-
   def one(x):
     if not isinstance(x, jax.Array) or x.is_fully_addressable:
       return np.asarray(x)
@@ -105,9 +105,6 @@ def replicated_to_host(tree):
   return jax.tree_util.tree_map(one, tree)
 
 
-def host_batch(model, batch: dict) -> dict:
-  """`model.device_batch` without the device copy: the prepared arrays the forward takes."""
-  from mmneuron_jax.models.base import DEVICE_KEYS
-  prepared = model.prepare(batch)
-  keys = DEVICE_KEYS + tuple(model.module.extra_inputs)
-  return {k: prepared[k] for k in keys if prepared.get(k) is not None}
+def place_params(params, mesh: Mesh, rules=DEFAULT_RULES):
+  """Move existing params onto `mesh` per `rules` (a no-op for params loaded with them)."""
+  return jax.device_put(params, param_shardings(params, mesh, rules))

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mmneuron_jax.sharding.mesh import _useful, axis_size
+from mmneuron_jax.sharding.mesh import useful_axes, axis_size
 
 # Logical axes -> mesh axes (a name, a tuple of names, or None = replicated). Swap entries for
 # another layout, e.g. {"embed": None} for pure tensor parallelism, then `logical_rules(...)`.
@@ -56,7 +56,7 @@ def logical_rules(param_axes=PARAM_AXES, logical=None) -> tuple[tuple[str, tuple
 DEFAULT_RULES: tuple[tuple[str, tuple], ...] = logical_rules()
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
   parts = []
   for k in path:
     for attr in ("key", "name", "idx"):
@@ -81,7 +81,7 @@ def spec_for(path: str, shape: Sequence[int], mesh: Mesh, rules=DEFAULT_RULES) -
   spec = [None] * (len(shape) - len(trailing)) + list(trailing)
   used = set()
   for i, axes in enumerate(spec):
-    axes = _useful(mesh, axes)
+    axes = useful_axes(mesh, axes)
     names = () if axes is None else (axes,) if isinstance(axes, str) else axes
     if axes is None or shape[i] % axis_size(mesh, axes) or used & set(names):
       spec[i] = None
@@ -95,7 +95,7 @@ def spec_for(path: str, shape: Sequence[int], mesh: Mesh, rules=DEFAULT_RULES) -
 
 def param_specs(abstract_params, mesh: Mesh, rules=DEFAULT_RULES):
   """Pytree of PartitionSpec with the params' structure (leaves need only `.shape`)."""
-  return jax.tree_util.tree_map_with_path(lambda path, x: spec_for(_path_str(path), x.shape, mesh, rules),
+  return jax.tree_util.tree_map_with_path(lambda path, x: spec_for(path_str(path), x.shape, mesh, rules),
                                           abstract_params)
 
 
@@ -110,5 +110,5 @@ def describe(params, mesh: Mesh, rules=DEFAULT_RULES) -> list[tuple[str, tuple, 
   """[(path, shape, PartitionSpec)] for every param, for logs and docs."""
   out = []
   for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-    out.append((_path_str(path), tuple(x.shape), spec_for(_path_str(path), x.shape, mesh, rules)))
+    out.append((path_str(path), tuple(x.shape), spec_for(path_str(path), x.shape, mesh, rules)))
   return out

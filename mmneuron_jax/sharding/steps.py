@@ -1,16 +1,16 @@
-"""Sharded steps: jits with explicit in/out shardings for the forward, the statistics and the
-logit lens, built once per input signature."""
-import functools
+"""The one jit path: `jit_step(fn, mesh, kinds, out_shardings)` is `jax.jit(fn)` without a mesh
+and a jit with explicit in/out shardings on one, built once per input signature."""
 from typing import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from mmneuron_jax.models.base import mask_arrays
-from mmneuron_jax.sharding.placement import (_put, _spans_processes, batch_sharding_for, batch_shardings, host_batch,
-                                             replicated, replicated_to_host)
+from mmneuron_jax.sharding.placement import batch_shardings, put, replicated, replicated_to_host
 from mmneuron_jax.sharding.rules import DEFAULT_RULES, param_shardings
+
+# How each positional argument of a step is placed on a mesh.
+KINDS = ("params", "batch", "replicated", "static")
 
 
 def _signature(tree):
@@ -18,150 +18,77 @@ def _signature(tree):
   return treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves)
 
 
-class ShardedStep:
-  """`fn(params, *args)` jitted with explicit shardings, built once per input signature.
+def _check_kinds(kinds):
+  unknown = [k for k in kinds if k not in KINDS]
+  if unknown:
+    raise ValueError(f"jit_step: unknown argument kinds {unknown}; known: {KINDS}")
 
-  in: params per `rules`; each of `args` replicated (`kind` 'replicated') or split on its batch
-  axis ('batch'). out: `out_shardings(abstract_out) -> shardings` (default: all replicated).
-  Host arrays are placed before the call; params already placed per `rules` are not moved.
+
+class ShardedStep:
+  """`fn(*args)` jitted on `mesh` with explicit shardings, built once per input signature.
+
+  kinds[i] places args[i]: 'params' per `rules`, 'batch' split on its batch axis
+  (`placement.batch_shardings`), 'replicated', or 'static' (hashable, not traced).
+  out: `out_shardings(abstract_out, mesh) -> shardings` (default: all replicated). Host arrays are
+  placed before the call; arrays already placed as asked are not moved. Replicated results of a
+  mesh spanning processes come back as this host's numpy copy (`replicated_to_host`).
   """
 
-  def __init__(self, fn, mesh: Mesh, arg_kinds: Sequence[str], out_shardings=None, rules=DEFAULT_RULES):
-    self.fn, self.mesh, self.arg_kinds, self.rules = fn, mesh, tuple(arg_kinds), rules
-    self.out_rule = out_shardings or (lambda out: jax.tree_util.tree_map(lambda _: replicated(mesh), out))
+  def __init__(self, fn, mesh: Mesh, kinds: Sequence[str], out_shardings=None, rules=DEFAULT_RULES):
+    _check_kinds(kinds)
+    self.fn, self.mesh, self.kinds, self.rules = fn, mesh, tuple(kinds), rules
+    self.out_rule = out_shardings or (lambda out, mesh: jax.tree_util.tree_map(lambda _: replicated(mesh), out))
     self._compiled = {}
 
-  def shardings(self, params, *args):
-    """-> (in_shardings tuple, out_shardings) for these inputs."""
-    ins = [param_shardings(params, self.mesh, self.rules)]
-    for kind, a in zip(self.arg_kinds, args):
-      if kind == "batch":
-        ins.append(batch_shardings(a, self.mesh))
-      elif kind == "replicated":
-        ins.append(jax.tree_util.tree_map(lambda _: replicated(self.mesh), a))
-      else:
-        raise ValueError(f"ShardedStep: unknown argument kind {kind!r}")
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
-                                      (params,) + tuple(args))
-    out = jax.eval_shape(self.fn, *abstract)
-    return tuple(ins), self.out_rule(out)
+  def _in_sharding(self, kind, a):
+    if kind == "params":
+      return param_shardings(a, self.mesh, self.rules)
+    if kind == "batch":
+      return batch_shardings(a, self.mesh)
+    return jax.tree_util.tree_map(lambda _: replicated(self.mesh), a)
 
-  def __call__(self, params, *args):
-    if len(args) != len(self.arg_kinds):
-      raise TypeError(f"ShardedStep expects {len(self.arg_kinds)} arguments after params, got {len(args)}")
-    args = tuple(jax.tree_util.tree_map(lambda x: x if isinstance(x, jax.Array) else np.asarray(x), a) for a in args)
-    key = _signature((params,) + args)
+  def _bind(self, static):
+    """fn of the traced arguments only, the static ones fixed."""
+    def bound(*traced):
+      it = iter(traced)
+      return self.fn(*[static[i] if i in static else next(it) for i in range(len(self.kinds))])
+    return bound
+
+  def shardings(self, *args):
+    """-> (in_shardings of the traced arguments, out_shardings) for these inputs."""
+    static = {i: a for i, (k, a) in enumerate(zip(self.kinds, args)) if k == "static"}
+    traced = [(k, a) for k, a in zip(self.kinds, args) if k != "static"]
+    ins = tuple(self._in_sharding(k, a) for k, a in traced)
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), [a for _, a in traced])
+    out = jax.eval_shape(self._bind(static), *abstract)
+    return ins, self.out_rule(out, self.mesh)
+
+  def __call__(self, *args):
+    if len(args) != len(self.kinds):
+      raise TypeError(f"jit_step: the step takes {len(self.kinds)} arguments ({', '.join(self.kinds)}), "
+                      f"got {len(args)}")
+    args = tuple(a if k == "static" else
+                 jax.tree_util.tree_map(lambda x: x if isinstance(x, jax.Array) else np.asarray(x), a)
+                 for k, a in zip(self.kinds, args))
+    static = {i: a for i, (k, a) in enumerate(zip(self.kinds, args)) if k == "static"}
+    traced = tuple(a for k, a in zip(self.kinds, args) if k != "static")
+    key = (tuple(sorted(static.items())), _signature(traced))
     if key not in self._compiled:
-      ins, outs = self.shardings(params, *args)
-      self._compiled[key] = (jax.jit(self.fn, in_shardings=ins, out_shardings=outs), ins)
+      ins, outs = self.shardings(*args)
+      self._compiled[key] = (jax.jit(self._bind(static), in_shardings=ins, out_shardings=outs), ins)
     jitted, ins = self._compiled[key]
-    placed = [jax.tree_util.tree_map(_put, a, s) for a, s in zip((params,) + args, ins)]
-    return jitted(*placed)
+    placed = [jax.tree_util.tree_map(put, a, s) for a, s in zip(traced, ins)]
+    return replicated_to_host(jitted(*placed))
 
 
-def _output_shardings(mesh: Mesh, replicate: bool):
-  """Output -> logits split on B (axis 0), captured neurons on B (axis 1); the small probe and
-  lens readouts replicated (every host can read them)."""
-  def rule(out):
-    rep = lambda _: replicated(mesh)
-    if replicate:
-      return jax.tree_util.tree_map(rep, out)
-    return out.replace(
-        logits=batch_sharding_for(out.logits.shape, mesh, 0),
-        aux=jax.tree_util.tree_map(lambda x: batch_sharding_for(x.shape, mesh, 1), out.aux),
-        probe=jax.tree_util.tree_map(rep, out.probe),
-        lens=jax.tree_util.tree_map(rep, out.lens))
-  return rule
-
-
-def _forward_fn(module, params, batch, masks, probe, lens):
-  from mmneuron_jax.models.base import forward
-  return forward(module, params, batch, masks=masks, probe=probe, lens=lens)
-
-
-def sharded_forward(model, mesh: Mesh, capture=(), remat=False, rules=DEFAULT_RULES,
-                    replicated_outputs=False):
-  """-> `fn(params, batch, masks=None, probe=None, lens=None) -> Output` on `mesh`.
-
-  batch: HF-named host arrays (prepared as `model.apply` does). masks {module: float[L, F]}
-  replicated; probe / lens arrays split on their batch axis. Output as `model.apply`'s.
-  """
-  for name in capture:
-    if name not in model.probe_modules:
-      raise KeyError(f"capture {name!r}: unknown module; probe modules are {sorted(model.probe_modules)}")
-  module = model.module.clone(capture=tuple(sorted(capture)), remat=remat)
-  step = ShardedStep(functools.partial(_forward_fn, module), mesh, ("batch", "replicated", "batch", "batch"),
-                     _output_shardings(mesh, replicated_outputs), rules)
-
-  def fn(params, batch, masks=None, probe=None, lens=None):
-    model.check_masks(masks)
-    masks = mask_arrays(masks, np.asarray)
-    return step(params, host_batch(model, batch), masks, probe, lens)
-
-  fn.step = step
-  return fn
-
-
-def _stats_fn(module, num_groups, modules, params, batch, groups, masks):
-  from mmneuron_jax.analysis.stats import _stats
-  return _stats(module, num_groups, modules, params, batch, groups, masks)
-
-
-def sharded_stats_step(model, num_groups: int, mesh: Mesh, modules=None, rules=DEFAULT_RULES):
-  """-> `step(params, batch, groups, masks=None) -> {module: {'count', 'sum', 'sumsq', 'tokens'}}`,
-  as `analysis.stats.make_step` but on `mesh`: groups {module: int32[...]} split on their batch
-  axis, results replicated (every host can read them)."""
-  modules = tuple(modules or model.probe_modules)
-  step = ShardedStep(functools.partial(_stats_fn, model.module, num_groups, modules), mesh,
-                     ("batch", "batch", "replicated"), None, rules)
-
-  def fn(params, batch, groups, masks=None):
-    model.check_masks(masks)
-    masks = mask_arrays(masks, np.asarray)
-    groups = {k: np.asarray(v, np.int32) if not isinstance(v, jax.Array) else v for k, v in groups.items()}
-    return step(params, host_batch(model, batch), groups, masks)
-
-  fn.step = step
-  return fn
-
-
-def stats_step(model, num_groups: int, modules=None):
-  """The statistics step of `model`: `analysis.stats.make_step` (plain jit) when the model has no
-  mesh, else `sharded_stats_step` on `model.mesh` (explicit in/out shardings, results
-  replicated; host arrays on a mesh spanning processes). Either way
-  `step(params, model.device_batch(batch), groups, masks=None) -> {module: {'count', 'sum',
-  'sumsq', 'tokens'}}` (count int32[L, G, F], sum / sumsq float32[L, G, F], tokens int32[G])."""
-  mesh = getattr(model, "mesh", None)
+def jit_step(fn, mesh: Mesh | None = None, kinds: Sequence[str] = (), out_shardings=None, rules=DEFAULT_RULES):
+  """The jitted `fn(*args)`: `jax.jit(fn, static_argnums=<the 'static' kinds>)` when `mesh` is
+  None, else a `ShardedStep` on `mesh` (kinds: one of `KINDS` per positional argument: params
+  per `rules`, batch arrays split over ('data', 'fsdp'), the rest replicated; out_shardings:
+  `(abstract_out, mesh) -> shardings`, default replicated; unused without a mesh). Same numbers either way (up to float
+  reduction order)."""
+  kinds = tuple(kinds)
+  _check_kinds(kinds)
   if mesh is None:
-    from mmneuron_jax.analysis import stats
-    return stats.make_step(model, num_groups, modules)
-  step = sharded_stats_step(model, num_groups, mesh, modules, model.rules)
-  if not _spans_processes(mesh):
-    return step
-
-  def fn(params, batch, groups, masks=None):
-    return replicated_to_host(step(params, batch, groups, masks))
-  fn.step = step.step
-  return fn
-
-
-def _lens_fn(module, params, batch, lens, masks):
-  from mmneuron_jax.models.base import forward
-  return forward(module, params, batch, masks=masks, lens=lens).lens
-
-
-def sharded_lens(model, mesh: Mesh, rules=DEFAULT_RULES, replicated_outputs=True):
-  """-> `fn(params, batch, lens, masks=None) -> lens readouts {'entropy': float32[L, B, P], ...}`:
-  the logit lens through the forward on `mesh`, logits never returned (so never gathered)."""
-  step = ShardedStep(functools.partial(_lens_fn, model.module), mesh, ("batch", "batch", "replicated"),
-                     None if replicated_outputs else
-                     (lambda out: jax.tree_util.tree_map(lambda x: batch_sharding_for(x.shape, mesh, 1), out)),
-                     rules)
-
-  def fn(params, batch, lens, masks=None):
-    model.check_masks(masks)
-    masks = mask_arrays(masks, np.asarray)
-    return step(params, host_batch(model, batch), lens, masks)
-
-  fn.step = step
-  return fn
+    return jax.jit(fn, static_argnums=tuple(i for i, k in enumerate(kinds) if k == "static"))
+  return ShardedStep(fn, mesh, kinds, out_shardings, rules)

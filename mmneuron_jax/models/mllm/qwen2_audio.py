@@ -27,6 +27,11 @@ QWEN2_TEXT_DEFAULTS = dict(model_type="qwen2", vocab_size=151936, hidden_size=40
                            num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, hidden_act="silu",
                            rms_norm_eps=1e-6, rope_theta=10000.0, use_sliding_window=False)
 
+# MINER stage-1 id sets of the real Qwen2-Audio tokenizer (<|im_start|>, <|im_end|>, <|audio_bos|>,
+# <|audio_eos|>; <|AUDIO|>): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`; a checkpoint's
+# own are `Qwen2AudioConfig.modality_token_ids`.
+TOKEN_IDS = {"special_ids": (151644, 151645, 151647, 151648), "image_ids": (), "video_ids": (), "audio_ids": (151646,)}
+
 
 @dataclasses.dataclass(frozen=True)
 class Qwen2AudioConfig:
@@ -60,7 +65,7 @@ class Qwen2AudioConfig:
 
   @property
   def modality_token_ids(self) -> dict[str, tuple[int, ...]]:
-    """MINER stage-1 id sets (`miner.token_modality_masks(..., family=None, **ids)`).
+    """MINER stage-1 id sets (`miner.token_modality_masks(input_ids, ids)`).
 
     Qwen2's tokenizer holds <|im_start|>, <|im_end|>, <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
     at consecutive ids (151644..151648), so the special ids sit at audio_token_id -2, -1, +1, +2;

@@ -22,6 +22,11 @@ from mmneuron_jax.nn.policy import Policy
 TEXT, IMAGE, VIDEO = 0, 1, 2  # HF mm_token_type_ids values
 MEDIA = {IMAGE: ("image", "image_grid_thw"), VIDEO: ("video", "video_grid_thw")}  # type -> (name, grid field)
 
+# MINER stage-1 id sets of the real Qwen2-VL tokenizer (<|im_start|>, <|im_end|>, <|vision_start|>,
+# <|vision_end|>; <|image_pad|>; <|video_pad|>): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`.
+TOKEN_IDS = {"special_ids": (151644, 151645, 151652, 151653), "image_ids": (151655,), "video_ids": (151656,),
+             "audio_ids": ()}
+
 
 @dataclasses.dataclass(frozen=True)
 class Qwen2VLConfig:

@@ -11,6 +11,7 @@ import os
 from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.io import run_dir
+from mmneuron_jax.tasks.common import plots
 from mmneuron_jax.tasks.common.tables import md_table
 
 
@@ -46,7 +47,7 @@ def run(config, workdir: str) -> str:
   header = ["run", "model", "method", "L x F", "groups (sizes)"]
   out += [md_table(header, [[label, s.model_id, s.meta.get("method", "?"), f"{s.layers} x {s.width}",
                              ", ".join(f"{g} {n}" for g, n in s.sizes().items())] for label, s in entries]), ""]
-  compare.plot_depth(entries, os.path.join(workdir, "plots", "depth.png"), bins)
+  plots.plot_depth(entries, os.path.join(workdir, "plots", "depth.png"), bins)
   out += ["## Distribution by relative depth", "", "![depth](plots/depth.png)", ""]
   edges = [f"{k / bins:.1f}-{(k + 1) / bins:.1f}" for k in range(bins)]
   rows = []
@@ -60,7 +61,7 @@ def run(config, workdir: str) -> str:
     rows += [[label, g] + [f"{v:.2f}" for v in hist[k]] for k, g in enumerate(s.group_names)]
     if len(s.group_names) > 1:
       name = f"jaccard_{i}.png"
-      compare.plot_matrix(within, s.group_names, s.group_names, os.path.join(workdir, "plots", name),
+      plots.plot_matrix(within, s.group_names, s.group_names, os.path.join(workdir, "plots", name),
                           f"{label}: overlap between groups")
       result["runs"][-1]["plot"] = f"plots/{name}"
   out += [md_table(["run", "group"] + edges, rows), ""]
@@ -74,7 +75,7 @@ def run(config, workdir: str) -> str:
         continue
       mat = compare.cross_jaccard(a.mask, b.mask)
       name = f"cross_{i}_{j}.png"
-      compare.plot_matrix(mat, [f"{la}: {g}" for g in a.group_names], [f"{lb}: {g}" for g in b.group_names],
+      plots.plot_matrix(mat, [f"{la}: {g}" for g in a.group_names], [f"{lb}: {g}" for g in b.group_names],
                           os.path.join(workdir, "plots", name), "overlap between sets (Jaccard)")
       result["cross"].append({"a": la, "b": lb, "jaccard": mat.tolist(), "plot": f"plots/{name}",
                               "jaccard_per_layer": compare.cross_jaccard(a.mask, b.mask, per_layer=True).tolist()})

@@ -12,13 +12,14 @@
 The model family is one config field (`model.family`); its inputs builder (`tasks/miner/inputs.py`)
 supplies the chat template, batches and token ids, so the same config runs on every family.
 """
+import importlib
 import json
 import os
 
 import numpy as np
 from absl import logging
 
-from mmneuron_jax import sharding
+from mmneuron_jax import loading
 from mmneuron_jax.analysis import finite, miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
@@ -44,7 +45,7 @@ def load_model(config, workdir, samples_by_dataset):
     config = config.copy_and_resolve_references()
     config.model.dtype = dtype
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
-  model = sharding.load_for_config(path, config)
+  model = loading.load_for_config(path, config)
   if config.model.get("check_weights", True):
     finite.check_params(model.params, path)
   if model.family != family:
@@ -54,10 +55,12 @@ def load_model(config, workdir, samples_by_dataset):
 
 
 def check_token_ids(ids: dict, family: str, model_id: str) -> None:
-  """Log where the checkpoint's stage-1 ids differ from the real model's (demo checkpoints remap them)."""
-  want = miner.TOKEN_IDS.get(family)
+  """Log where the checkpoint's stage-1 ids differ from the real model's (the family module's
+  `TOKEN_IDS`; demo checkpoints remap them)."""
+  want = getattr(importlib.import_module(f"mmneuron_jax.models.mllm.{family}"), "TOKEN_IDS", None)
   if want is None:
     return
+  want = {k[:-len("_ids")]: v for k, v in want.items()}
   diff = {k: (ids[k], tuple(want[k])) for k in want if tuple(want[k]) and ids[k] and set(ids[k]) != set(want[k])}
   if diff:
     logging.info("%s: stage-1 token ids differ from the real %s ids (a remapped checkpoint?): %s", model_id,

@@ -9,7 +9,7 @@ family, so the MINER task switches model with one config field (`model.family`):
   inputs.decode(int[B, N])                       -> [str]
 
 Token ids come from the checkpoint's own tokenizer and config (a demo checkpoint may remap them);
-the real Qwen2-VL / Qwen2-Audio ids are the ones in `miner.TOKEN_IDS`.
+the real Qwen2-VL / Qwen2-Audio ids are the family modules' `TOKEN_IDS`.
 """
 import dataclasses
 import importlib

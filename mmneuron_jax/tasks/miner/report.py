@@ -5,7 +5,7 @@ import numpy as np
 
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
-from mmneuron_jax.analysis.neuron_sets import plot_layer_distribution
+from mmneuron_jax.tasks.common.plots import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 

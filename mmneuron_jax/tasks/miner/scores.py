@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.analysis import finite, miner
-from mmneuron_jax.analysis.accumulate import Step, accumulate
 from mmneuron_jax.analysis.importance import grad_importance
 from mmneuron_jax.analysis.miner_probe import MinerScores
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io import fingerprint as fingerprints
+from mmneuron_jax.io.accumulate import Step, accumulate
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks.miner.inputs import pad_to
 
@@ -80,7 +80,7 @@ def fingerprint(*parts) -> str:
 def normalised_grad(g, flat_rtol: float = miner.FLAT_RTOL) -> np.ndarray:
   """dNLL/dmask float[L, F] -> float32[L, F]: the importance -g (first-order loss increase when the
   neuron is removed) min-max normalised over each layer's F neurons, like the other scores."""
-  return np.asarray(miner._minmax(-jnp.asarray(g, jnp.float32), flat_rtol))
+  return np.asarray(miner.minmax(-jnp.asarray(g, jnp.float32), flat_rtol))
 
 
 class Prepared(NamedTuple):
@@ -105,7 +105,7 @@ def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches
     chunk = [samples[i] for i in planned.indices]
     batch, _ = pad_to(inputs.batch(chunk, "right"), cfg.batch_size, cfg.length_bucket, inputs.pad_id)
     batch = model.prepare(batch)  # the family's host preprocessing here, not again inside model.apply
-    full = MinerScores.from_batch(batch, family=None, flat_rtol=cfg.flat_rtol, special_ids=ids["special"],
+    full = MinerScores.from_batch(batch, flat_rtol=cfg.flat_rtol, special_ids=ids["special"],
                                   image_ids=ids["image"], video_ids=ids["video"], audio_ids=ids["audio"])
     scores_probe = full.replace(token_masks=full.token_masks[:, idx])  # only the stored modalities
     masks = np.asarray(scores_probe.token_masks)[:len(chunk)]

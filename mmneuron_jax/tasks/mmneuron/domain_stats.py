@@ -12,11 +12,10 @@ import json
 
 import numpy as np
 
-from mmneuron_jax import sharding
 from mmneuron_jax.analysis import finite, stats
-from mmneuron_jax.analysis.accumulate import Step
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io import fingerprint as fingerprints
+from mmneuron_jax.io.accumulate import Step
 from mmneuron_jax.tasks.common import families
 
 
@@ -86,7 +85,7 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
   `prepare(planned)` loads the images, builds and pads the batch (`inputs`, the family's builder,
   data/inputs/processors.py) and its token groups -> (device batch, device groups); `run(prepared)` is the
   statistics step and its host copy. Calling the Step does both."""
-  step = sharding.stats_step(model, num_groups)  # sharded when the model is on a mesh
+  step = stats.make_step(model, num_groups)  # sharded when the model is on a mesh
   domains = list(records_by_domain)
 
   def prepare(planned: PlannedBatch):

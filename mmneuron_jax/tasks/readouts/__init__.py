@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from mmneuron_jax import sharding
+from mmneuron_jax import loading
 from mmneuron_jax.data.synthetic import planted_llm
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import families, sources
@@ -33,7 +33,7 @@ def load_setup(config, workdir):
     if not os.path.exists(os.path.join(path, "config.json")):
       planted_llm.build(path, domains, seed=config.model.seed, llm_layer=config.planted.llm_layer,
                         per_domain=config.planted.per_domain, vision_layer=config.planted.vision_layer)
-    model = sharding.load_for_config(path, config)  # as sources.load_model does for the other sources
+    model = loading.load_for_config(path, config)  # as sources.load_model does for the other sources
     fam = families.family(model.family, f"{path}: model_type")
     inputs, model_id, bad = fam.make_inputs(path, config, model.config), config.model.id or "planted/tiny-llava-next", []
   else:

@@ -11,6 +11,7 @@ from mmneuron_jax.analysis import layer_probes, tuned_lens
 from mmneuron_jax.analysis.logit_lens import Lens
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.data.sources.records import load_image
+from mmneuron_jax.io import tuned_lens as saved_lens
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.tasks.readouts.data import residuals_at, sample_positions, take, teacher_forced
 
@@ -85,9 +86,9 @@ def stage_tuned_lens(model, params, inputs, by_domain, domains, prompt_fn, cfg, 
     translators, losses = tuned_lens.train(pts["hidden"][:, ~held], readout, steps=cfg.steps, lr=cfg.lr,
                                            batch_size=cfg.batch_size, seed=seed)
     name, path = cfg.name, os.path.join(root, cfg.name)
-    tuned_lens.save(root, name, translators, {"model_id": model_id, "steps": int(cfg.steps), "lr": float(cfg.lr),
+    saved_lens.save(root, name, translators, {"model_id": model_id, "steps": int(cfg.steps), "lr": float(cfg.lr),
                                               "train_points": int((~held).sum())})
-  reloaded, meta = tuned_lens.load(os.path.dirname(path), name)  # reload by name
+  reloaded, meta = saved_lens.load(os.path.dirname(path), name)  # reload by name
   if not cfg.load and any(not np.array_equal(np.asarray(reloaded[k]), np.asarray(translators[k])) for k in reloaded):
     raise RuntimeError(f"tuned lens {name!r}: the reloaded translators differ from the trained ones")
   if meta.get("layers") != pts["hidden"].shape[0] or meta.get("hidden") != pts["hidden"].shape[2]:

@@ -107,7 +107,7 @@ def tuned_lens_section(r: dict) -> list:
   k = r["top_k"]
   source = f"loaded from `{r['dir']}`" if r["loaded"] else (
       f"trained ({len(r['losses'])} Adam steps on {r['n_train_points']} positions), saved with orbax to "
-      f"`{r['dir']}` and reloaded by name (`tuned_lens.load(root, {r['name']!r})`)")
+      f"`{r['dir']}` and reloaded by name (`io.tuned_lens.load(root, {r['name']!r})`)")
   out = ["## Tuned lens vs logit lens", "",
          f"One affine translator per LLM layer (identity = the logit lens), {source}. Held out: "
          f"{r['n_heldout_samples']} of {r['n_samples']} samples ({r['n_heldout_points']} positions). KL is "

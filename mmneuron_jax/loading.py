@@ -1,23 +1,26 @@
-"""Params onto a mesh: abstract shapes of any family, their shardings, and checkpoint loading in
-which each device reads only its slices."""
+"""Models onto a mesh: abstract shapes of any family, their shardings, and checkpoint loading in
+which each device reads only its slices. Sits above `api` and `sharding` (it builds models)."""
+import os
+import sys
+
 import jax
 from jax.sharding import Mesh
 
-from mmneuron_jax.sharding.mesh import mesh_from_config
-from mmneuron_jax.sharding.rules import DEFAULT_RULES, param_shardings
+from mmneuron_jax import api
+from mmneuron_jax.io import checkpoint
+from mmneuron_jax.models import shapes
+from mmneuron_jax.models.registry import family_for
+from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.sharding import DEFAULT_RULES, mesh_from_config, param_shardings
 
 
 def abstract_params(config: dict, dtype: str = "float32"):
   """Pytree of jax.ShapeDtypeStruct for any registered family's params (`jax.eval_shape` of the
   family module's init: no memory, no weights). The family file's `init_inputs(cfg)` supplies
   dummy inputs when it has one (Qwen2-VL, ...); else `models.shapes.abstract_params`."""
-  import sys
-  from mmneuron_jax.models.registry import family_for
-  from mmneuron_jax.nn.policy import Policy
   family = family_for(config)
   init_inputs = getattr(sys.modules.get(family.module.__module__), "init_inputs", None)
   if init_inputs is None:
-    from mmneuron_jax.models import shapes
     return shapes.abstract_params(config, dtype)
   cfg = family.parse_config(config)
   module = family.module(cfg, Policy(dtype, dtype))
@@ -30,33 +33,21 @@ def shardings_for_config(config: dict, mesh: Mesh, dtype: str = "float32", rules
   return param_shardings(abstract_params(config, dtype), mesh, rules)
 
 
-def place_params(params, mesh: Mesh, rules=DEFAULT_RULES):
-  """Move existing params onto `mesh` per `rules` (a no-op for params loaded with them)."""
-  return jax.device_put(params, param_shardings(params, mesh, rules))
-
-
 def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwargs):
   """A HF checkpoint dir (`load_hf`) or a `convert`ed one (`load`: it holds mmneuron.json) ->
   `Model` on `mesh`: every param is built by `jax.make_array_from_callback` from its slices
   (safetensors slices / orbax restore against sharded abstract targets), so no host ever holds
-  a whole sharded tensor. mesh None -> the plain load. load_kwargs: dtype, compute_dtype, ..."""
-  import os
-  import mmneuron_jax
-  from mmneuron_jax.api import read_config
-  from mmneuron_jax.io.checkpoint import META_FILE
-  converted = os.path.exists(os.path.join(path, META_FILE))
+  a whole sharded tensor. mesh None -> no shardings (the plain jit path).
+  load_kwargs: dtype, compute_dtype, ..."""
+  converted = os.path.exists(os.path.join(path, checkpoint.META_FILE))
   if converted:
     load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with
+  load = api.load if converted else api.load_hf
   if mesh is None:
-    return mmneuron_jax.load(path, **load_kwargs) if converted else mmneuron_jax.load_hf(path, **load_kwargs)
-  if converted:
-    from mmneuron_jax.io.checkpoint import abstract_params as saved_shapes
-    shardings = param_shardings(saved_shapes(path), mesh, rules)
-    model = mmneuron_jax.load(path, shardings=shardings, **load_kwargs)
-  else:
-    shardings = shardings_for_config(read_config(path), mesh, load_kwargs.get("dtype", "float32"), rules)
-    model = mmneuron_jax.load_hf(path, shardings=shardings, **load_kwargs)
-  return model.on_mesh(mesh, rules)
+    return load(path, **load_kwargs)
+  shapes_ = (checkpoint.abstract_params(path) if converted else
+             abstract_params(api.read_config(path), load_kwargs.get("dtype", "float32")))
+  return load(path, shardings=param_shardings(shapes_, mesh, rules), **load_kwargs).on_mesh(mesh, rules)
 
 
 def load_for_config(path: str, config):

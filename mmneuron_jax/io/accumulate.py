@@ -139,7 +139,7 @@ def accumulate(store, batches, step_fn, commit_every: int = 10, progress=True, s
     yet counted are prepared; an exception in prepare surfaces at its batch, after the batches
     before it are counted (and committed).
   prefetch: with prepare, run it this many batches ahead on a background thread
-    (`data.prefetch`), overlapping host preprocessing with step_fn; 0 = in line.
+    (`io.prefetch`), overlapping host preprocessing with step_fn; 0 = in line.
   """
   if commit_every < 1:
     raise ValueError(f"commit_every must be >= 1, got {commit_every}")

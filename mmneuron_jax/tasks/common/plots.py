@@ -1,0 +1,76 @@
+"""Plots of neuron sets the studies draw (per-layer counts, depth profiles, overlap matrices);
+the numbers come from `analysis` (pure), the PNGs are written here."""
+import numpy as np
+
+from mmneuron_jax.analysis import compare
+
+
+def plot_layer_distribution(sets: list, path: str) -> str:
+  """PNG of neurons per layer per group, one panel per NeuronSet (module); returns `path`."""
+  sets = list(sets)
+  if not sets:
+    raise ValueError("plot_layer_distribution needs at least one NeuronSet")
+  from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg canvas for savefig
+  from matplotlib.ticker import MaxNLocator
+
+  fig = Figure(figsize=(4.8 * len(sets), 3.8))
+  axes = fig.subplots(1, len(sets), squeeze=False)
+  for ax, s in zip(axes[0], sets):
+    counts = s.mask.sum(axis=2)  # [G, L]
+    layers = np.arange(s.layers)
+    if s.layers > 1:
+      for g, name in enumerate(s.group_names):
+        ax.plot(layers, counts[g], marker="o", markersize=3, label=name)
+    else:
+      ax.bar(np.arange(len(s.group_names)), counts[:, 0], color=[f"C{g}" for g in range(len(s.group_names))])
+      ax.set_xticks(np.arange(len(s.group_names)), s.group_names, rotation=20, fontsize=8)
+    ax.set(title=f"{s.module} ({s.layers}x{s.width}, {int(s.mask.any(axis=0).sum())} unique)",
+           xlabel="layer" if s.layers > 1 else "group", ylabel="# neurons")
+    if s.layers > 1:
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+      ax.legend(fontsize=7)
+  fig.suptitle(sets[0].model_id, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110, format="png")
+  return path
+
+
+def plot_depth(entries, path: str, bins: int = 10) -> str:
+  """entries [(label, NeuronSet)] -> PNG: fraction of each group's neurons per relative-depth bin."""
+  from matplotlib.figure import Figure
+  entries = list(entries)
+  if not entries:
+    raise ValueError("plot_depth needs at least one (label, NeuronSet)")
+  fig = Figure(figsize=(4.6 * len(entries), 3.6))
+  axes = fig.subplots(1, len(entries), squeeze=False)[0]
+  centres = (np.arange(bins) + 0.5) / bins
+  for ax, (label, s) in zip(axes, entries):
+    hist = compare.depth_histogram(s, bins)
+    for g, name in enumerate(s.group_names):
+      ax.plot(centres, hist[g], marker="o", markersize=3, label=name)
+    ax.set(title=f"{label}\n{s.module} ({s.layers}x{s.width})", xlabel="relative depth", ylabel="fraction of set",
+           xlim=(0, 1))
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, format="png")
+  return path
+
+
+def plot_matrix(matrix, rows, cols, path: str, title: str) -> str:
+  """A labelled heat map of float[R, C] (e.g. Jaccard) -> PNG."""
+  from matplotlib.figure import Figure
+  m = np.asarray(matrix, np.float64)
+  fig = Figure(figsize=(1.2 + 0.7 * len(cols), 1.2 + 0.55 * len(rows)))
+  ax = fig.subplots()
+  im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=max(1e-12, m.max()))
+  ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=7)
+  ax.set_yticks(range(len(rows)), rows, fontsize=7)
+  for i in range(m.shape[0]):
+    for j in range(m.shape[1]):
+      ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+              color="k" if m[i, j] > 0.6 * m.max() else "w")
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100, format="png")
+  return path
