@@ -185,26 +185,19 @@ def test_near_miss_column_is_refused_naming_the_fix(tmp_path):
 
 
 def test_records_without_usable_answers_are_bad_for_eval(tmp_path):
-  from mmneuron_jax.tasks.common import sources
-  empties = [[], "", [""], None]
+  from mmneuron_jax.tasks.common import data_checks
+  empties = [[], "", [""], None]  # None: no answers column in the row
   def edit(i, r):
-    if r["domain"] == "medical" and i % 2 == 0:
-      r = dict(r)
-      value = empties[(i // 2) % len(empties)]
-      if value is None:
-        r.pop("answers")
-      else:
-        r["answers"] = value
+    if i < len(empties):
+      r = {k: v for k, v in r.items() if k != "answers"}
+      if empties[i] is not None:
+        r["answers"] = empties[i]
     return r
-  path = _records_file(tmp_path, edit)
-  c = stats_config()
-  c.stages = ("stats", "select", "eval")
-  c.data.source, c.data.path = "records", path
-  good, bad = sources.load_records(c, str(tmp_path))
-  n_bad = sum(1 for _ in records_lib.read_records(path)) - len(good)
-  assert n_bad >= 1 and len(bad) == n_bad
-  assert all("no usable answer" in why for _, why in bad)
-  assert all(any(a.strip() for a in r.answers) for r in good)
+  recs = records_lib.read_records(_records_file(tmp_path, edit))
+  good, bad = data_checks.unusable_answers(recs)
+  assert [rid for rid, _ in bad] == [r.id for r in recs[:len(empties)]]
+  assert all("no usable answer" in why and "evaluation needs one" in why for _, why in bad)
+  assert [r.id for r in good] == [r.id for r in recs[len(empties):]]
 
 
 def test_config_argument_parses_tuples_and_refuses_unknown_keys():
