@@ -115,9 +115,6 @@ def check_mmneuron(ch: Checker):
   ch.one_of("stats.positions", ("all", "image"))
   ch.number("stats.max_samples_per_domain", lo=0, integer=True)
   ch.number("stats.vision_tokens_per_domain", lo=0, integer=True)
-  if ch.get("stats.max_samples_per_domain") == 0 and ch.get("stats.vision_tokens_per_domain") == 0:
-    ch.problems.append("config.stats.max_samples_per_domain and config.stats.vision_tokens_per_domain are both 0: "
-                       "set one of them (the statistics need a stopping point per domain)")
   ch.number("stats.batch_size", lo=0, lo_open=True, integer=True)
   ch.number("stats.commit_every", lo=1, integer=True)
   ch.number("stats.prefetch", lo=0, integer=True)
@@ -126,12 +123,22 @@ def check_mmneuron(ch: Checker):
   ch.number("dape.bar_ratio", lo=0, hi=1)
   ch.number("eval.n_per_domain", lo=0, integer=True)
   ch.number("eval.batch_size", lo=0, lo_open=True, integer=True)
-  ch.number("eval.max_new_tokens", lo=1, integer=True)
+  ch.number("eval.max_new_tokens", lo=0, integer=True)  # 0: the authors' max_length budget
   ch.number("eval.temperature", lo=0)
   ch.one_of("eval.template", prompts.TEMPLATES)
   ch.one_of("eval.style", prompts.STYLES, optional=True)
+  ch.number("eval.max_length", lo=1, integer=True)
+  ch.one_of("eval.metric", ("authors", "standard"))
+  for stage in ("stats", "eval", "lens"):
+    ch.one_of(f"{stage}.split", ("train", "val", "test"))
   ch.number("lens.n_per_domain", lo=0, integer=True)
   ch.number("lens.top_k", lo=1, integer=True)
+  ch.one_of("lens.prompt", ("authors", "stats"))
+  ch.one_of("lens.positions", ("all", "image"))
+  for field in ("n_per_domain", "positions_per_sample", "steps", "batch_size", "top_k"):
+    ch.number(f"tuned_lens.{field}", lo=0, lo_open=True, integer=True)
+  ch.number("tuned_lens.lr", lo=0, lo_open=True)
+  ch.number("tuned_lens.heldout_frac", lo=0, hi=1, lo_open=True)
 
 
 def check_miner(ch: Checker):
