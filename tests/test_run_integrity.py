@@ -284,3 +284,38 @@ def test_user_errors_print_one_block_without_traceback(tmp_path):
                "--config.stats.batch_size=0"], tmp_path)
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "config.stats.positions='imag'" in out.stderr and "config.stats.batch_size=0" in out.stderr
+
+
+def test_library_misuse_is_refused_before_jit(finished):
+  from mmneuron_jax.api import load_hf
+  from mmneuron_jax.models import input_checks
+  from mmneuron_jax.nn.logit_lens import Lens
+  model = load_hf(os.path.join(finished, "demo_checkpoint"))
+  vocab = model.config["text_config"]["vocab_size"]
+  ids = np.ones((2, 5), np.int32)
+  for batch, message in [
+      ({"input_ids": ids[0]}, r"input_ids'\] has shape \(5,\); expected int\[B, T\]"),
+      ({"input_ids": ids * vocab}, rf"token id {vocab} >= the vocabulary size {vocab}"),
+      ({"input_ids": -ids}, "negative token id -1"),
+      ({"input_ids": ids, "attention_mask": ids[:, :4]}, r"attention_mask'\] has shape \(2, 4\); expected \(2, 5\)"),
+      ({"input_ids": ids, "pixel_values": np.zeros((2, 3, 7, 7), np.float32)}, r"pixel_values'\] has shape"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      model.apply(model.params, batch)
+  for positions, message in [(np.array([[0, 5]] * 2), r"holds 5; positions must be in \[0, 5\)"),
+                             (np.array([[0.0, 1.5]] * 2), "expected integer token indices")]:
+    with pytest.raises(ValueError, match=message):
+      model.apply(model.params, {"input_ids": ids}, lens=Lens(positions=positions))
+  assert input_checks.capture_names("llm") == ("llm",)
+  with pytest.raises(KeyError, match="capture 'l': unknown module"):
+    model.check_capture(["l"])
+  model.check_capture("llm")  # one module as a string, not letter by letter
+
+
+def test_generate_takes_right_padded_prompts():
+  from mmneuron_jax.models import input_checks
+  right = {"input_ids": np.array([[5, 6, 7], [8, 9, 0]]), "attention_mask": np.array([[1, 1, 1], [1, 1, 0]])}
+  left = input_checks.left_padded(right)
+  np.testing.assert_array_equal(left["input_ids"], [[5, 6, 7], [0, 8, 9]])
+  np.testing.assert_array_equal(left["attention_mask"], [[1, 1, 1], [0, 1, 1]])
+  assert input_checks.left_padded(left) is left  # already left-padded: unchanged
