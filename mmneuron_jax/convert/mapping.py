@@ -26,6 +26,7 @@ import numpy as np
 
 from mmneuron_jax.convert import transforms as T
 from mmneuron_jax.convert.checks import UnsupportedConfigError
+from mmneuron_jax.errors import UserError
 
 __all__ = ["Rule", "ConversionError", "UnsupportedConfigError", "apply_rules", "plan_rules", "param_dtype"]
 
@@ -33,7 +34,7 @@ DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat
           "float16": np.dtype(np.float16)}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """The checkpoint does not match the declarative map (missing / unused / malformed tensors)."""
 
 
