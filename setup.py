@@ -25,6 +25,6 @@ setup(
         "pyarrow>=15",
     ],
     extras_require={
-        "test": ["torch==2.13.0", "pytest>=8.0"],
+        "test": ["torch==2.13.0", "pytest>=8.0", "selenium>=4.10"],
     },
 )

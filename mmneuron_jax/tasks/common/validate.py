@@ -11,8 +11,7 @@ from mmneuron_jax.errors import problems_error
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("xla", "cudnn", "fused")
 FP32_MATMUL = ("highest", "bf16_3x", "bf16_6x", "bf16_9x")
-MMNEURON_STAGES = ("stats", "select", "eval", "lens", "tuned_lens")
-MINER_STAGES = ("scores", "select", "deactivate")
+MMNEURON_STAGES = ("stats", "select", "eval", "lens", "tuned_lens", "atlas")
 
 
 class Checker:
@@ -146,7 +145,8 @@ def check_miner(ch: Checker):
   from mmneuron_jax.tasks.miner import scores as miner_scores
   _model(ch)
   ch.one_of("model.family", ("qwen2_vl", "qwen2_audio"))
-  ch.names("stages", MINER_STAGES)
+  from mmneuron_jax.tasks.miner import studies
+  ch.names("stages", studies.STAGES)
   ch.one_of("data.source", ("demo", "benchmarks"))
   ch.names("data.datasets", min_len=1)
   ch.number("data.n_per_dataset", lo=0, integer=True)

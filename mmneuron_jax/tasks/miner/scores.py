@@ -30,6 +30,7 @@ from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io import fingerprint as fingerprints
 from mmneuron_jax.io.accumulate import Step, accumulate
 from mmneuron_jax.io.stats_store import StatsStore
+from mmneuron_jax.tasks.miner import snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.inputs import pad_to
 
 
@@ -60,8 +61,21 @@ def stored_modalities(split: str, producible: tuple) -> tuple:
   return tuple(m for m in miner.MODALITY_SPLITS[split] if m in producible)
 
 
-def plan(n_samples: int, batch_size: int) -> list:
-  return [PlannedBatch(i, tuple(c)) for i, c in enumerate(chunks(list(range(n_samples)), batch_size))]
+def plan(n_samples: int, batch_size: int, cuts=()) -> list:
+  """Batches of `batch_size` sample positions in order; no batch straddles a count in `cuts`
+  (the sample-count snapshots, `tasks/miner/snapshots.py`), so the batch stream is unchanged when
+  no cut falls inside a batch."""
+  bounds = sorted({int(c) for c in cuts if 0 < int(c) < n_samples}) + [n_samples]
+  pieces, start = [], 0
+  for stop in bounds:
+    pieces += chunks(list(range(start, stop)), batch_size)
+    start = stop
+  return [PlannedBatch(i, tuple(c)) for i, c in enumerate(pieces)]
+
+
+def snapshot_counts(cfg, n_samples: int) -> tuple:
+  """config.scores.snapshots that this dataset reaches (count <= its sample count)."""
+  return tuple(sorted({int(c) for c in (cfg.get("snapshots") or ()) if 0 < int(c) <= n_samples}))
 
 
 def store_spec(modalities: tuple, layers: int, width: int, n_batches: int, grad: bool) -> dict:
@@ -192,13 +206,14 @@ def fingerprint_fields(checkpoint, model_config, name, samples, inputs, cfg, mod
           "scores": fingerprints.digest([cfg.batch_size, cfg.length_bucket, cfg.flat_rtol, bool(cfg.grad),
                                          cfg.get("grad_len", None)]),
           "batch plan": fingerprints.digest([[b.number, list(b.indices)] for b in batches]),
+          "scores.snapshots": fingerprints.digest(list(snapshot_counts(cfg, len(samples)))),
           "statistic version": str(SCORES_VERSION)}
 
 
 def open_store(workdir, model, inputs, name, samples, modalities, ids, cfg, checkpoint, model_config,
                overwrite=False) -> StatsStore:
   """One dataset's store, resumed only when its fingerprint fields match (else FingerprintMismatch)."""
-  batches = plan(len(samples), cfg.batch_size)
+  batches = plan(len(samples), cfg.batch_size, snapshot_counts(cfg, len(samples)))
   layers, width = model.probe_modules["llm"]
   spec = store_spec(modalities, layers, width, len(batches), cfg.grad)
   fields = fingerprint_fields(checkpoint, model_config, name, samples, inputs, cfg, modalities, ids, batches)
@@ -207,11 +222,14 @@ def open_store(workdir, model, inputs, name, samples, modalities, ids, cfg, chec
 
 def run_dataset(store, model, params, inputs, name, samples, modalities, ids, cfg) -> dict:
   """Accumulate one dataset's stage-2 sums into its store (`open_store`, resumable) -> its totals."""
-  batches = plan(len(samples), cfg.batch_size)
+  snaps = snapshot_counts(cfg, len(samples))
+  batches = plan(len(samples), cfg.batch_size, snaps)
+  fp, workdir = store.fingerprint, os.path.dirname(os.path.dirname(store.path))  # <workdir>/stats/<name>
   step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
+  stop = miner_snapshots.writer(workdir, name, snaps, fp) if snaps else None
   return accumulate(store, ((b.number + 1, b) for b in batches), step.run, commit_every=cfg.commit_every,
                     total=len(batches), desc=f"MINER scores {name} (batches)", prepare=step.prepare,
-                    prefetch=cfg.prefetch)
+                    prefetch=cfg.prefetch, stop=stop)
 
 
 # ----------------------------------------------------------------------------- stage 3
