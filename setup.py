@@ -7,7 +7,8 @@ setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=find_packages(include=["mmneuron_jax", "mmneuron_jax.*"]),
-    package_data={"mmneuron_jax": ["data/synthetic/demo_assets/*"]},
+    package_data={"mmneuron_jax": ["data/synthetic/demo_assets/*", "data/synthetic/demo_assets/*/*",
+                                   "data/synthetic/demo_assets/*/*/*"]},
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10.0",

@@ -100,9 +100,14 @@ def check_mmneuron(ch: Checker):
   from mmneuron_jax.tasks.common import families
   _model(ch)
   if not ch.get("model.path"):
-    ch.one_of("model.demo", tuple(families.FAMILIES))
+    demo = ch.get("model.demo")
+    try:
+      families.family(demo, "config.model.demo")
+    except (ValueError, KeyError, ImportError) as e:
+      ch.problems.append(f"config.model.demo={demo!r}: {e}")
   ch.names("stages", MMNEURON_STAGES)
-  ch.one_of("data.source", ("demo", "records", "paper"))
+  ch.one_of("data.source", ("demo", "skills", "records", "paper"))
+  ch.one_of("model.demo_weights", ("random", "trained"))
   ch.path("data.path", when=ch.get("data.source") in ("records", "paper") and "{split}" not in str(ch.get("data.path")))
   ch.one_of("data.order", ("authors", "sha256"))
   ch.number("data.n_per_domain", lo=0, integer=True)
@@ -144,7 +149,12 @@ def check_miner(ch: Checker):
   from mmneuron_jax.analysis import miner
   from mmneuron_jax.tasks.miner import scores as miner_scores
   _model(ch)
-  ch.one_of("model.family", ("qwen2_vl", "qwen2_audio"))
+  from mmneuron_jax.tasks.miner import inputs as miner_inputs
+  family = ch.get("model.family")
+  try:
+    miner_inputs.spec_for(family)
+  except (KeyError, ValueError, ImportError, AttributeError) as e:
+    ch.problems.append(f"config.model.family={family!r}: {e}")
   from mmneuron_jax.tasks.miner import studies
   ch.names("stages", studies.STAGES)
   ch.one_of("data.source", ("demo", "benchmarks"))
