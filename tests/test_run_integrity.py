@@ -26,6 +26,7 @@ DOMAINS = ("medical", "documents")
 def stats_config():
   """Two domains, 3 samples each, stats only: a few seconds on a CPU."""
   c = llava_next_demo.get_config()
+  c.model.demo_weights, c.data.source = "random", "demo"  # the checkpoint built in the workdir, seeded
   c.stages = ("stats",)
   c.data.domains = DOMAINS
   c.data.n_per_domain = 3
@@ -165,6 +166,9 @@ def test_unknown_domain_is_named_before_model_work(tmp_path):
   with pytest.raises(UserError, match=r"no records for configured domain\(s\) 'Medical' \(the records have 'medical'\)"):
     tasks.run(c, workdir)
   assert not os.path.exists(os.path.join(workdir, "demo_checkpoint"))
+  c.data.source = "skills"
+  with pytest.raises(UserError, match=r"config.data.domains=.*unknown: \['Medical'\]"):
+    tasks.run(c, workdir)
 
 
 def _records_file(tmp_path, edit):

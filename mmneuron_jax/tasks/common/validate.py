@@ -112,6 +112,12 @@ def check_mmneuron(ch: Checker):
   ch.one_of("data.order", ("authors", "sha256"))
   ch.number("data.n_per_domain", lo=0, integer=True)
   ch.names("data.domains", min_len=2)
+  if ch.get("data.source") == "skills":  # a synthetic source: its domains are fixed
+    from mmneuron_jax.data.synthetic import skills
+    domains = ch.get("data.domains")
+    unknown = [d for d in domains if d not in skills.DOMAINS] if isinstance(domains, (list, tuple)) else []
+    if unknown:
+      ch.add("data.domains", domains, f"domains of data.source='skills' {list(skills.DOMAINS)} (unknown: {unknown})")
   domains = ch.get("data.domains")
   if isinstance(domains, (list, tuple)) and len(domains) == 1:
     ch.problems[-1] += (" (domain-specific neurons compare domains: the entropy over a single domain is "
