@@ -11,6 +11,9 @@ from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo, demo_stamp
 from mmneuron_jax.errors import MissingFile, UserError
 from mmneuron_jax.tasks.common import data_checks, families
+from mmneuron_jax.data.synthetic import skills as demo_skills
+from mmneuron_jax.tasks.train_demo import recipes
+from mmneuron_jax.tasks.train_demo import cache
 
 load_image = records_lib.load_image
 
@@ -46,7 +49,6 @@ def load_records(config, workdir, split=None):
   if source == "demo":
     recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed, split=split or "train")
   elif source == "skills":  # the learnable set the trained demo models answer (data/synthetic/skills.py)
-    from mmneuron_jax.data.synthetic import skills as demo_skills
     recs = demo_skills.skills_records(n_per_domain=config.data.n_per_domain, split=split or "val",
                                       seed=config.data.seed, domains=tuple(config.data.domains))
   elif source in ("records", "paper") and not os.path.exists(_split_path(config.data.path, split)):
@@ -101,14 +103,12 @@ def load_model(config, workdir, records):
 
 def demo_recipe(fam, config) -> dict:
   """The trained-demo recipe for this run: the family's recipe in the run's evaluation prompt format."""
-  from mmneuron_jax.tasks.train_demo import recipes
   return recipes.recipe(fam.name, template=config.eval.get("template") or fam.template,
                         style=config.eval.get("style") or fam.style)
 
 
 def trained_demo(path, fam, config) -> dict:
   """Put the trained demo checkpoint of this run's recipe in `path`; returns its train_demo.json record."""
-  from mmneuron_jax.tasks.train_demo import cache
   result = cache.ensure(path, demo_recipe(fam, config))
   logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", fam.name, result["source"],
                result["digest"], result.get("heldout_mean", float("nan")))

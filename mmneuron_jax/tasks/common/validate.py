@@ -7,6 +7,14 @@ something else (a mistyped enum is not read as the default).
 import os
 
 from mmneuron_jax.errors import problems_error
+from mmneuron_jax.data.inputs import prompts
+from mmneuron_jax.tasks.common import families
+from mmneuron_jax.data.synthetic import skills
+from mmneuron_jax.analysis import miner
+from mmneuron_jax.tasks.miner import scores as miner_scores
+from mmneuron_jax.tasks.miner import inputs as miner_inputs
+from mmneuron_jax.tasks.miner import studies
+from mmneuron_jax import tasks
 
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("xla", "cudnn", "fused")
@@ -96,8 +104,6 @@ def _model(ch: Checker):
 
 
 def check_mmneuron(ch: Checker):
-  from mmneuron_jax.data.inputs import prompts
-  from mmneuron_jax.tasks.common import families
   _model(ch)
   if not ch.get("model.path"):
     demo = ch.get("model.demo")
@@ -113,7 +119,6 @@ def check_mmneuron(ch: Checker):
   ch.number("data.n_per_domain", lo=0, integer=True)
   ch.names("data.domains", min_len=2)
   if ch.get("data.source") == "skills":  # a synthetic source: its domains are fixed
-    from mmneuron_jax.data.synthetic import skills
     domains = ch.get("data.domains")
     unknown = [d for d in domains if d not in skills.DOMAINS] if isinstance(domains, (list, tuple)) else []
     if unknown:
@@ -152,16 +157,12 @@ def check_mmneuron(ch: Checker):
 
 
 def check_miner(ch: Checker):
-  from mmneuron_jax.analysis import miner
-  from mmneuron_jax.tasks.miner import scores as miner_scores
   _model(ch)
-  from mmneuron_jax.tasks.miner import inputs as miner_inputs
   family = ch.get("model.family")
   try:
     miner_inputs.spec_for(family)
   except (KeyError, ValueError, ImportError, AttributeError) as e:
     ch.problems.append(f"config.model.family={family!r}: {e}")
-  from mmneuron_jax.tasks.miner import studies
   ch.names("stages", studies.STAGES)
   ch.one_of("data.source", ("demo", "benchmarks"))
   ch.names("data.datasets", min_len=1)
@@ -206,7 +207,6 @@ CHECKS = {"mmneuron": check_mmneuron, "miner": check_miner}
 
 def check(config) -> None:
   """Raise UserError listing every problem of config (tasks without a checker: only `task`)."""
-  from mmneuron_jax import tasks
   ch = Checker(config)
   task = ch.get("task")
   if task not in tasks.TASKS:
