@@ -16,6 +16,9 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "miner"
   c.seed = 0
+  # True: statistics of other inputs in this run directory are deleted and recomputed (a resume
+  # otherwise refuses, naming what differs). check_weights: refuse checkpoints with NaN/Inf weights.
+  c.overwrite = False
   # 'scores' only, or the whole study ('scores', 'select', 'deactivate'), plus the optional
   # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV) (tasks/miner/studies.py) and
   # 'atlas' (tasks/atlas/).
@@ -23,7 +26,7 @@ def get_config():
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
   c.model = ml_collections.ConfigDict(dict(family="qwen2_vl", path="", id="", dtype="float32", compute_dtype="",
-                                           seed=0, attention="xla", fp32_matmul="highest"))
+                                           seed=0, attention="xla", fp32_matmul="highest", check_weights=True))
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
   c.mesh = "-1,1,1"
   # source: 'demo' (bundled synthetic samples) or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));

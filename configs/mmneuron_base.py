@@ -1,7 +1,8 @@
 """Shared MMNeuron defaults (docs/ALGORITHMS.md); the experiment files override a few fields.
 
 `arg` is parsed as `key=value,key2=value2` into dotted config fields, e.g.
-`--config=configs/llava_next_7b.py:stats.batch_size=8,model.dtype=bfloat16`.
+`--config=configs/llava_next_7b.py:stats.batch_size=8,model.dtype=bfloat16` (configs/_overrides.py;
+`--config.stats.batch_size=8` flags do the same).
 """
 import ml_collections
 
@@ -12,6 +13,9 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "mmneuron"
   c.seed = 0
+  # True: statistics of other inputs in this run directory are deleted and recomputed (a resume
+  # otherwise refuses, naming what differs). check_weights: refuse checkpoints with NaN/Inf weights.
+  c.overwrite = False
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
   # `sharding.mesh_from_config(c)`; every analysis step then runs sharded on it (mmneuron_jax/sharding/).
   c.mesh = "-1,1,1"
@@ -21,7 +25,8 @@ def get_config():
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
   c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0,
-                                           demo="llava_next", attention="xla", fp32_matmul="highest"))
+                                           demo="llava_next", attention="xla", fp32_matmul="highest",
+                                           check_weights=True))
   # order: 'authors' (the authors' sample order per dataset, data/sources/datasets.py) | 'sha256' (seeded by `seed`).
   # Source 'records': a '{split}' in `path` names one file per split (stats/eval/lens `split` below).
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
@@ -64,15 +69,8 @@ def get_config():
 
 
 def apply_arg(c, arg):
-  """Apply `a.b=v,c=w` overrides (values parsed as int/float/bool when they look like one)."""
-  if not arg:
-    return c
-  for item in arg.split(","):
-    key, value = item.split("=", 1)
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    old = node[leaf]
-    node[leaf] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true", "yes")
-  return c
+  """Apply `a.b=v,c.d=w` overrides (`configs/_overrides.py`): a comma starts a new override only
+  before `key=`, so tuple fields take comma lists (`data.domains=medical,documents`); values are
+  parsed to the field's type, quotes are stripped, and unknown keys or unparsable values refuse."""
+  from configs import _overrides as overrides
+  return overrides.apply(c, arg)

@@ -1,11 +1,11 @@
 """Public entry points: `load_hf`, `convert_checkpoint`, `load` (`mmneuron_jax.convert` is the conversion
 subpackage: reader, rules, checks)."""
-import json
 import os
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.mapping import apply_rules
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
+from mmneuron_jax.errors import MissingFile, read_json
 from mmneuron_jax.io.checkpoint import restore_params, save_params
 from mmneuron_jax.models.base import Model
 from mmneuron_jax.models.registry import family_for
@@ -18,15 +18,13 @@ def read_config(path: str) -> dict:
   exists, under the key `generation_config`."""
   cfg_path = os.path.join(path, "config.json")
   if not os.path.isfile(cfg_path):
-    raise FileNotFoundError(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
-  with open(cfg_path) as f:
-    config = json.load(f)
+    raise MissingFile(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
+  config = read_json(cfg_path, "checkpoint config.json")
   family_for(config, cfg_path)
   config, _ = hf_config.fill(config, cfg_path)
   gen_path = os.path.join(path, "generation_config.json")
   if os.path.isfile(gen_path):
-    with open(gen_path) as f:
-      gen = json.load(f)
+    gen = read_json(gen_path, "generation_config.json")
     config[hf_config.GENERATION_CONFIG] = {k: gen[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
                                            if gen.get(k) is not None}
   return config

@@ -6,7 +6,7 @@ import pathlib
 import mmneuron_jax
 
 ROOT = pathlib.Path(mmneuron_jax.__file__).parent
-LEAVES = {"sharding": set(), "convert": {"dtypes"}, "io": {"sharding", "dtypes"}}  # layer -> the layers it may import
+LEAVES = {"sharding": set(), "convert": {"dtypes", "errors"}, "io": {"sharding", "dtypes", "errors"}}  # layer -> the layers it may import
 # (file, function) pairs that may import from the package at call time: the dispatch by name of a
 # family (model, inputs, demo checkpoint) and of a study (`config.task`).
 DISPATCH = {("models/registry.py", "family"), ("data/inputs/__init__.py", "family"),

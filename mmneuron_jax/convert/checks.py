@@ -1,7 +1,8 @@
 """Allowlist checks on HF config fields: refuse what we do not implement, by name."""
+from mmneuron_jax.errors import UserError
 
 
-class UnsupportedConfigError(ValueError):
+class UnsupportedConfigError(UserError):
   """A HF config field holds a feature this codebase does not implement."""
 
 

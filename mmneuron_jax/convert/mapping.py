@@ -26,12 +26,13 @@ import numpy as np
 from mmneuron_jax.convert import transforms as T
 from mmneuron_jax.convert.checks import UnsupportedConfigError
 from mmneuron_jax.dtypes import DTYPES
+from mmneuron_jax.errors import UserError
 
 __all__ = ["Rule", "ConversionError", "UnsupportedConfigError", "apply_rules", "plan_rules", "param_dtype"]
 
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """The checkpoint does not match the declarative map (missing / unused / malformed tensors)."""
 
 

@@ -15,6 +15,8 @@ import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 
+from mmneuron_jax.errors import CheckpointError, MissingFile, read_json
+
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
@@ -32,16 +34,28 @@ _NUMPY_NATIVE = {"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "
 
 
 def read_header(file: str) -> tuple[dict, int]:
-  """A .safetensors file -> ({name: {dtype, shape, data_offsets}}, byte offset of the data)."""
+  """A .safetensors file -> ({name: {dtype, shape, data_offsets}}, byte offset of the data).
+  CheckpointError naming the file when it is not a complete safetensors file."""
+  size = os.path.getsize(file)
   with open(file, "rb") as f:
     head = f.read(8)
     if len(head) != 8:
-      raise ValueError(f"{file}: not a safetensors file (shorter than its 8-byte header length)")
+      raise CheckpointError(f"{file}: not a safetensors file (shorter than its 8-byte header length)")
     (n,) = struct.unpack("<Q", head)
+    if n > size - 8:
+      raise CheckpointError(f"{file}: not a safetensors file, or truncated (its header claims {n} bytes, the file "
+                            f"has {size})")
     try:
       header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise ValueError(f"{file}: corrupt safetensors header ({e})") from None
+      raise CheckpointError(f"{file}: corrupt safetensors header ({e})") from None
+  if not isinstance(header, dict):
+    raise CheckpointError(f"{file}: corrupt safetensors header (not a JSON object)")
+  ends = [e["data_offsets"][1] for k, e in header.items()
+          if k != "__metadata__" and isinstance(e, dict) and len(e.get("data_offsets") or ()) == 2]
+  if ends and 8 + n + max(ends) > size:
+    raise CheckpointError(f"{file}: truncated ({size} bytes; its tensors need {8 + n + max(ends)}); "
+                          "download or copy it again")
   header.pop("__metadata__", None)
   return header, 8 + n
 
@@ -58,7 +72,7 @@ def _find_files(path: str) -> tuple[list[str], dict[str, str] | None]:
     files = sorted(set(weight_map.values()))
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
-      raise FileNotFoundError(f"{index} refers to shard(s) that do not exist: "
+      raise MissingFile(f"{index} refers to shard(s) that do not exist: "
                               + ", ".join(os.path.basename(f) for f in missing))
     return files, weight_map
   single = os.path.join(path, SINGLE_FILE)
@@ -66,7 +80,7 @@ def _find_files(path: str) -> tuple[list[str], dict[str, str] | None]:
     return [single], None
   files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
   if not files:
-    raise FileNotFoundError(f"{path}: no safetensors weights ({SINGLE_FILE}, {INDEX_FILE} or *.safetensors)")
+    raise MissingFile(f"{path}: no safetensors weights ({SINGLE_FILE}, {INDEX_FILE} or *.safetensors)")
   return files, None
 
 
@@ -80,12 +94,11 @@ class CheckpointReader:
   def __init__(self, path: str):
     path = os.fspath(path)
     if not os.path.isdir(path):
-      raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+      raise MissingFile(f"checkpoint directory {path!r} does not exist")
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
-      raise FileNotFoundError(f"{config}: no config.json in the checkpoint directory {path!r}")
-    with open(config) as f:
-      self.config: dict = json.load(f)
+      raise MissingFile(f"{config}: no config.json in the checkpoint directory {path!r}")
+    self.config: dict = read_json(config, "checkpoint config.json")
     self.path = path
     self.files, weight_map = _find_files(path)
     self._entries: dict[str, tuple[str, dict, int]] = {}  # name -> (file, header entry, data start)

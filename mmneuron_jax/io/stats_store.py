@@ -19,6 +19,9 @@ import shutil
 import numpy as np
 import tensorstore as ts
 
+from mmneuron_jax.errors import UserError
+from mmneuron_jax.io import fingerprint as fingerprints
+
 FORMAT = "mmneuron_jax.stats_store/1"
 STATE = "state.json"
 _GEN_RE = re.compile(r"^gen_(\d{6,})$")
@@ -28,6 +31,10 @@ _MAX_CHUNK_ELEMENTS = 1 << 22  # 4 Mi elements per zarr chunk
 
 class StatsStoreError(ValueError):
   """A store on disk does not match what the caller asked for, or is damaged."""
+
+
+class FingerprintMismatch(StatsStoreError, UserError):
+  """The store holds statistics of other inputs (model, data, plan, code); nothing was changed."""
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -259,27 +266,46 @@ class StatsStore:
     self._state = state
 
   @classmethod
-  def open_or_create(cls, path: str, spec: dict, fingerprint: str) -> "StatsStore":
+  def open_or_create(cls, path: str, spec: dict, fingerprint: str | dict, overwrite: bool = False) -> "StatsStore":
     """Resume the store at path, or create an empty one (zeros, cursor 0).
 
-    Raises StatsStoreError naming the field when an existing store has another fingerprint or spec.
+    fingerprint: a str, or {field: digest} (io/fingerprint.py) so that a mismatch names the fields
+    that differ. Raises FingerprintMismatch / StatsStoreError when an existing store has another
+    fingerprint or spec, leaving it untouched; overwrite=True deletes it and starts afresh instead.
     """
     spec = normalize_spec(spec)
+    fields = None
+    if isinstance(fingerprint, dict):
+      fields = {str(k): str(v) for k, v in fingerprint.items()}
+      fingerprint = fingerprints.combine(fields)
     if not isinstance(fingerprint, str):
-      raise StatsStoreError(f"{path}: fingerprint must be a str, got {type(fingerprint).__name__}")
+      raise StatsStoreError(f"{path}: fingerprint must be a str or dict, got {type(fingerprint).__name__}")
     os.makedirs(path, exist_ok=True)
     state = read_state(path)
+    if state is not None and overwrite and (state["fingerprint"] != fingerprint or
+                                            spec_mismatch(spec_from_json(state["spec"]), spec)):
+      shutil.rmtree(path)
+      os.makedirs(path)
+      state = None
     if state is None:
       _check_fresh_dir(path)
       remove_garbage(path, None)
       state = {"format": FORMAT, "fingerprint": fingerprint, "spec": spec_to_json(spec), "cursor": 0,
                "generation": None, "extra": {}, "checksums": {}}
+      if fields is not None:
+        state["fingerprint_fields"] = fields
       write_json_atomic(os.path.join(path, STATE), state)
       return cls(path, state)
     file = os.path.join(path, STATE)
     if state["fingerprint"] != fingerprint:
-      raise StatsStoreError(f"{file}: field 'fingerprint' is {state['fingerprint']!r} but this run's is "
-                            f"{fingerprint!r} (different config/data); use a new directory or delete {path}")
+      stored = state.get("fingerprint_fields")
+      if fields is not None and isinstance(stored, dict):
+        what = "these inputs differ: " + ", ".join(fingerprints.differing(stored, fields))
+      else:
+        what = f"field 'fingerprint' is {state['fingerprint']!r} but this run's is {fingerprint!r}"
+      raise FingerprintMismatch(f"{file}: the statistics here were computed from other inputs ({what}); "
+                                "nothing was changed. Use another --workdir, or --config.overwrite=True "
+                                "to start these statistics afresh")
     problem = spec_mismatch(spec_from_json(state["spec"]), spec)
     if problem:
       raise StatsStoreError(f"{file}: field 'spec': {problem}")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax import sharding
-from mmneuron_jax.models import generate as generation
+from mmneuron_jax.models import generate as generation, input_checks
 from mmneuron_jax.models.forward import DEVICE_KEYS, Output, forward, mask_arrays, output_shardings, split_aux
 
 __all__ = ["DEVICE_KEYS", "Model", "Output", "forward", "mask_arrays", "split_aux"]
@@ -87,7 +87,7 @@ class Model:
           raise ValueError(f"masks[{name!r}] has shape {np.shape(part)}, expected {self.probe_modules[name]}")
 
   def check_capture(self, capture):
-    for name in capture:
+    for name in input_checks.capture_names(capture):
       if name not in self.probe_modules:
         raise KeyError(f"capture {name!r}: unknown module; probe modules are {sorted(self.probe_modules)}")
 
@@ -95,7 +95,7 @@ class Model:
     """-> jitted `step(params, prepared_batch, masks, probe, lens) -> Output` (see `apply`); on a
     mesh logits and captured neurons stay split on B unless `replicated_outputs`."""
     self.check_capture(capture)
-    capture = tuple(sorted(capture))
+    capture = tuple(sorted(input_checks.capture_names(capture)))
     module = self.module.clone(capture=capture, remat=remat)
     return self.jit_step(("forward", capture, remat, replicated_outputs), functools.partial(forward, module),
                          FORWARD_KINDS, output_shardings(replicated_outputs))
@@ -104,9 +104,14 @@ class Model:
     """batch: HF-named arrays; masks {module: float[L, F]}; capture module names; probe
     {module: probe pytree}; lens: `Lens`. See docs/DESIGN.md."""
     self.check_masks(masks)
+    capture = input_checks.capture_names(capture)
+    input_checks.check_batch(self, batch)
+    input_checks.check_lens(lens, batch)
     return self.forward_step(capture)(params, self.host_batch(batch), mask_arrays(masks), probe, lens)
 
   def generate(self, params, batch, max_new_tokens=32, masks=None, **kwargs):
     """Greedy (or seeded sampling) generation with a KV cache; see models/generate.py."""
     self.check_masks(masks)
+    input_checks.check_batch(self, batch)
+    batch = input_checks.left_padded(batch)  # right-padded prompts work too
     return generation.generate(self, params, batch, max_new_tokens=max_new_tokens, masks=masks, **kwargs)

@@ -1,6 +1,13 @@
 """One package per study (mmneuron, miner, readouts, compare), each with `run(config, workdir)`;
-`run` here dispatches on `config.task`; helpers several studies share live in `common/`."""
+`run` here dispatches on `config.task`; helpers several studies share live in `common/`.
+
+Every run holds the run directory's lock (io/run_lock.py), keeps its config as
+configs/<time>.json, and has its config validated (common/validate.py) before any data or model
+work; config.json is written once the task accepts the run (io/run_dir.py).
+"""
 import importlib
+
+from mmneuron_jax.errors import UserError
 
 TASKS = {"mmneuron": "mmneuron_jax.tasks.mmneuron"}
 TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.compare.side_by_side"
@@ -12,6 +19,11 @@ TASKS["atlas"] = "mmneuron_jax.tasks.atlas"
 
 
 def run(config, workdir: str):
-  if config.task not in TASKS:
-    raise ValueError(f"config.task={config.task!r}; known tasks: {sorted(TASKS)}")
-  return importlib.import_module(TASKS[config.task]).run(config, workdir)
+  from mmneuron_jax.io import run_dir, run_lock
+  from mmneuron_jax.tasks.common import validate
+  if config.get("task") not in TASKS:
+    raise UserError(f"config.task={config.get('task')!r}; known tasks: {sorted(TASKS)}")
+  with run_lock.locked(workdir):
+    run_dir.record_attempt(config, workdir)
+    validate.check(config)
+    return importlib.import_module(TASKS[config.task]).run(config, workdir)

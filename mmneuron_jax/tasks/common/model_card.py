@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+from mmneuron_jax.tasks.common.tables import md_table
 
 
 def _digest(file: str) -> str:
@@ -73,5 +74,4 @@ def headline(rows: list, domains: list, condition: str = "all", top_rate: float 
            f"With each domain's DAPE neurons{rate} switched off in `{condition}` modules, the domain's primary "
            f"metric {verdict}: mean drop **{dape_drop:+.3f}** vs **{rand_drop:+.3f}** for the random control of "
            f"the same per-layer sizes (no deactivation: mean {mean_base:.3f}).", ""]
-  from mmneuron_jax.tasks.common.tables import md_table
   return lines + [md_table(["domain", "none", f"{condition}: own neurons off", f"{condition}: random off"], table), ""]

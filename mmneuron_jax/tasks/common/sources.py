@@ -5,10 +5,15 @@ import shutil
 from absl import logging
 
 from mmneuron_jax import loading
+from mmneuron_jax.analysis import finite
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
-from mmneuron_jax.data.synthetic import demo
-from mmneuron_jax.tasks.common import families
+from mmneuron_jax.data.synthetic import demo, demo_stamp
+from mmneuron_jax.errors import MissingFile, UserError
+from mmneuron_jax.tasks.common import data_checks, families
+from mmneuron_jax.data.synthetic import skills as demo_skills
+from mmneuron_jax.tasks.train_demo import recipes
+from mmneuron_jax.tasks.train_demo import cache
 
 load_image = records_lib.load_image
 
@@ -44,9 +49,11 @@ def load_records(config, workdir, split=None):
   if source == "demo":
     recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed, split=split or "train")
   elif source == "skills":  # the learnable set the trained demo models answer (data/synthetic/skills.py)
-    from mmneuron_jax.data.synthetic import skills as demo_skills
     recs = demo_skills.skills_records(n_per_domain=config.data.n_per_domain, split=split or "val",
                                       seed=config.data.seed, domains=tuple(config.data.domains))
+  elif source in ("records", "paper") and not os.path.exists(_split_path(config.data.path, split)):
+    raise MissingFile(f"config.data.path={config.data.path!r}: no such file or directory "
+                      f"({_split_path(config.data.path, split)})")
   elif source == "records":
     recs = records_lib.read_records(_split_path(config.data.path, split), image_root=config.data.image_root or None)
     if split and "{split}" not in config.data.path and any("split" in r.meta for r in recs):
@@ -55,8 +62,11 @@ def load_records(config, workdir, split=None):
     recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None, split=split or "val",
                              order=order)
   else:
-    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'skills', 'records' or 'paper'")
+    raise UserError(f"config.data.source={source!r}; expected 'demo', 'skills', 'records' or 'paper'")
+  where = config.data.path or f"data.source={source!r}"
+  data_checks.near_miss_schema(recs, where)
   good, bad = records_lib.validate(recs)
+  data_checks.check_domains(good, list(config.data.domains), where)
   for rid, why in bad:
     logging.warning("skipping record %s: %s", rid, why)
   if not (source == "paper" and order == "authors"):
@@ -80,26 +90,25 @@ def load_model(config, workdir, records):
     path = os.path.join(workdir, "demo_checkpoint")
     if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
       shutil.rmtree(path)
-    if not os.path.exists(os.path.join(path, "config.json")):
-      fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
+    demo_stamp.ensure(path, fam.build_demo, fam.name, fam.vocabulary_texts(records, config.eval), config.model.seed)
   if not model_id:
     model_id = config.model.id or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = loading.load_for_config(path, config)
+  if config.model.get("check_weights", True):
+    finite.check_params(model.params, path)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam
 
 
 def demo_recipe(fam, config) -> dict:
   """The trained-demo recipe for this run: the family's recipe in the run's evaluation prompt format."""
-  from mmneuron_jax.tasks.train_demo import recipes
   return recipes.recipe(fam.name, template=config.eval.get("template") or fam.template,
                         style=config.eval.get("style") or fam.style)
 
 
 def trained_demo(path, fam, config) -> dict:
   """Put the trained demo checkpoint of this run's recipe in `path`; returns its train_demo.json record."""
-  from mmneuron_jax.tasks.train_demo import cache
   result = cache.ensure(path, demo_recipe(fam, config))
   logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", fam.name, result["source"],
                result["digest"], result.get("heldout_mean", float("nan")))

@@ -10,6 +10,7 @@ import os
 
 from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import plots
 from mmneuron_jax.tasks.common.tables import md_table
 
@@ -36,8 +37,7 @@ def run(config, workdir: str) -> str:
   if not cfg.runs:
     raise ValueError("config.compare.runs is empty: list the run directories to compare")
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  run_dir.accept(config, workdir)
   entries = load_sets(list(cfg.runs), cfg.module, cfg.labels)
   bins = int(cfg.bins)
   result = {"module": cfg.module, "bins": bins, "runs": [], "cross": []}

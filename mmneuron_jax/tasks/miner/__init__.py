@@ -20,10 +20,11 @@ import numpy as np
 from absl import logging
 
 from mmneuron_jax import loading
-from mmneuron_jax.analysis import miner
+from mmneuron_jax.analysis import finite, miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
-from mmneuron_jax.data.synthetic import miner_demo
+from mmneuron_jax.data.synthetic import demo_stamp, miner_demo
+from mmneuron_jax.io import run_dir
 from mmneuron_jax.models import registry
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
@@ -39,15 +40,16 @@ def load_model(config, workdir, samples_by_dataset):
   path = config.model.path
   if not path:
     path = os.path.join(workdir, "demo_checkpoint")
-    if not os.path.exists(os.path.join(path, "config.json")):
-      texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
-      miner_inputs.demo_builder(family)(path, texts, seed=config.model.seed)
+    texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
+    demo_stamp.ensure(path, miner_inputs.demo_builder(family), family, texts, config.model.seed)
   dtype = miner_protocol.resolve_dtype(config.model.dtype, path)
   if dtype != config.model.dtype:
     config = config.copy_and_resolve_references()
     config.model.dtype = dtype
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = loading.load_for_config(path, config)
+  if config.model.get("check_weights", True):
+    finite.check_params(model.params, path)
   if model.family != family:
     raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
   inputs = miner_inputs.family_inputs(family, path, miner_protocol.processor_options(config))
@@ -99,9 +101,6 @@ def save_sets(workdir, sets, strategy) -> None:
 
 def run(config, workdir: str) -> str:
   miner_studies.check_stages(config.stages)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
   spec = miner_inputs.spec_for(config.model.family)
   samples, bad, originals = miner_data.load(config, spec.takes)
   logging.info("MINER samples per dataset: %s (skipped: %s)", {d: len(v) for d, v in samples.items()},
@@ -115,8 +114,14 @@ def run(config, workdir: str) -> str:
   layers, width = model.probe_modules["llm"]
 
   # stages 1-2 (+ stage-3 sums), resumable per dataset
-  totals = {name: miner_scores.run_dataset(workdir, model, params, inputs, name, s, stored, ids, config.scores,
-                                           model_id) for name, s in samples.items()}
+  model_config = config.model.copy_and_resolve_references()
+  model_config.dtype = dtype
+  stores = {name: miner_scores.open_store(workdir, model, inputs, name, s, stored, ids, config.scores, path,
+                                          model_config, bool(config.get("overwrite", False)))
+            for name, s in samples.items()}
+  run_dir.accept(config, workdir)
+  totals = {name: miner_scores.run_dataset(stores[name], model, params, inputs, name, s, stored, ids, config.scores)
+            for name, s in samples.items()}
   if "select" not in config.stages:
     return os.path.join(workdir, "stats")
 

@@ -8,6 +8,7 @@ from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.tasks.common.plots import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
+from mmneuron_jax.tasks.common import model_card
 
 
 def _figure(w, h):
@@ -106,7 +107,6 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
     plot_deactivation(rows, os.path.join(plots, "deactivation.png"))
 
   L = len(results["layer_min"])
-  from mmneuron_jax.tasks.common import model_card
   out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir)
   if results.get("protocol"):
     out += miner_protocol.markdown(results["protocol"])

@@ -23,11 +23,12 @@ import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.analysis import miner
-from mmneuron_jax.io.accumulate import Step, accumulate
+from mmneuron_jax.analysis import finite, miner
 from mmneuron_jax.analysis.importance import grad_importance
 from mmneuron_jax.analysis.miner_probe import MinerScores
 from mmneuron_jax.data.inputs.batching import chunks
+from mmneuron_jax.io import fingerprint as fingerprints
+from mmneuron_jax.io.accumulate import Step, accumulate
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.nn.probes import QKProbe
 from mmneuron_jax.tasks.miner import snapshots as miner_snapshots
@@ -129,6 +130,7 @@ def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches
     n = len(prepared.masks)
     out = model.apply(params, prepared.batch, probe={"llm": prepared.probe})
     scores = np.asarray(out.probe["llm"]["scores"][:, :n], np.float64).sum(axis=1)   # [L, 5, M, F]
+    finite.check_partial({"sum/llm": scores}, f"batch {prepared.number} (0-based) of this dataset")
     present = prepared.masks.any(-1)                                    # [n, M]
     layer_min = np.zeros((n_batches, layers))
     layer_min[prepared.number] = np.asarray(out.probe["llm"]["min"], np.float64)
@@ -166,15 +168,63 @@ def grad_partial(model, params, answers, present, cfg) -> np.ndarray:
   return total
 
 
-def run_dataset(workdir, model, params, inputs, name, samples, modalities, ids, cfg, model_id) -> dict:
-  """Accumulate one dataset's stage-2 sums (resumable) -> its totals."""
-  snaps = snapshot_counts(cfg, len(samples))
-  batches = plan(len(samples), cfg.batch_size, snaps)
+# Bump when the scores' definition or accumulation changes: stores of another version refuse to resume.
+SCORES_VERSION = 1
+
+
+def _content(v):
+  """A value's content for the fingerprint: bytes, arrays, images and existing files by digest."""
+  if isinstance(v, bytes):
+    return fingerprints.digest(v)
+  if isinstance(v, np.ndarray):
+    return [list(v.shape), v.dtype.str, fingerprints.digest(np.ascontiguousarray(v).tobytes())]
+  if hasattr(v, "tobytes") and hasattr(v, "size") and hasattr(v, "mode"):  # a PIL image
+    return [list(v.size), v.mode, fingerprints.digest(v.tobytes())]
+  if isinstance(v, str) and len(v) < 4096 and os.path.isfile(v):
+    return [v, fingerprints.checkpoint_digest(v)]
+  if isinstance(v, (list, tuple)):
+    return [_content(x) for x in v]
+  if isinstance(v, dict):
+    return {str(k): _content(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+  return v if isinstance(v, (int, float, bool, type(None))) else str(v)
+
+
+def _sample_content(s) -> list:
+  return [[f.name, _content(getattr(s, f.name))] for f in dataclasses.fields(s)]
+
+
+def fingerprint_fields(checkpoint, model_config, name, samples, inputs, cfg, modalities, ids, batches) -> dict:
+  """{field: digest} of everything one dataset's sums depend on (io/fingerprint.py)."""
+  m = model_config
+  return {"checkpoint": fingerprints.checkpoint_digest(checkpoint), "model.dtype": m.dtype,
+          "model.compute_dtype": m.get("compute_dtype", ""), "model.attention": m.get("attention", "xla"),
+          "model.fp32_matmul": m.get("fp32_matmul", "highest"), "dataset": name,
+          "records": fingerprints.digest([_sample_content(s) for s in samples]),
+          "processor": fingerprints.digest(inputs.settings()),
+          "modalities": fingerprints.digest(list(modalities)),
+          "token ids": fingerprints.digest({k: list(v) for k, v in ids.items()}),
+          "scores": fingerprints.digest([cfg.batch_size, cfg.length_bucket, cfg.flat_rtol, bool(cfg.grad),
+                                         cfg.get("grad_len", None)]),
+          "batch plan": fingerprints.digest([[b.number, list(b.indices)] for b in batches]),
+          "scores.snapshots": fingerprints.digest(list(snapshot_counts(cfg, len(samples)))),
+          "statistic version": str(SCORES_VERSION)}
+
+
+def open_store(workdir, model, inputs, name, samples, modalities, ids, cfg, checkpoint, model_config,
+               overwrite=False) -> StatsStore:
+  """One dataset's store, resumed only when its fingerprint fields match (else FingerprintMismatch)."""
+  batches = plan(len(samples), cfg.batch_size, snapshot_counts(cfg, len(samples)))
   layers, width = model.probe_modules["llm"]
   spec = store_spec(modalities, layers, width, len(batches), cfg.grad)
-  fp = fingerprint(model_id, name, [s.id for s in samples], cfg.batch_size, cfg.length_bucket, list(modalities),
-                   {k: list(v) for k, v in ids.items()}, cfg.flat_rtol, bool(cfg.grad), *([list(snaps)] if snaps else []))
-  store = StatsStore.open_or_create(os.path.join(workdir, "stats", name), spec, fp)
+  fields = fingerprint_fields(checkpoint, model_config, name, samples, inputs, cfg, modalities, ids, batches)
+  return StatsStore.open_or_create(os.path.join(workdir, "stats", name), spec, fields, overwrite=overwrite)
+
+
+def run_dataset(store, model, params, inputs, name, samples, modalities, ids, cfg) -> dict:
+  """Accumulate one dataset's stage-2 sums into its store (`open_store`, resumable) -> its totals."""
+  snaps = snapshot_counts(cfg, len(samples))
+  batches = plan(len(samples), cfg.batch_size, snaps)
+  fp, workdir = store.fingerprint, os.path.dirname(os.path.dirname(store.path))  # <workdir>/stats/<name>
   step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
   stop = miner_snapshots.writer(workdir, name, snaps, fp) if snaps else None
   return accumulate(store, ((b.number + 1, b) for b in batches), step.run, commit_every=cfg.commit_every,

@@ -21,9 +21,11 @@ from mmneuron_jax.analysis import dape
 from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.analysis.stats import counts_for_dape, store_spec
+from mmneuron_jax.errors import UserError
+from mmneuron_jax.io import run_dir
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import atlas, readouts
-from mmneuron_jax.tasks.common import deactivation, sources
+from mmneuron_jax.tasks.common import data_checks, deactivation, sources
 from mmneuron_jax.tasks.mmneuron import domain_stats, lens, report
 from mmneuron_jax.tasks.readouts import report as readouts_report
 
@@ -65,9 +67,6 @@ class Study:
 
 
 def open_study(config, workdir: str) -> Study:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
   stage_split = {"stats": config.stats.get("split", "train"), "eval": config.eval.get("split", "val"),
                  "lens": config.lens.get("split", "train")}
   loaded, bad = {}, []
@@ -79,6 +78,10 @@ def open_study(config, workdir: str) -> Study:
   domains = list(config.data.domains)
   splits = {stage: {d: [r for r in loaded[split] if r.domain == d] for d in domains}
             for stage, split in stage_split.items()}
+  if "eval" in tuple(config.stages):  # evaluation records need an answer to score against
+    for d, recs in splits["eval"].items():
+      splits["eval"][d], no_answer = data_checks.unusable_answers(recs)
+      bad += [b for b in no_answer if b not in bad]
   for stage, split in stage_split.items():
     logging.info("%s (%s): %s split %r, records per domain %s", model_id, family.name, stage, split,
                  {d: len(v) for d, v in splits[stage].items()})
@@ -92,6 +95,10 @@ def select_sets(totals: dict, model, model_id: str, domains: list[str], dape_cfg
   sets = {}
   for module, (layers, width) in model.probe_modules.items():
     counts, n_tokens = counts_for_dape(totals, module)
+    empty = [d for d, n in zip(domains, np.asarray(n_tokens).tolist()) if not n > 0]
+    if empty:
+      raise UserError(f"module {module}: no tokens were counted for domain(s) {empty}; check that these "
+                      "domains have records (config.data.domains) and stats.positions")
     mask = dape.select(counts, n_tokens, top_rate=dape_cfg.top_rate, filter_rate=dape_cfg.filter_rate,
                        bar_ratio=dape_cfg.bar_ratio)
     sets[module] = NeuronSet(model_id=model_id, module=module, group_names=list(domains), layers=layers,
@@ -114,17 +121,20 @@ def stage_stats(study: Study):
   step = domain_stats.make_step_fn(study.model, study.params, study.inputs, recs, study.family.stats_prompt,
                                    sources.load_image, len(study.domains), c.stats.batch_size,
                                    c.stats.positions == "image")
-  fp = domain_stats.fingerprint(study.model_id, study.domains, [[b.domain, list(b.indices)] for b in batches],
-                                c.stats.positions)
-  store = StatsStore.open_or_create(os.path.join(study.workdir, "stats"),
-                                    store_spec(study.model.probe_modules, len(study.domains)), fp)
-  totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step.run, commit_every=c.stats.commit_every,
-                      total=len(batches), desc="domain statistics (batches)", prepare=step.prepare,
-                      prefetch=c.stats.prefetch)
   names = list(recs)
   used = {d: [] for d in names}
   for b in batches:
     used[names[b.domain]] += [recs[names[b.domain]][i] for i in b.indices]
+  checkpoint = c.model.path or os.path.join(study.workdir, "demo_checkpoint")
+  prompts = {d: [study.family.stats_prompt(r) for r in v] for d, v in used.items()}
+  fields = domain_stats.fingerprint_fields(checkpoint, c, study.domains, used, prompts, batches)
+  store = StatsStore.open_or_create(os.path.join(study.workdir, "stats"),
+                                    store_spec(study.model.probe_modules, len(study.domains)), fields,
+                                    overwrite=bool(c.get("overwrite", False)))
+  run_dir.accept(c, study.workdir)
+  totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step.run, commit_every=c.stats.commit_every,
+                      total=len(batches), desc="domain statistics (batches)", prepare=step.prepare,
+                      prefetch=c.stats.prefetch)
   study.mark_used("stats", used)
   return totals, stats_plan
 

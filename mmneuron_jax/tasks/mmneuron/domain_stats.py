@@ -12,8 +12,9 @@ import json
 
 import numpy as np
 
-from mmneuron_jax.analysis import stats
+from mmneuron_jax.analysis import finite, stats
 from mmneuron_jax.data.inputs.batching import chunks
+from mmneuron_jax.io import fingerprint as fingerprints
 from mmneuron_jax.io.accumulate import Step
 from mmneuron_jax.tasks.common import families
 
@@ -55,6 +56,25 @@ def plan(records_by_domain: dict, sizes_by_domain: dict, cost, batch_size: int,
   return batches, summary
 
 
+# Bump when the statistic's definition or accumulation changes: stores of another version refuse to resume.
+STATS_VERSION = 1
+
+
+def fingerprint_fields(checkpoint: str, config, domains, recs: dict, prompts: dict, batches) -> dict:
+  """{field: digest} of everything the totals depend on (io/fingerprint.py); recs / prompts: domain ->
+  the records used / their prompts."""
+  m = config.model
+  return {"checkpoint": fingerprints.checkpoint_digest(checkpoint),
+          "model.dtype": m.dtype, "model.compute_dtype": m.get("compute_dtype", ""),
+          "model.attention": m.get("attention", "xla"), "model.fp32_matmul": m.get("fp32_matmul", "highest"),
+          "data.domains": fingerprints.digest(list(domains)),
+          "records": fingerprints.records_digest([r for d in domains for r in recs[d]]),
+          "prompts": fingerprints.digest([prompts[d] for d in domains]),
+          "stats.positions": config.stats.positions, "stats.batch_size": int(config.stats.batch_size),
+          "batch plan": fingerprints.digest([[b.domain, list(b.indices)] for b in batches]),
+          "statistic version": str(STATS_VERSION)}
+
+
 def fingerprint(*parts) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -75,10 +95,16 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
     sample_groups = np.full(batch_size, -1, np.int32)
     sample_groups[:len(recs)] = planned.domain
     groups = model.token_groups(batch, sample_groups, media_only)
-    return model.device_batch(batch), stats.to_device_groups(groups)
+    return model.device_batch(batch), stats.to_device_groups(groups), planned
 
   def run(prepared):
-    device_batch, groups = prepared
-    return stats.flatten(step(params, device_batch, groups))
+    device_batch, groups, planned = prepared
+    partial = stats.flatten(step(params, device_batch, groups))
+    finite.check_partial(partial, f"the batch of domain {domains[planned.domain]!r} records "
+                                  f"{[recs_id(planned, i) for i in planned.indices]}")
+    return partial
+
+  def recs_id(planned, i):
+    return records_by_domain[domains[planned.domain]][i].id
 
   return Step(prepare, run)

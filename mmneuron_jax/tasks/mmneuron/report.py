@@ -6,6 +6,7 @@ import numpy as np
 from mmneuron_jax.tasks.common.plots import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.compare import side_by_side
+from mmneuron_jax.tasks.common import model_card
 
 
 def _plt():
@@ -84,7 +85,6 @@ def primary_matrix(rows):
 
 
 def header_section(config, model_id, workdir=None, rows=(), domains=(), **_) -> list[str]:
-  from mmneuron_jax.tasks.common import model_card
   card = model_card.describe(config, workdir) if workdir else []
   top = model_card.headline(list(rows), list(domains), top_rate=config.dape.top_rate)
   return [f"# MMNeuron run: {model_id}", ""] + card + top + [

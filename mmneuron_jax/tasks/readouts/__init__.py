@@ -14,6 +14,7 @@ import numpy as np
 
 from mmneuron_jax import loading
 from mmneuron_jax.data.synthetic import planted_llm
+from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import families, sources
 from mmneuron_jax.tasks.readouts import report as readouts_report
 from mmneuron_jax.tasks.readouts.lens import stage_tuned_lens
@@ -77,8 +78,7 @@ def run(config, workdir: str) -> str:
   if unknown:
     raise ValueError(f"config.stages: unknown {unknown}; the readouts stages are {STAGES}")
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  run_dir.accept(config, workdir)
   model, inputs, model_id, by_domain, domains, bad, fam = load_setup(config, workdir)
   params = model.params
   prompt_fn = prompt_fn_for(config, fam)

@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common import model_card
 
 
 def _figure(rows=1, cols=1, size=(5.0, 3.6)):
@@ -214,7 +215,6 @@ def masks_section(r: dict, domains) -> list:
 def write(workdir, *, config, model_id, domains, bad, model, results) -> str:
   plots = os.path.join(workdir, "plots")
   os.makedirs(plots, exist_ok=True)
-  from mmneuron_jax.tasks.common import model_card
   out = [f"# Readouts run: {model_id}", ""] + model_card.describe(
       config, workdir, planted=config.data.get("source") == "planted") + [
          f"Config: `config.json`. Prompt: `{config.prompt}`. Domains: {', '.join(domains)}. "

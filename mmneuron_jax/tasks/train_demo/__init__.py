@@ -7,10 +7,10 @@ cache.py: bundled or trained-on-first-use checkpoints for the demo configs; repo
 import os
 
 from mmneuron_jax.tasks.train_demo import recipes
+from mmneuron_jax.tasks.train_demo import report, training
 
 
 def run(config, workdir: str) -> str:
-  from mmneuron_jax.tasks.train_demo import report, training
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))

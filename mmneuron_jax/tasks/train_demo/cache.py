@@ -13,6 +13,7 @@ from absl import logging
 
 from mmneuron_jax.tasks.train_demo import recipes
 from mmneuron_jax.tasks.train_demo.training import RECIPE_FILE
+from mmneuron_jax.tasks.train_demo.training import train
 
 BUNDLE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data",
                            "synthetic", "demo_assets")
@@ -47,7 +48,6 @@ def ensure(path: str, recipe: dict) -> dict:
     return dict(bundled, source="bundled")
   logging.warning("no bundled trained %s demo for recipe %s (bundled: %s): training it now into %s; this takes "
                   "minutes on a CPU", recipe["family"], want, None if bundled is None else bundled.get("digest"), path)
-  from mmneuron_jax.tasks.train_demo.training import train
   if os.path.isdir(path):
     shutil.rmtree(path)
   return dict(train(recipe, path), source="trained now")

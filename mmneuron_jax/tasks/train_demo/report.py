@@ -5,6 +5,7 @@ import numpy as np
 
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.mmneuron.report import _plt
+from mmneuron_jax.data.synthetic import skills as demo_skills
 
 
 def plot_losses(losses, path: str, window: int = 20):
@@ -26,7 +27,6 @@ def plot_losses(losses, path: str, window: int = 20):
 
 
 def write(workdir: str, out_dir: str, result: dict) -> str:
-  from mmneuron_jax.data.synthetic import skills as demo_skills
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   plot_losses(result["losses"], os.path.join(workdir, "plots", "loss.png"))
   r = result["recipe"]

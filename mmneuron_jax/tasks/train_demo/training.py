@@ -22,12 +22,20 @@ from mmneuron_jax.data.sources import records as records_lib
 from mmneuron_jax.data.inputs.batching import chunks, round_up
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.tasks.train_demo import recipes, steps
+from mmneuron_jax.data.synthetic import skills as demo_skills
+from mmneuron_jax.data.metrics import vqa_metrics as metrics
+from mmneuron_jax.tasks.common.deactivation import generate_answers
+import mmneuron_jax
+from mmneuron_jax.convert.export import hf_state
+from mmneuron_jax.convert.safetensors_reader import CheckpointReader
+from mmneuron_jax.data.synthetic import demo_checkpoint
+from mmneuron_jax.models.registry import family_for
+from mmneuron_jax.tasks.common import families
 
 RECIPE_FILE = "train_demo.json"
 
 
 def skills_split(r: dict, split: str) -> list:
-  from mmneuron_jax.data.synthetic import skills as demo_skills
   n = r["n_train_per_domain"] if split == "train" else r["n_val_per_domain"]
   return demo_skills.skills_records(n, split, r["data_seed"], r["domains"])
 
@@ -56,8 +64,6 @@ def make_batches(inputs, family, r: dict, records: list) -> list:
 def accuracy(model, params, inputs, family, r: dict, records: list, batch_size: int = 8, max_new_tokens: int = 6):
   """{domain: standard primary metric} of greedy answers on `records` (the MMNeuron evaluation path;
   `metrics.primary_metric`: the authors' scoring expects their datasets' answer formats)."""
-  from mmneuron_jax.data.metrics import vqa_metrics as metrics
-  from mmneuron_jax.tasks.common.deactivation import generate_answers
   answers = generate_answers(model, params, inputs, records, lambda x: family.eval_prompt(x, prompt_cfg(r)),
                              records_lib.load_image, None, batch_size, max_new_tokens)
   out = {}
@@ -75,12 +81,6 @@ def file_digest(path: str) -> str:
 def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
   """Train the recipe `r` into the HF checkpoint `out_dir`; returns the result record (also in
   out_dir/train_demo.json): recipe, digest, losses per step, held-out accuracy, timings."""
-  import mmneuron_jax
-  from mmneuron_jax.convert.export import hf_state
-  from mmneuron_jax.convert.safetensors_reader import CheckpointReader
-  from mmneuron_jax.data.synthetic import demo_checkpoint
-  from mmneuron_jax.models.registry import family_for
-  from mmneuron_jax.tasks.common import families
   t0 = time.time()
   family = families.family(r["family"], "recipe family")
   train_recs, val_recs = skills_split(r, "train"), skills_split(r, "val")

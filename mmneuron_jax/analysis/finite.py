@@ -1,0 +1,50 @@
+"""Non-finite checks: activation sums a statistics step produced, and loaded weights.
+
+NaN activations compare false with 0, so they would count as "never active" and quietly empty the
+neuron sets of every later layer. The probes already sum activations in the scan; a non-finite sum
+is the cheap signal that some activation was NaN / Inf, checked on the host per batch.
+"""
+import numpy as np
+
+from mmneuron_jax.errors import UserError
+
+
+class NonFinite(UserError):
+  """Non-finite activations or weights; the message names where they first appear."""
+
+
+def check_partial(partial: dict, where: str, prefixes=("sum/", "sumsq/", "score_sum", "grad_sum")) -> None:
+  """Raise NonFinite naming the module and first layer whose float partials hold NaN / Inf.
+
+  partial: {'field/module': array[L, ...]} of one batch; where: the batch, e.g. 'batch 3 (domain medical)'.
+  """
+  for name in sorted(partial):
+    if not name.startswith(prefixes):
+      continue
+    a = np.asarray(partial[name])
+    if a.dtype.kind != "f" or np.isfinite(a).all():
+      continue
+    bad = ~np.isfinite(a.reshape(a.shape[0], -1)) if a.ndim else ~np.isfinite(a.reshape(1, 1))
+    layer = int(np.argmax(bad.any(-1)))
+    field, _, module = name.partition("/")
+    raise NonFinite(f"non-finite activations (NaN/Inf) in module {module or field!r}, layer {layer} "
+                    f"({int(bad.sum())} values of {field}), first at {where}; nothing of this batch was "
+                    "counted. Check the checkpoint's weights, or use model.dtype=float32 if bfloat16 overflows")
+
+
+def check_params(params, where: str) -> None:
+  """Raise NonFinite naming the first parameter (by path) holding NaN / Inf."""
+  import jax
+  import jax.numpy as jnp
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  flags = [jnp.isfinite(x).all() if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else True
+           for _, x in leaves]
+  for (path, x), ok in zip(leaves, jax.device_get(flags)):
+    if not bool(ok):
+      name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+      layer = ""
+      if "layers" in name and x.ndim >= 2:  # stacked per layer: name the first layer
+        per_layer = jax.device_get(jnp.isfinite(x).reshape(x.shape[0], -1).all(-1))
+        layer = f" (stacked per layer: layer {int(np.argmin(per_layer))} first)"
+      raise NonFinite(f"{where}: weight {name} {tuple(x.shape)} holds NaN/Inf values{layer}; the checkpoint is "
+                      "damaged (model.check_weights=False skips this check)")

@@ -1,0 +1,325 @@
+"""Run integrity: a run directory's statistics resume only for identical inputs (else the run refuses
+naming what differs, nothing on disk changed), the lock, config history, validation before any
+model work, data checks, non-finite checks, readable one-line errors."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import llava_next_demo, mmneuron_base
+from mmneuron_jax import tasks
+from mmneuron_jax.analysis import finite
+from mmneuron_jax.data.sources import records as records_lib
+from mmneuron_jax.data.synthetic import demo
+from mmneuron_jax.errors import UserError
+from mmneuron_jax.io import run_lock
+from mmneuron_jax.io.stats_store import FingerprintMismatch, StatsStore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAINS = ("medical", "documents")
+
+
+def stats_config():
+  """Two domains, 3 samples each, stats only: a few seconds on a CPU."""
+  c = llava_next_demo.get_config()
+  c.model.demo_weights, c.data.source = "random", "demo"  # the checkpoint built in the workdir, seeded
+  c.stages = ("stats",)
+  c.data.domains = DOMAINS
+  c.data.n_per_domain = 3
+  c.stats.max_samples_per_domain = 3
+  c.stats.batch_size = 2
+  c.stats.commit_every = 1
+  c.stats.prefetch = 0
+  return c
+
+
+def snapshot(workdir):
+  """(state.json text, totals) of the run's statistics store, config.json text."""
+  path = os.path.join(workdir, "stats")
+  state = open(os.path.join(path, "state.json")).read()
+  totals = StatsStore(path, json.loads(state)).totals()
+  return state, totals, open(os.path.join(workdir, "config.json")).read()
+
+
+def assert_unchanged(workdir, before):
+  state, totals, config = snapshot(workdir)
+  assert state == before[0] and config == before[2]
+  assert sorted(totals) == sorted(before[1])
+  for k in totals:
+    np.testing.assert_array_equal(totals[k], before[1][k])  # bit-identical
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("integrity") / "run")
+  tasks.run(stats_config(), workdir)
+  return workdir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(finished, workdir)
+  return workdir, snapshot(workdir)
+
+
+def test_identical_rerun_resumes_without_recomputation(run_copy):
+  workdir, before = run_copy
+  state = json.loads(before[0])
+  assert state["cursor"] > 0 and set(state["fingerprint_fields"]) >= {
+      "checkpoint", "records", "prompts", "batch plan", "stats.positions", "model.dtype", "statistic version"}
+  tasks.run(stats_config(), workdir)
+  assert_unchanged(workdir, before)  # same generation (no commit: nothing recomputed), same totals
+  assert len(os.listdir(os.path.join(workdir, "configs"))) == 2  # each attempt's config kept
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: setattr(c.data, "seed", 1), "records"),  # other records (ids, images, questions)
+    (lambda c: setattr(c.model, "seed", 1), "checkpoint"),  # the demo checkpoint is rebuilt
+    (lambda c: setattr(c.stats, "positions", "image"), "stats.positions"),
+    (lambda c: setattr(c.model, "attention", "fused"), "model.attention"),
+])
+def test_changed_inputs_refuse_naming_the_field(run_copy, change, field):
+  workdir, before = run_copy
+  c = stats_config()
+  change(c)
+  with pytest.raises(FingerprintMismatch, match=rf"these inputs differ: .*{field}.*--config.overwrite=True"):
+    tasks.run(c, workdir)
+  assert_unchanged(workdir, before)  # config.json still describes the statistics held
+  assert len(os.listdir(os.path.join(workdir, "configs"))) == 2  # the refused attempt is kept
+
+
+def test_overwrite_starts_afresh(run_copy):
+  workdir, before = run_copy
+  c = stats_config()
+  c.stats.positions = "image"
+  c.overwrite = True
+  tasks.run(c, workdir)
+  state, totals, config = snapshot(workdir)
+  assert json.loads(state)["fingerprint_fields"]["stats.positions"] == "image"
+  assert json.loads(config)["stats"]["positions"] == "image"
+  assert totals["tokens/llm"].sum() < before[1]["tokens/llm"].sum()  # image tokens only
+
+
+def test_second_run_refuses_while_locked(run_copy):
+  workdir, before = run_copy
+  with run_lock.locked(workdir):
+    with pytest.raises(UserError, match=rf"another run is using this run directory \(pid {os.getpid()} on host "):
+      tasks.run(stats_config(), workdir)
+  assert_unchanged(workdir, before)
+  tasks.run(stats_config(), workdir)  # released on exit
+
+
+def test_lock_is_released_when_the_holder_dies(tmp_path):
+  workdir = str(tmp_path / "w")
+  code = ("import os, sys; sys.path.insert(0, %r); from mmneuron_jax.io import run_lock\n"
+          "with run_lock.locked(%r): os._exit(1)" % (ROOT, workdir))
+  subprocess.run([sys.executable, "-c", code], check=False)
+  with run_lock.locked(workdir):
+    pass
+
+
+def test_every_config_problem_at_once_before_model_work(tmp_path):
+  c = stats_config()
+  c.stats.positions = "imag"
+  c.stats.batch_size = 0
+  c.dape.top_rate = 1.5
+  c.eval.template = "vicuna"
+  workdir = str(tmp_path / "w")
+  with pytest.raises(UserError, match="4 problem") as e:
+    tasks.run(c, workdir)
+  for text in ("config.stats.positions='imag'", "config.stats.batch_size=0: expected > 0",
+               "config.dape.top_rate=1.5: expected > 0 and <= 1", "config.eval.template='vicuna'"):
+    assert text in str(e.value)
+  assert not os.path.exists(os.path.join(workdir, "demo_checkpoint"))  # no model work
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+  assert len(os.listdir(os.path.join(workdir, "configs"))) == 1
+
+
+def test_miner_options_are_validated():
+  from configs import miner_qwen2_vl_demo
+  from mmneuron_jax.tasks.common import validate
+  c = miner_qwen2_vl_demo.get_config()
+  c.select.strategy = "LA-MU"
+  c.select.ratio = 0.0
+  c.scores.batch_size = -1
+  with pytest.raises(UserError, match="3 problem") as e:
+    validate.check(c)
+  assert "config.select.strategy='LA-MU': expected one of ['LA_MU'" in str(e.value)
+
+
+def test_single_domain_is_refused(tmp_path):
+  c = stats_config()
+  c.data.domains = ("medical",)
+  with pytest.raises(UserError, match="at least 2 names.*entropy over a single domain"):
+    tasks.run(c, str(tmp_path / "w"))
+
+
+def test_unknown_domain_is_named_before_model_work(tmp_path):
+  c = stats_config()
+  c.data.domains = ("Medical", "documents")
+  workdir = str(tmp_path / "w")
+  with pytest.raises(UserError, match=r"no records for configured domain\(s\) 'Medical' \(the records have 'medical'\)"):
+    tasks.run(c, workdir)
+  assert not os.path.exists(os.path.join(workdir, "demo_checkpoint"))
+  c.data.source = "skills"
+  with pytest.raises(UserError, match=r"config.data.domains=.*unknown: \['Medical'\]"):
+    tasks.run(c, workdir)
+
+
+def _records_file(tmp_path, edit):
+  path = demo.write_demo(str(tmp_path / "data"), n_per_domain=2)
+  rows = [json.loads(line) for line in open(path)]
+  with open(path, "w") as f:
+    for i, row in enumerate(rows):
+      f.write(json.dumps(edit(i, row)) + "\n")
+  return path
+
+
+def test_near_miss_column_is_refused_naming_the_fix(tmp_path):
+  path = _records_file(tmp_path, lambda i, r: {**{k: v for k, v in r.items() if k != "answers"}, "answer": "x"})
+  c = stats_config()
+  c.data.source, c.data.path = "records", path
+  with pytest.raises(UserError, match=r"column 'answer' is not a records field; rename it to 'answers'"):
+    tasks.run(c, str(tmp_path / "w"))
+
+
+def test_records_without_usable_answers_are_bad_for_eval(tmp_path):
+  from mmneuron_jax.tasks.common import data_checks
+  empties = [[], "", [""], None]  # None: no answers column in the row
+  def edit(i, r):
+    if i < len(empties):
+      r = {k: v for k, v in r.items() if k != "answers"}
+      if empties[i] is not None:
+        r["answers"] = empties[i]
+    return r
+  recs = records_lib.read_records(_records_file(tmp_path, edit))
+  good, bad = data_checks.unusable_answers(recs)
+  assert [rid for rid, _ in bad] == [r.id for r in recs[:len(empties)]]
+  assert all("no usable answer" in why and "evaluation needs one" in why for _, why in bad)
+  assert [r.id for r in good] == [r.id for r in recs[len(empties):]]
+
+
+def test_config_argument_parses_tuples_and_refuses_unknown_keys():
+  c = mmneuron_base.apply_arg(mmneuron_base.get_config(),
+                              "data.domains=medical,documents,stats.batch_size=4,eval.template='raw',overwrite=true")
+  assert c.data.domains == ("medical", "documents") and c.stats.batch_size == 4
+  assert c.eval.template == "raw" and c.overwrite is True
+  c = mmneuron_base.apply_arg(mmneuron_base.get_config(), "data.domains=medical")
+  assert c.data.domains == ("medical",)  # not ('m', 'e', ...)
+  with pytest.raises(UserError, match="no field 'stats.bach_size'"):
+    mmneuron_base.apply_arg(mmneuron_base.get_config(), "stats.bach_size=4")
+  with pytest.raises(UserError, match="stats.batch_size='four': expected an integer"):
+    mmneuron_base.apply_arg(mmneuron_base.get_config(), "stats.batch_size=four")
+
+
+def test_non_finite_partials_name_module_layer_and_batch():
+  partial = {"count/llm": np.zeros((3, 2, 4), np.int32), "sum/llm": np.zeros((3, 2, 4), np.float32)}
+  finite.check_partial(partial, "batch 0")
+  partial["sum/llm"][2, 1, 3] = np.nan
+  partial["sum/llm"][1, 0, 0] = np.inf
+  with pytest.raises(finite.NonFinite, match=r"module 'llm', layer 1 \(2 values of sum\), first at batch 7"):
+    finite.check_partial(partial, "batch 7")
+
+
+def _nan_checkpoint(finished, tmp_path):
+  from safetensors.numpy import load_file, save_file
+  src = os.path.join(finished, "demo_checkpoint")
+  dst = str(tmp_path / "nan_ckpt")
+  shutil.copytree(src, dst)
+  file = os.path.join(dst, "model.safetensors")
+  tensors = load_file(file)
+  name = next(k for k in sorted(tensors) if "layers.1." in k and "mlp.gate_proj" in k)
+  tensors[name] = np.full_like(tensors[name], np.nan)
+  save_file(tensors, file)
+  return dst, name
+
+
+def test_nan_weights_are_refused_at_load_then_in_the_statistics(finished, tmp_path):
+  path, name = _nan_checkpoint(finished, tmp_path)
+  c = stats_config()
+  c.model.path = path
+  workdir = str(tmp_path / "w")
+  with pytest.raises(finite.NonFinite, match=r"weight llm/layers/.* holds NaN/Inf values \(stacked per layer: layer 1 first\)"):
+    tasks.run(c, workdir)
+  c.model.check_weights = False
+  with pytest.raises(finite.NonFinite, match=r"non-finite activations \(NaN/Inf\) in module 'llm', layer 1 .*"
+                                             r"domain 'medical'"):
+    tasks.run(c, workdir)
+  assert json.load(open(os.path.join(workdir, "stats", "state.json")))["cursor"] == 0  # nothing counted
+
+
+def test_checkpoint_read_errors_name_the_file(finished, tmp_path):
+  from mmneuron_jax.api import load_hf
+  from mmneuron_jax.errors import CheckpointError
+  src = os.path.join(finished, "demo_checkpoint")
+  for damage, message in [("truncate", "truncated"), ("random", "not a safetensors file, or truncated"),
+                          ("config", "config.json: malformed checkpoint config.json")]:
+    path = str(tmp_path / damage)
+    shutil.copytree(src, path)
+    weights = os.path.join(path, "model.safetensors")
+    if damage == "truncate":
+      data = open(weights, "rb").read()
+      open(weights, "wb").write(data[:len(data) // 2])
+    elif damage == "random":
+      open(weights, "wb").write(np.random.default_rng(0).bytes(4096))
+    else:
+      open(os.path.join(path, "config.json"), "w").write('{"model_type": "llava_next",')
+    with pytest.raises(CheckpointError, match=message) as e:
+      load_hf(path)
+    assert path in str(e.value)
+
+
+def _main(args, tmp_path):
+  env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", "main.py"), *args,
+                         f"--workdir={tmp_path / 'w'}"], env=env, cwd=ROOT, capture_output=True, text=True)
+
+
+def test_user_errors_print_one_block_without_traceback(tmp_path):
+  out = _main(["--config=configs/nope.py"], tmp_path)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "error: --config=configs/nope.py: no such file" in out.stderr
+  out = _main([f"--config={ROOT}/configs/llava_next_demo.py", "--config.stats.positions=imag",
+               "--config.stats.batch_size=0"], tmp_path)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "config.stats.positions='imag'" in out.stderr and "config.stats.batch_size=0" in out.stderr
+
+
+def test_library_misuse_is_refused_before_jit(finished):
+  from mmneuron_jax.api import load_hf
+  from mmneuron_jax.models import input_checks
+  from mmneuron_jax.nn.logit_lens import Lens
+  model = load_hf(os.path.join(finished, "demo_checkpoint"))
+  vocab = model.config["text_config"]["vocab_size"]
+  ids = np.ones((2, 5), np.int32)
+  for batch, message in [
+      ({"input_ids": ids[0]}, r"input_ids'\] has shape \(5,\); expected int\[B, T\]"),
+      ({"input_ids": ids * vocab}, rf"token id {vocab} >= the vocabulary size {vocab}"),
+      ({"input_ids": -ids}, "negative token id -1"),
+      ({"input_ids": ids, "attention_mask": ids[:, :4]}, r"attention_mask'\] has shape \(2, 4\); expected \(2, 5\)"),
+      ({"input_ids": ids, "pixel_values": np.zeros((2, 3, 7, 7), np.float32)}, r"pixel_values'\] has shape"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      model.apply(model.params, batch)
+  for positions, message in [(np.array([[0, 5]] * 2), r"holds 5; positions must be in \[0, 5\)"),
+                             (np.array([[0.0, 1.5]] * 2), "expected integer token indices")]:
+    with pytest.raises(ValueError, match=message):
+      model.apply(model.params, {"input_ids": ids}, lens=Lens(positions=positions))
+  assert input_checks.capture_names("llm") == ("llm",)
+  with pytest.raises(KeyError, match="capture 'l': unknown module"):
+    model.check_capture(["l"])
+  model.check_capture("llm")  # one module as a string, not letter by letter
+
+
+def test_generate_takes_right_padded_prompts():
+  from mmneuron_jax.models import input_checks
+  right = {"input_ids": np.array([[5, 6, 7], [8, 9, 0]]), "attention_mask": np.array([[1, 1, 1], [1, 1, 0]])}
+  left = input_checks.left_padded(right)
+  np.testing.assert_array_equal(left["input_ids"], [[5, 6, 7], [0, 8, 9]])
+  np.testing.assert_array_equal(left["attention_mask"], [[1, 1, 1], [0, 1, 1]])
+  assert input_checks.left_padded(left) is left  # already left-padded: unchanged
