@@ -1,7 +1,7 @@
 """Shared MMNeuron defaults (REFERENCE.md); the experiment files override a few fields.
 
 `arg` is parsed as `key=value,key2=value2` into dotted config fields, e.g.
-`--config=configs/llava_next_7b.py:stats.batch_size=8,model.dtype=bfloat16`.
+`--config=llava_next_7b:stats.batch_size=8,model.dtype=bfloat16`.
 """
 import ml_collections
 

@@ -1,9 +1,9 @@
 """MMNeuron on the embedded demo: tiny LLaVA-NeXT (built deterministically through the HF
 conversion path) and a synthetic five-domain image set. Minutes on a CPU.
 
-COMMAND: python launch/main.py --config=configs/llava_next_demo.py --workdir=runs/llava_next_demo
+COMMAND: python -m mmneuron_jax --config=llava_next_demo --workdir=runs/llava_next_demo
 """
-from configs import mmneuron_base
+from mmneuron_jax.configs import mmneuron_base
 
 
 def get_config(arg=None):
