@@ -8,6 +8,7 @@ from jax.sharding import Mesh
 
 from mmneuron_jax import api
 from mmneuron_jax.io import checkpoint
+from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.models import shapes
 from mmneuron_jax.models.registry import family_for
 from mmneuron_jax.nn.policy import Policy
@@ -38,7 +39,8 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   `Model` on `mesh`: every param is built by `jax.make_array_from_callback` from its slices
   (safetensors slices / orbax restore against sharded abstract targets), so no host ever holds
   a whole sharded tensor. mesh None -> no shardings (the plain jit path).
-  load_kwargs: dtype, compute_dtype, ..."""
+  load_kwargs: dtype, compute_dtype, ... `path` may be a hub id in the local cache (io/hub.py)."""
+  path = resolve_checkpoint(path)
   converted = os.path.exists(os.path.join(path, checkpoint.META_FILE))
   if converted:
     load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with

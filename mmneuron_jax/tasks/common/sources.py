@@ -7,6 +7,7 @@ from mmneuron_jax import loading
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo
+from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.tasks.common import families
 
 load_image = records_lib.load_image
@@ -43,13 +44,13 @@ def load_records(config, workdir):
 def load_model(config, workdir, records):
   """-> (Model, inputs builder, model id, PipelineFamily). Demo (no `model.path`): build the tiny
   checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts."""
-  path = config.model.path
+  path = config.model.path and resolve_checkpoint(config.model.path)  # a directory or a cached hub id
   if not path:
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
     if not os.path.exists(os.path.join(path, "config.json")):
       fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
-  model_id = config.model.id or path
+  model_id = config.model.id or config.model.path or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = loading.load_for_config(path, config)
   fam = families.family(model.family, f"{path}: model_type")
