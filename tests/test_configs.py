@@ -28,3 +28,16 @@ def test_config_fields_are_overridable(name):
   assert not lists, f"mmneuron_jax/configs/{name}.py: list fields cannot be set with --config.<field>; make them tuples: {lists}"
   if "COMMAND" not in (module.__doc__ or "") and name not in ("mmneuron_base", "miner_base"):
     pytest.fail(f"mmneuron_jax/configs/{name}.py: the docstring must hold the exact COMMAND")
+
+
+def test_commands_name_packaged_configs():
+  """Every docstring COMMAND runs the CLI on a config that `--config=<name>` resolves to its own file."""
+  from mmneuron_jax import cli
+  assert set(cli.available_configs()) == set(CONFIGS) - {"mmneuron_base", "miner_base"}
+  for name in cli.available_configs():
+    doc = importlib.import_module(f"mmneuron_jax.configs.{name}").__doc__
+    command = doc.split("COMMAND:")[1].split("\n")[0]
+    assert command.strip().startswith("python -m mmneuron_jax --config="), (name, command)
+    value = command.split("--config=")[1].split()[0]
+    resolved = cli.resolve_config(value)
+    assert resolved.split(":")[0] == os.path.join(CONFIG_DIR, f"{value.split(':')[0]}.py"), (name, resolved)
