@@ -2,6 +2,7 @@
 import json
 import os
 
+from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.mapping import apply_rules
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
 from mmneuron_jax.io.checkpoint import restore_params, save_params
@@ -12,11 +13,23 @@ from mmneuron_jax.nn.policy import Policy, resolve_dtype
 
 
 def read_config(path: str) -> dict:
+  """config.json of a checkpoint directory as HF reads it: every level filled with its config class's
+  defaults (`convert.hf_config.fill`); generation_config.json's eos / pad / bos ids, if the file
+  exists, under the key `generation_config`."""
   cfg_path = os.path.join(path, "config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{cfg_path}: no config.json in the checkpoint directory {path!r}")
   with open(cfg_path) as f:
-    return json.load(f)
+    config = json.load(f)
+  family_for(config, cfg_path)
+  config, _ = hf_config.fill(config, cfg_path)
+  gen_path = os.path.join(path, "generation_config.json")
+  if os.path.isfile(gen_path):
+    with open(gen_path) as f:
+      gen = json.load(f)
+    config[hf_config.GENERATION_CONFIG] = {k: gen[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                                           if gen.get(k) is not None}
+  return config
 
 
 def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None,
@@ -44,7 +57,7 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   path = resolve_checkpoint(path)
   config = read_config(path)
   family = family_for(config, os.path.join(path, "config.json"))
-  cfg = family.parse_config(config)
+  cfg = family.parse_config(config, os.path.join(path, "config.json"))
   params = apply_rules(CheckpointReader(path), family.rules(cfg), dtype, ignore=list(family.ignore),
                        shardings=shardings)
   return build_model(config, params, dtype, compute_dtype, **policy_options)

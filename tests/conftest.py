@@ -6,3 +6,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for p in (ROOT, os.path.join(ROOT, "tests")):
   if p not in sys.path:
     sys.path.insert(0, p)
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "heavy: full-width hub-checkpoint tests (GBs of memory, about a minute "
+                                     "each); they run in CI too")

@@ -3,7 +3,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -22,10 +21,8 @@ def _digest(recs) -> str:
   return h.hexdigest()
 
 
-def test_fast_deterministic_and_prefix_stable():
-  t = time.perf_counter()
+def test_deterministic_and_prefix_stable():
   recs = demo.demo_records(8, seed=0)
-  assert time.perf_counter() - t < 2.0
   assert len(recs) == 40 and [r.domain for r in recs[::8]] == list(DOMAINS)
   assert len({r.id for r in recs}) == 40
   assert _digest(recs) == _digest(demo.demo_records(8, seed=0))

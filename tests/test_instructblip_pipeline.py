@@ -186,7 +186,8 @@ def test_demo_config_runs_the_whole_pipeline(tmp_path):
 
   lens = json.load(open(os.path.join(workdir, "logit_lens.json")))
   assert all(len(lens[d]["entropy"]) == model_cfg["text_config"]["num_hidden_layers"] for d in domains)
-  assert all(np.isfinite(lens[d]["entropy"]).all() and lens[d]["positions"] == demo_blip.NUM_QUERY for d in domains)
+  assert all(np.isfinite(lens[d]["entropy"]).all() and lens[d]["image_positions"] == demo_blip.NUM_QUERY
+             and lens[d]["positions"] > demo_blip.NUM_QUERY for d in domains)  # every position, image ones among them
   assert "| documents | 3 | 51 |" in text  # 3 images x (16 EVA patches + CLS)
 
   # side by side: budgets and deactivation deltas, recomputed here

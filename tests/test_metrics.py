@@ -70,12 +70,17 @@ def test_score_all():
   recs = [VQARecord("1", "common-scenes", "q", ["2"] * 10), VQARecord("2", "medical", "q", ["B"], choices=list("wxyz")),
           VQARecord("3", "documents", "q", ["abcd"]), VQARecord("4", "remote-sensing", "q", ["yes"])]
   got = M.score_all(["two", "The answer is B", "abce", "Yes"], recs)
-  assert set(got) == {"vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match", "primary"}
-  assert got["primary"] == pytest.approx((1 + 1 + 0.75 + 1) / 4)
+  assert set(got) == {"vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match", "authors", "standard",
+                      "primary"}
+  assert got["standard"] == pytest.approx((1 + 1 + 0.75 + 1) / 4)
+  # the authors': "two" != "2" (no normalisation), any "B" character, ANLS 1.0, lowercased match
+  assert got["authors"] == got["primary"] == pytest.approx((0 + 1 + 0.75 + 1) / 4)
+  assert M.score_all(["two", "The answer is B", "abce", "Yes"], recs, primary="standard")["primary"] == \
+      pytest.approx(got["standard"])
   assert got["vqa_accuracy"] == pytest.approx((1 + 0 + 0 + 1) / 4)
   assert got["exact_match"] == pytest.approx(1 / 4)  # only "Yes" == "yes" (no number-word mapping here)
   assert got["letter_accuracy"] == pytest.approx(1 / 4)
-  assert M.score_record("two", recs[0])["primary"] == 1.0
+  assert M.score_record("two", recs[0], "standard")["primary"] == 1.0
   with pytest.raises(ValueError, match="2 predictions for 4 records"):
     M.score_all(["a", "b"], recs)
   assert all(math.isnan(v) for v in M.score_all([], []).values())

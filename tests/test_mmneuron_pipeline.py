@@ -35,6 +35,12 @@ def test_demo_pipeline_writes_report(tmp_path):
   text = open(report).read()
   for section in ("Domain-specific neurons", "Deactivation", "Logit lens"):
     assert section in text
+  assert text.split("\n## ")[1].startswith("Protocol")  # the report opens with what it ran
+  assert "Statistics and evaluation share 0 record ids." in text and "projector †" in text
+  used = json.load(open(os.path.join(workdir, "records_used.json")))
+  assert set(used) == {"stats", "eval", "lens"} and not set(used["stats"]) & set(used["eval"])
+  assert len(used["stats"]) == 4 * len(DOMAINS) and len(used["eval"]) == 2 * len(DOMAINS)
+  assert all("-val-" in i for i in used["eval"]) and not any("-val-" in i for i in used["lens"])
   plots = os.listdir(os.path.join(workdir, "plots"))
   assert {"neurons_per_layer.png", "logit_lens.png"} <= set(plots)
   for name in plots:

@@ -22,19 +22,31 @@ def get_config():
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
   c.model = ml_collections.ConfigDict(dict(path="", id="", dtype="float32", compute_dtype="", seed=0,
                                            demo="llava_next", attention="xla", fp32_matmul="highest"))
+  # order: 'authors' (the authors' sample order per dataset, data/sources/datasets.py) | 'sha256' (seeded by `seed`).
+  # Source 'records': a '{split}' in `path` names one file per split (stats/eval/lens `split` below).
   c.data = ml_collections.ConfigDict(dict(source="demo", path="", image_root="", n_per_domain=0, seed=0,
-                                          domains=tuple(DOMAINS)))
+                                          domains=tuple(DOMAINS), order="authors"))
   # positions: 'all' (paper: image, text and BOS tokens) or 'image'. prefetch: batches whose host
   # preprocessing (images, processor, padding, token groups) runs ahead on a thread while the device
   # computes (0 = in line; io/prefetch.py); the totals do not depend on it.
-  c.stats = ml_collections.ConfigDict(dict(positions="all", max_samples_per_domain=0,
+  # Each stage reads its own split (the authors': statistics and lens on train, evaluation on val;
+  # PMC-VQA has no val split: its val.csv when there is one, else test.csv).
+  c.stats = ml_collections.ConfigDict(dict(split="train", positions="all", max_samples_per_domain=0,
                                            vision_tokens_per_domain=100_000, batch_size=8, commit_every=10,
                                            prefetch=2))
   c.dape = ml_collections.ConfigDict(dict(top_rate=0.01, filter_rate=0.95, bar_ratio=0.95))
-  # template / style: data/inputs/prompts.py ('' = the model family's default, tasks/common/families.py).
-  c.eval = ml_collections.ConfigDict(dict(n_per_domain=1001, batch_size=8, max_new_tokens=32, temperature=0.0,
-                                          template="vicuna_v1", style=""))
-  c.lens = ml_collections.ConfigDict(dict(n_per_domain=100, top_k=10))
+  # template / style: data/inputs/prompts.py ('' = the model family's default, tasks/common/families.py; 'authors').
+  # max_length: prompt + answer tokens, the image counted as one token (the authors' HF generate
+  # max_length=512); max_new_tokens > 0 replaces it with a fixed answer budget.
+  # metric: the 'primary' column: 'authors' (their per-domain metrics) | 'standard' (data/metrics/vqa_metrics.py).
+  c.eval = ml_collections.ConfigDict(dict(split="val", n_per_domain=1001, batch_size=8, max_length=512,
+                                          max_new_tokens=0, temperature=0.0, template="vicuna_v1", style="",
+                                          metric="authors"))
+  # Logit lens (the authors' logit_len.py): train split, the full evaluation body with no chat template
+  # (prompt 'authors'; 'stats' = "<image>\n{question}"), every position (positions 'all'; or 'image').
+  # n_per_domain: 0 = the whole split, as the authors ran it; a positive number caps it per domain.
+  c.lens = ml_collections.ConfigDict(dict(split="train", n_per_domain=0, top_k=10, prompt="authors",
+                                          positions="all"))
   # Optional stage 'tuned_lens' (add it to `stages`; beyond the papers, tasks/readouts/): translators
   # trained on n_per_domain samples per domain, compared with the logit lens on held-out ones.
   c.tuned_lens = ml_collections.ConfigDict(dict(n_per_domain=8, positions_per_sample=24, steps=200, lr=2e-3,

@@ -146,12 +146,25 @@ class CheckpointReader:
     return np.memmap(file, dtype=dtype, mode="r", offset=start + begin, shape=shape)
 
   def get(self, name: str) -> np.ndarray:
-    """The whole tensor, dtype as stored (bf16 as ml_dtypes.bfloat16)."""
-    file, entry, _ = self._entry(name)
+    """The whole tensor, dtype as stored (bf16 as ml_dtypes.bfloat16), read into a fresh array.
+
+    A plain read of its bytes (no memory map is kept), so the host holds only the tensors the
+    caller still references: a shard's pages are not pinned until loading ends.
+    """
+    file, entry, start = self._entry(name)
     self.used.add(name)
-    if entry["dtype"] in _NUMPY_NATIVE:
-      return self._handle(file).get_tensor(name)
-    return np.array(self._memmap(name))
+    shape, dtype = tuple(entry["shape"]), DTYPES[entry["dtype"]]
+    begin, end = entry["data_offsets"]
+    count = int(np.prod(shape, dtype=np.int64))
+    if end - begin != count * dtype.itemsize:
+      raise ValueError(f"{file}: tensor {name!r} has {end - begin} bytes, expected {shape} x {dtype}")
+    out = np.empty(shape, dtype)
+    if count:
+      with open(file, "rb") as f:
+        f.seek(start + begin)
+        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != end - begin:
+          raise ValueError(f"{file}: tensor {name!r} is cut short (file shorter than its header says)")
+    return out
 
   def get_slice(self, name: str, index: tuple) -> np.ndarray:
     """`tensor[index]`, reading only that slice; `index` is a tuple of slices and/or ints."""

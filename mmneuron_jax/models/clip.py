@@ -11,6 +11,10 @@ from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
 
 
+HF_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "image_size", "patch_size", "num_channels", "layer_norm_eps", "hidden_act")
+
+
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
   hidden_size: int
@@ -28,8 +32,14 @@ class VisionConfig:
     return (self.image_size // self.patch_size) ** 2
 
   @classmethod
-  def from_hf(cls, c: dict, where: str = "vision_config") -> "VisionConfig":
+  def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "VisionConfig":
+    """From a `convert.hf_config.fill`ed CLIP vision config and its class `defaults` (None: filled here)."""
+    from mmneuron_jax.convert import hf_config
     from mmneuron_jax.convert.checks import reject_unsupported
+    if defaults is None:
+      c, defaults = hf_config.fill_as(c, "CLIPVisionConfig", where)
+    # projection_dim: only CLIPVisionModelWithProjection's head; vocab_size: a legacy field HF never reads.
+    hf_config.check_fields(c, defaults, HF_FIELDS, where, ("projection_dim", "vocab_size"))
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "clip_vision_model"), {"clip_vision_model"}),
         "hidden_act": (c.get("hidden_act", "quick_gelu"), {"quick_gelu", "gelu"}),

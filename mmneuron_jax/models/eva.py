@@ -28,6 +28,10 @@ def _square(value, field, where):
   return int(value)
 
 
+HF_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "image_size", "patch_size", "num_channels", "layer_norm_eps", "hidden_act", "qkv_bias")
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaConfig:
   hidden_size: int
@@ -46,8 +50,14 @@ class EvaConfig:
     return (self.image_size // self.patch_size) ** 2
 
   @classmethod
-  def from_hf(cls, c: dict, where: str = "vision_config") -> "EvaConfig":
+  def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "EvaConfig":
+    """From a `convert.hf_config.fill`ed InstructBLIP vision config and its class `defaults`
+    (None: filled here)."""
+    from mmneuron_jax.convert import hf_config
     from mmneuron_jax.convert.checks import reject_unsupported
+    if defaults is None:
+      c, defaults = hf_config.fill_as(c, "InstructBlipVisionConfig", where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where)
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "instructblip_vision_model"), {"instructblip_vision_model"}),
         "hidden_act": (c.get("hidden_act", "gelu"), set(ACTIVATIONS)),

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax import sharding
+from mmneuron_jax.convert.hf_config import GENERATION_CONFIG, eos_token_ids
 from mmneuron_jax.models import sampling as sampling_lib
 from mmneuron_jax.models.forward import mask_arrays
 from mmneuron_jax.nn.attention import causal_allowed, causal_mask, mask_to_bias
@@ -87,9 +88,9 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
     raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
   if not getattr(model.module, "generation_keeps_position_ids", False):
     dev.pop("position_ids", None)
-  if eos_token_id is None:
-    eos_token_id = model.config.get("text_config", model.config).get("eos_token_id", -1)
-  eos = np.asarray(np.atleast_1d(eos_token_id if eos_token_id is not None else -1), np.int32)
+  if eos_token_id is None:  # generation_config.json's, else the filled config's; never a silent -1
+    eos_token_id = eos_token_ids(model.config, model.config.get(GENERATION_CONFIG))
+  eos = np.asarray(np.atleast_1d(eos_token_id), np.int32)
   module = model.module.clone(return_kv=True, capture=())
   step = model.jit_step("generate", _generate_impl, GENERATE_KINDS, _tokens_sharding)
   tokens = sharding.to_host(step(module, params, dev, int(max_new_tokens), sampling, mask_arrays(masks), eos,

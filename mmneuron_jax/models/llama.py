@@ -18,6 +18,15 @@ from mmneuron_jax.nn.policy import Policy
 from mmneuron_jax.nn.rope import inv_frequencies, rope_cos_sin
 
 SUPPORTED_ROPE_TYPES = ("default", "linear")
+QWEN2_TYPES = ("qwen2", "qwen2_vl", "qwen2_vl_text")  # q/k/v biases
+# config.json fields the parser reads (the rest: convert.hf_config.IGNORED, or must be HF's default).
+HF_FIELDS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling",
+             "rope_parameters", "partial_rotary_factor", "sliding_window", "use_sliding_window", "layer_types",
+             "max_window_layers", "tie_word_embeddings", "attention_bias", "mlp_bias", "pretraining_tp", "hidden_act",
+             "use_mrope")
+# Read-and-ignored: RoPE has no learned table, so the trained context length changes no number.
+HF_IGNORED = ("max_position_embeddings",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +48,20 @@ class DecoderConfig:
   mrope_section: tuple[int, ...] | None = None  # Qwen2-VL: positions are int[3, B, T]
 
   @classmethod
-  def from_hf(cls, c: dict, where: str = "text_config", allow_mrope: bool = False) -> "DecoderConfig":
+  def from_hf(cls, c: dict, where: str = "text_config", allow_mrope: bool = False,
+              defaults: dict | None = None, ignored=()) -> "DecoderConfig":
     """From a HF Llama/Mistral/Qwen2 config dict; raises on features we do not implement.
 
-    allow_mrope: accept Qwen2-VL's M-RoPE (rope type 'mrope', or 'default' with an
-    `mrope_section`, in `rope_scaling` / `rope_parameters`); then positions are int[3, B, T].
+    c: filled by `convert.hf_config.fill` (with its class `defaults`); given defaults None, `c` is
+    filled here through its own model_type's class. allow_mrope: accept Qwen2-VL's M-RoPE (rope
+    type 'mrope', or 'default' with an `mrope_section`, in `rope_scaling` / `rope_parameters`);
+    then positions are int[3, B, T]. ignored: more field names the caller reads (a flat config).
     """
+    from mmneuron_jax.convert import hf_config
     from mmneuron_jax.convert.checks import reject_unsupported
+    if defaults is None:
+      c, defaults = hf_config.fill(dict(c, model_type=c.get("model_type", "llama")), where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED + tuple(ignored))
     rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     mrope_section = None
@@ -57,6 +73,7 @@ class DecoderConfig:
       mrope_section = None if mrope_section is None else tuple(int(s) for s in mrope_section)
     theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
     reject_unsupported(where, {
+        "use_mrope": (bool(c.get("use_mrope", False)), {False, allow_mrope}),
         "hidden_act": (c.get("hidden_act", "silu"), {"silu"}),
         "rope_type": (rope_type, set(SUPPORTED_ROPE_TYPES)),
         "mlp_bias": (c.get("mlp_bias", False), {False}),
@@ -64,12 +81,17 @@ class DecoderConfig:
         "partial_rotary_factor": (rope.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0)), {1.0}),
     })
     model_type = c.get("model_type", "llama")
-    qkv_bias = bool(c.get("attention_bias", False)) or model_type == "qwen2"
-    if model_type in ("llama", "mistral") and c.get("attention_bias", False):
+    reject_unsupported(where, {"model_type": (model_type, {"llama", "mistral", *QWEN2_TYPES})})
+    qwen2 = model_type in QWEN2_TYPES
+    qkv_bias = bool(c.get("attention_bias", False)) or qwen2
+    if not qwen2 and c.get("attention_bias", False):
       reject_unsupported(where, {"attention_bias": (True, {False})})
     window = c.get("sliding_window") if model_type == "mistral" else None
-    if model_type == "qwen2" and c.get("use_sliding_window", False):
-      reject_unsupported(where, {"use_sliding_window": (True, {False})})
+    if model_type != "mistral":  # one error naming both, whichever the file set
+      reject_unsupported(where, {
+          "use_sliding_window": (bool(c.get("use_sliding_window", False)), {False}),
+          "layer_types": (tuple(sorted(set(c.get("layer_types") or ["full_attention"]))), {("full_attention",)}),
+      })
     heads = c["num_attention_heads"]
     return cls(
         vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],

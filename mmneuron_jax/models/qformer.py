@@ -28,6 +28,12 @@ from mmneuron_jax.nn.policy import Policy
 QUERY, TEXT = "qformer_query", "qformer_text"
 
 
+# pad_token_id only marks the embedding row HF zeroes at init; encoder_hidden_size is overridden.
+HF_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "intermediate_size", "max_position_embeddings", "cross_attention_frequency", "encoder_hidden_size",
+             "hidden_act", "layer_norm_eps", "position_embedding_type", "pad_token_id")
+
+
 @dataclasses.dataclass(frozen=True)
 class QFormerConfig:
   vocab_size: int
@@ -47,9 +53,15 @@ class QFormerConfig:
     return tuple(l for l in range(self.num_layers) if l % self.cross_attention_frequency == 0)
 
   @classmethod
-  def from_hf(cls, c: dict, encoder_hidden_size: int, where: str = "qformer_config") -> "QFormerConfig":
-    """`encoder_hidden_size` is the vision width (HF overrides the sub-config's field with it)."""
+  def from_hf(cls, c: dict, encoder_hidden_size: int, where: str = "qformer_config",
+              defaults: dict | None = None) -> "QFormerConfig":
+    """`encoder_hidden_size` is the vision width (HF overrides the sub-config's field with it).
+    c: `convert.hf_config.fill`ed, with its class `defaults` (None: filled here)."""
+    from mmneuron_jax.convert import hf_config
     from mmneuron_jax.convert.checks import reject_unsupported
+    if defaults is None:
+      c, defaults = hf_config.fill_as(c, "InstructBlipQFormerConfig", where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where)
     freq = c.get("cross_attention_frequency", 2)
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "instructblip_qformer"), {"instructblip_qformer"}),

@@ -26,6 +26,11 @@ from mmneuron_jax.nn.rope import rope_cos_sin
 LN_EPS = 1e-6  # HF hard-codes eps=1e-6 for norm1, norm2 and merger.ln_q
 
 
+HF_FIELDS = ("model_type", "depth", "embed_dim", "num_heads", "mlp_ratio", "hidden_size", "patch_size",
+             "spatial_patch_size", "temporal_patch_size", "spatial_merge_size", "in_channels", "in_chans",
+             "hidden_act", "rope_parameters")
+
+
 @dataclasses.dataclass(frozen=True)
 class Qwen2VisionConfig:
   embed_dim: int
@@ -50,9 +55,16 @@ class Qwen2VisionConfig:
     return self.embed_dim // self.num_heads
 
   @classmethod
-  def from_hf(cls, c: dict, where: str = "vision_config") -> "Qwen2VisionConfig":
-    """From HF `vision_config` (hub layout: `in_chans`, no rope fields; v5: `in_channels`, `rope_parameters`)."""
+  def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "Qwen2VisionConfig":
+    """From HF `vision_config` (hub layout: `in_chans`, no rope fields; v5: `in_channels`,
+    `rope_parameters`), `convert.hf_config.fill`ed, with its class `defaults` (None: filled here)."""
+    from mmneuron_jax.convert import hf_config
     from mmneuron_jax.convert.checks import reject_unsupported
+    if defaults is None:
+      c, defaults = hf_config.fill_as(c, "Qwen2VLVisionConfig", where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where)
+    if c.get("spatial_patch_size", c.get("patch_size")) != c.get("patch_size", 14):
+      reject_unsupported(where, {"spatial_patch_size": (c["spatial_patch_size"], {c.get("patch_size", 14)})})
     rope = dict(c.get("rope_parameters") or {})
     embed, heads = c.get("embed_dim", 1280), c.get("num_heads", 16)
     reject_unsupported(where, {

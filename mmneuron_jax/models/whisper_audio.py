@@ -25,6 +25,10 @@ from mmneuron_jax.nn.policy import Policy
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, which HF uses for every encoder norm
 
 
+HF_FIELDS = ("model_type", "d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
+             "num_mel_bins", "max_source_positions", "activation_function", "scale_embedding")
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioEncoderConfig:
   d_model: int = 1280
@@ -41,12 +45,16 @@ class AudioEncoderConfig:
     return 2 * self.max_source_positions
 
   @classmethod
-  def from_hf(cls, c: dict, where: str = "audio_config") -> "AudioEncoderConfig":
-    """From HF `audio_config` (missing fields take HF's Qwen2-Audio defaults).
+  def from_hf(cls, c: dict, where: str = "audio_config", defaults: dict | None = None) -> "AudioEncoderConfig":
+    """From HF `audio_config`, `convert.hf_config.fill`ed, with its class `defaults` (None: filled here).
 
     `scale_embedding` is accepted either way: HF computes `embed_scale` but never applies it.
     """
+    from mmneuron_jax.convert import hf_config
     from mmneuron_jax.convert.checks import reject_unsupported
+    if defaults is None:
+      c, defaults = hf_config.fill_as(c, "Qwen2AudioEncoderConfig", where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where)
     d, heads = c.get("d_model", 1280), c.get("encoder_attention_heads", 20)
     reject_unsupported(where, {
         "model_type": (c.get("model_type", "qwen2_audio_encoder"), {"qwen2_audio_encoder"}),

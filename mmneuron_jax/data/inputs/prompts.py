@@ -7,10 +7,12 @@ Evaluation: a body (question + the domain's instruction) inside a template:
 - `llava_v1`: the same with LLaVA's `conv_llava_v1` "curious human" system line (the HF model card's).
 - `raw`: `"<image>\\n{body}"` (no chat template).
 - `plain`: the body alone (InstructBLIP: the image enters through the Q-Former, not a text token).
-Body styles: `llava` (default) renders choices as LLaVA's multiple-choice format ("A. ..." lines),
-puts the driving role prompt before the question and other instructions after it; `authors`
-reproduces the MMNeuron code's text ("Question: ...", "Context: N/A", a Python-list of options,
-and for InstructBLIP "<image>" + "... Short Answer:").
+Body styles: `llava` renders choices as LLaVA's multiple-choice format ("A. ..." lines), puts the
+driving role prompt before the question and other instructions after it; `authors` (the pipeline's
+default for every family, tasks/common/families.py) reproduces the MMNeuron code's text (load_bench.py:
+"Question: ...", "Context: N/A", the csv's option strings as a Python list, the "Role: ..." driving
+prompt; for InstructBLIP generate.py's rewrite "<image>" + "... Short Answer:"). `eval_body` keeps
+`llava` as its default argument.
 """
 from mmneuron_jax.data.sources.records import VQARecord
 
@@ -57,8 +59,8 @@ def render_question(record: VQARecord) -> str:
 def _authors_body(record: VQARecord) -> str:
   if record.domain in ROLE_DOMAINS:
     return f"Role: {DRIVING_ROLE} Question: {record.question}"
-  if record.choices:
-    options = [f"{LETTERS[i]}:{c}" for i, c in enumerate(record.choices)]
+  if record.choices:  # the authors print the csv's choice strings as a Python list
+    options = list(record.meta.get("choices_raw") or [f"{LETTERS[i]}:{c}" for i, c in enumerate(record.choices)])
     return f"Question: {record.question}\nContext: N/A\nOptions: {options}\n\n{MULTIPLE_CHOICE}"
   return f"Question: {record.question}\n{instruction(record)}"
 

@@ -10,6 +10,17 @@
   authors' variant (the `anls` package with threshold=1.0): any partial overlap counts.
 - `letter_accuracy`: the first option letter found in the prediction equals a letter answer.
 - `exact_match`: the normalised prediction equals a normalised answer.
+
+The authors' per-domain metrics (their evaluate.py), `authors_score(prediction, record)`, are the
+default 'primary' column; the standard one per domain (`PRIMARY_METRIC`) is the 'standard' column:
+- common scenes (VQAv2): the lowercased prediction equals one of the lowercased answers whose
+  `answer_confidence` is "yes" (records without `meta['answer_confidence']`: every answer counts);
+- medical: some character of the prediction is an option letter A-E equal to the label (their loop
+  adds 1 per matching character; read as "any", so a sample scores at most 1);
+- remote sensing: the lowercased prediction equals the lowercased first answer (`meta['first_answer']`);
+- documents: ANLS with threshold 1.0 (the `anls` package: lowercase, collapse whitespace);
+- auto-driving: the authors used the Lingo-Judge model, not run here: NaN, and 'primary' falls
+  back to the standard metric (ANLS).
 """
 import math
 import re
@@ -179,6 +190,41 @@ PRIMARY_METRIC = {"auto-driving": "anls", "medical": "letter_accuracy", "remote-
                   "common-scenes": "vqa_accuracy", "documents": "anls"}
 
 
+def _authors_vqav2(prediction: str, record) -> float:
+  conf = record.meta.get("answer_confidence") if isinstance(record.meta, dict) else None
+  answers = list(record.answers)
+  if conf and len(conf) == len(answers):
+    answers = [a for a, c in zip(answers, conf) if c == "yes"]
+  return float(str(prediction).lower() in [str(a).lower() for a in answers])
+
+
+def _authors_medical(prediction: str, record) -> float:
+  label = str(record.answers[0]) if record.answers else ""
+  return float(any(ch in "ABCDE" and ch == label for ch in str(prediction)))
+
+
+def _authors_remote(prediction: str, record) -> float:
+  first = record.meta.get("first_answer") if isinstance(record.meta, dict) else None
+  first = first if first is not None else (record.answers[0] if record.answers else None)
+  return float(first is not None and str(first).lower() == str(prediction).lower())
+
+
+def _authors_documents(prediction: str, record) -> float:
+  return anls(str(prediction).lower(), [str(a).lower() for a in record.answers], threshold=1.0)
+
+
+AUTHORS_METRIC = {"medical": _authors_medical, "remote-sensing": _authors_remote, "common-scenes": _authors_vqav2,
+                  "documents": _authors_documents}
+PRIMARY_CHOICES = ("authors", "standard")
+
+
+def authors_score(prediction: str, record) -> float:
+  """The authors' metric for the record's domain (module docstring); NaN for a domain they judged
+  by a model (auto-driving) or never scored."""
+  fn = AUTHORS_METRIC.get(record.domain)
+  return fn(prediction, record) if fn is not None else math.nan
+
+
 def primary_metric(record) -> str:
   """PRIMARY_METRIC for the record's domain; other domains: letters if multiple choice, else VQA."""
   if record.domain in PRIMARY_METRIC:
@@ -186,20 +232,27 @@ def primary_metric(record) -> str:
   return "letter_accuracy" if record.choices else "vqa_accuracy"
 
 
-def score_record(prediction: str, record) -> dict:
-  """Every metric of one prediction, plus 'primary' (the record's domain metric)."""
+def score_record(prediction: str, record, primary: str = "authors") -> dict:
+  """Every metric of one prediction, plus 'authors' (`authors_score`), 'standard' (the domain's
+  `primary_metric`) and 'primary': `primary` 'authors' (falling back to the standard metric where the
+  authors' is NaN) or 'standard'."""
+  if primary not in PRIMARY_CHOICES:
+    raise ValueError(f"config.eval.metric={primary!r}; expected one of {PRIMARY_CHOICES}")
   scores = {name: fn(prediction, list(record.answers)) for name, fn in METRICS.items()}
-  scores["primary"] = scores[primary_metric(record)]
+  scores["authors"] = authors_score(prediction, record)
+  scores["standard"] = scores[primary_metric(record)]
+  use_authors = primary == "authors" and not math.isnan(scores["authors"])
+  scores["primary"] = scores["authors"] if use_authors else scores["standard"]
   return scores
 
 
-def score_all(predictions, records) -> dict:
-  """Mean of each metric (and 'primary') over records; NaN for an empty set."""
+def score_all(predictions, records, primary: str = "authors") -> dict:
+  """Mean of each metric (and 'authors', 'standard', 'primary') over records; NaN for an empty set."""
   predictions, records = list(predictions), list(records)
   if len(predictions) != len(records):
     raise ValueError(f"score_all: {len(predictions)} predictions for {len(records)} records")
-  keys = list(METRICS) + ["primary"]
+  keys = list(METRICS) + ["authors", "standard", "primary"]
   if not records:
     return {k: math.nan for k in keys}
-  rows = [score_record(p, r) for p, r in zip(predictions, records)]
+  rows = [score_record(p, r, primary) for p, r in zip(predictions, records)]
   return {k: sum(row[k] for row in rows) / len(rows) for k in keys}

@@ -248,17 +248,27 @@ GENERATORS = {"auto-driving": _driving, "medical": _medical, "remote-sensing": _
               "common-scenes": _common, "documents": _document}
 
 
-def demo_sample(domain: str, i: int, seed: int = 0) -> VQARecord:
-  """Sample i of `domain`, a function of (seed, domain, i) only."""
-  rng = np.random.default_rng([seed, DOMAINS.index(domain), i])
+SPLITS = ("train", "val")
+
+
+def demo_sample(domain: str, i: int, seed: int = 0, split: str = "train") -> VQARecord:
+  """Sample i of `domain` in `split`, a function of (seed, domain, i, split) only. The splits are
+  disjoint: their own random streams and ids (`demo-<domain>-<i>` for train, as before splits
+  existed; `demo-<domain>-val-<i>` for val)."""
+  if split not in SPLITS:
+    raise ValueError(f"demo split={split!r}; expected one of {SPLITS}")
+  key = [seed, DOMAINS.index(domain), i] + ([] if split == "train" else [SPLITS.index(split)])
+  rng = np.random.default_rng(key)
   img, question, answers, choices, facts = GENERATORS[domain](rng, i)
-  return VQARecord(id=f"demo-{domain}-{i:03d}", domain=domain, question=question, answers=answers,
+  rid = f"demo-{domain}-{i:03d}" if split == "train" else f"demo-{domain}-{split}-{i:03d}"
+  return VQARecord(id=rid, domain=domain, question=question, answers=answers,
                    image_bytes=_png(img), choices=choices, meta={"facts": facts})
 
 
-def demo_records(n_per_domain: int = 8, seed: int = 0) -> list:
-  """n_per_domain synthetic records per domain (DOMAINS order), images as in-memory PNG bytes."""
-  return [demo_sample(d, i, seed) for d in DOMAINS for i in range(n_per_domain)]
+def demo_records(n_per_domain: int = 8, seed: int = 0, split: str = "train") -> list:
+  """n_per_domain synthetic records per domain (DOMAINS order) of `split` ('train' | 'val'), images
+  as in-memory PNG bytes."""
+  return [demo_sample(d, i, seed, split) for d in DOMAINS for i in range(n_per_domain)]
 
 
 def write_demo(out_dir: str, n_per_domain: int = 8, seed: int = 0) -> str:

@@ -15,6 +15,7 @@ import dataclasses
 import flax.linen as nn
 import numpy as np
 
+from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import UnsupportedConfigError, reject_unsupported
 from mmneuron_jax.models.eva import EvaConfig, EvaVisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
@@ -23,6 +24,8 @@ from mmneuron_jax.nn.layers import Dense
 from mmneuron_jax.nn.policy import Policy
 
 SEQ2SEQ_TEXT_MODELS = ("t5", "mt5", "umt5", "bart")
+HF_FIELDS = ("model_type", "num_query_tokens", "image_token_index", "image_token_id",
+             "use_decoder_only_language_model", "tie_word_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,24 +37,34 @@ class InstructBlipConfig:
   image_token_id: int
 
   @classmethod
-  def from_hf(cls, c: dict) -> "InstructBlipConfig":
-    text = c.get("text_config") or {}
-    text_type = text.get("model_type", "opt")  # HF's default text sub-config is OPT
+  def from_hf(cls, c: dict, where: str = "config.json") -> "InstructBlipConfig":
+    """From a HF InstructBLIP config.json (the hub's sparse layout or filled): read as HF reads it,
+    with HF's class defaults filled in at every level; unknown non-default fields raise."""
+    text_type = (c.get("text_config") or {}).get("model_type", "opt")  # HF's default text sub-config is OPT
     if text_type in SEQ2SEQ_TEXT_MODELS or c.get("use_decoder_only_language_model") is False:
       raise UnsupportedConfigError(
-          f"config: InstructBLIP with an encoder-decoder language model (text_config.model_type={text_type!r}, "
+          f"{where}: InstructBLIP with an encoder-decoder language model (text_config.model_type={text_type!r}, "
           "e.g. Salesforce/instructblip-flan-t5-*) is not supported; only the Vicuna/Llama decoder "
           "(Salesforce/instructblip-vicuna-*) is")
-    reject_unsupported("config", {"text_config.model_type": (text_type, {"llama"})})
+    reject_unsupported(where, {"text_config.model_type": (text_type, {"llama"})})
+    c, defaults = hf_config.fill(c, where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where)
     image_token = c.get("image_token_index", c.get("image_token_id"))
     if image_token is None:
       raise UnsupportedConfigError(
-          "config: image_token_index is missing; transformers >= 4.47 InstructBLIP checkpoints mark the "
+          f"{where}: image_token_index is missing; transformers >= 4.47 InstructBLIP checkpoints mark the "
           "num_query_tokens image positions in input_ids with it (older configs without it are not supported)")
-    vision = EvaConfig.from_hf(c.get("vision_config") or {})
-    qformer = QFormerConfig.from_hf(c.get("qformer_config") or {}, vision.hidden_size)
-    return cls(text=DecoderConfig.from_hf(text), vision=vision, qformer=qformer,
-               num_query_tokens=int(c.get("num_query_tokens", 32)), image_token_id=int(image_token))
+    text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
+    if bool(c.get("tie_word_embeddings", False)) != bool(text.get("tie_word_embeddings", False)):
+      reject_unsupported(where, {"tie_word_embeddings": (c["tie_word_embeddings"],
+                                                         {text.get("tie_word_embeddings", False)})})
+    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
+    vision = EvaConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
+    qformer_c, qformer_defaults = hf_config.sub_config(c, defaults, "qformer_config")
+    qformer = QFormerConfig.from_hf(qformer_c, vision.hidden_size, f"{where}: qformer_config",
+                                    defaults=qformer_defaults)
+    return cls(text=DecoderConfig.from_hf(text, f"{where}: text_config", defaults=text_defaults), vision=vision,
+               qformer=qformer, num_query_tokens=int(c["num_query_tokens"]), image_token_id=int(image_token))
 
   @property
   def probe_modules(self) -> dict[str, tuple[int, int]]:

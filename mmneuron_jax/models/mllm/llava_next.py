@@ -9,12 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.models import anyres
 from mmneuron_jax.models.clip import VisionConfig, VisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.policy import Policy
+
+HF_FIELDS = ("model_type", "image_token_index", "image_grid_pinpoints", "projector_hidden_act", "vision_feature_layer",
+             "vision_feature_select_strategy", "multimodal_projector_bias", "tie_word_embeddings")
+# use_image_newline_parameter: HF's model always has image_newline; image_seq_length: the processor's;
+# vocab_size: a legacy top-level copy (the text config's is read).
+HF_IGNORED = ("use_image_newline_parameter", "image_seq_length", "vocab_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,19 +35,29 @@ class LlavaNextConfig:
   projector_bias: bool = True
 
   @classmethod
-  def from_hf(cls, c: dict) -> "LlavaNextConfig":
-    reject_unsupported("config", {
-        "vision_feature_select_strategy": (c.get("vision_feature_select_strategy", "default"), {"default"}),
-        "text_config.model_type": (c["text_config"].get("model_type", "llama"), {"llama", "mistral"}),
-        "projector_hidden_act": (c.get("projector_hidden_act", "gelu"), {"gelu"}),
+  def from_hf(cls, c: dict, where: str = "config.json") -> "LlavaNextConfig":
+    """From a HF LLaVA-NeXT config.json (the hub's sparse layout or filled): read as HF reads it,
+    with HF's class defaults filled in at every level; unknown non-default fields raise."""
+    c, defaults = hf_config.fill(c, where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
+    text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
+    reject_unsupported(where, {
+        "vision_feature_select_strategy": (c["vision_feature_select_strategy"], {"default"}),
+        "text_config.model_type": (text.get("model_type"), {"llama", "mistral"}),
+        "projector_hidden_act": (c["projector_hidden_act"], {"gelu"}),
+        "tie_word_embeddings == text_config.tie_word_embeddings": (
+            bool(c.get("tie_word_embeddings", text.get("tie_word_embeddings"))) ==
+            bool(text.get("tie_word_embeddings")), {True}),
     })
-    layers = c.get("vision_feature_layer", -2)
+    layers = c["vision_feature_layer"]
     layers = (layers,) if isinstance(layers, int) else tuple(layers)
-    vision = VisionConfig.from_hf(c["vision_config"])
+    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
+    vision = VisionConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
     for k in layers:
       if not (1 <= (k if k >= 0 else vision.num_layers + 1 + k) <= vision.num_layers):
-        reject_unsupported("config", {"vision_feature_layer": (k, set(range(1, vision.num_layers + 1)))})
-    return cls(text=DecoderConfig.from_hf(c["text_config"]), vision=vision,
+        reject_unsupported(where, {"vision_feature_layer": (k, set(range(1, vision.num_layers + 1)))})
+    decoder = DecoderConfig.from_hf(text, f"{where}: text_config", defaults=text_defaults)
+    return cls(text=decoder, vision=vision,
                image_token_id=c.get("image_token_index", c.get("image_token_id", 32000)),
                feature_layers=layers, pinpoints=tuple(tuple(p) for p in c["image_grid_pinpoints"]),
                projector_act=c.get("projector_hidden_act", "gelu"),

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.models import whisper_audio
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
@@ -22,10 +23,8 @@ from mmneuron_jax.models.whisper_audio import AudioEncoder, AudioEncoderConfig, 
 from mmneuron_jax.nn.layers import Dense
 from mmneuron_jax.nn.policy import Policy
 
-# HF Qwen2Config defaults, for the hub's partial text_config (Qwen2-Audio-7B sets only a few fields).
-QWEN2_TEXT_DEFAULTS = dict(model_type="qwen2", vocab_size=151936, hidden_size=4096, intermediate_size=22016,
-                           num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, hidden_act="silu",
-                           rms_norm_eps=1e-6, rope_theta=10000.0, use_sliding_window=False)
+HF_FIELDS = ("model_type", "audio_token_index", "audio_token_id")
+HF_IGNORED = ("vocab_size",)  # a legacy top-level copy (the text config's is read)
 
 # MINER stage-1 id sets of the real Qwen2-Audio tokenizer (<|im_start|>, <|im_end|>, <|audio_bos|>,
 # <|audio_eos|>; <|AUDIO|>): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`; a checkpoint's
@@ -40,22 +39,24 @@ class Qwen2AudioConfig:
   audio_token_id: int = 151646
 
   @classmethod
-  def from_hf(cls, c: dict) -> "Qwen2AudioConfig":
-    """From a HF Qwen2-Audio config (hub layout with partial sub-configs, or transformers v5)."""
-    text = {**QWEN2_TEXT_DEFAULTS, **{k: v for k, v in (c.get("text_config") or {}).items() if v is not None}}
-    layer_types = set(text.get("layer_types") or ["full_attention"])
+  def from_hf(cls, c: dict, where: str = "config.json") -> "Qwen2AudioConfig":
+    """From a HF Qwen2-Audio config (hub layout with partial sub-configs, or transformers v5): read
+    as HF reads it, with HF's class defaults filled in; unknown non-default fields raise."""
+    c, defaults = hf_config.fill(c, where)
+    hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
+    text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
     heads = text["num_attention_heads"]
-    reject_unsupported("config", {
+    reject_unsupported(where, {
         "text_config.model_type": (text["model_type"], {"qwen2"}),
-        "text_config.layer_types": (tuple(sorted(layer_types)), {("full_attention",)}),
         "text_config.head_dim": (text.get("head_dim"), {None, text["hidden_size"] // heads}),
     })
-    text["tie_word_embeddings"] = False  # Qwen2AudioForConditionalGeneration keeps its own lm_head
-    decoder = DecoderConfig.from_hf(text, "text_config")
-    audio = AudioEncoderConfig.from_hf(c.get("audio_config") or {})
-    audio_id = c.get("audio_token_index", c.get("audio_token_id", 151646))
+    text = dict(text, tie_word_embeddings=False)  # Qwen2AudioForConditionalGeneration keeps its own lm_head
+    decoder = DecoderConfig.from_hf(text, f"{where}: text_config", defaults=text_defaults)
+    audio_c, audio_defaults = hf_config.sub_config(c, defaults, "audio_config")
+    audio = AudioEncoderConfig.from_hf(audio_c, f"{where}: audio_config", defaults=audio_defaults)
+    audio_id = c.get("audio_token_index", c.get("audio_token_id"))
     if not 0 <= audio_id < decoder.vocab_size:
-      raise ValueError(f"config: audio_token_index={audio_id} is outside the vocabulary ({decoder.vocab_size})")
+      raise ValueError(f"{where}: audio_token_index={audio_id} is outside the vocabulary ({decoder.vocab_size})")
     return cls(text=decoder, audio=audio, audio_token_id=int(audio_id))
 
   @property

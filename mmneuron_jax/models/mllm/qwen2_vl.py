@@ -13,12 +13,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.models import qwen2_vit
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.qwen2_vit import Qwen2VisionConfig, Qwen2VisionTransformer
 from mmneuron_jax.nn.policy import Policy
 
+HF_FIELDS = ("model_type", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+             "tie_word_embeddings")
+HF_IGNORED = ("vision_token_id",)  # a tokenizer id the model never reads
 TEXT, IMAGE, VIDEO = 0, 1, 2  # HF mm_token_type_ids values
 MEDIA = {IMAGE: ("image", "image_grid_thw"), VIDEO: ("video", "video_grid_thw")}  # type -> (name, grid field)
 
@@ -38,30 +42,35 @@ class Qwen2VLConfig:
   vision_end_token_id: int = 151653
 
   @classmethod
-  def from_hf(cls, c: dict) -> "Qwen2VLConfig":
+  def from_hf(cls, c: dict, where: str = "config.json") -> "Qwen2VLConfig":
     """From a HF Qwen2-VL config: hub layout (text fields at the top level, `rope_scaling`
-    {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`)."""
-    text = dict(c.get("text_config") or {k: v for k, v in c.items() if k != "vision_config"})
-    heads = text.get("num_attention_heads", 28)
-    layer_types = set(text.get("layer_types") or ["full_attention"])
-    reject_unsupported("config", {
-        "text_config.model_type": (text.get("model_type", "qwen2_vl_text"), {"qwen2_vl", "qwen2_vl_text"}),
-        "text_config.layer_types": (tuple(sorted(layer_types)), {("full_attention",)}),
-        "text_config.head_dim": (text.get("head_dim"), {None, text.get("hidden_size", 0) // heads}),
+    {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`); read as HF
+    reads it, with HF's class defaults filled in; unknown non-default fields raise."""
+    c, defaults = hf_config.fill(c, where)
+    if "text_config" in c:  # transformers >= 4.53: a text sub-config
+      hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
+      text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
+      text_where, flat = f"{where}: text_config", ()
+    else:  # older transformers: text fields at the top level
+      text = {k: v for k, v in c.items() if k != "vision_config"}
+      text_defaults, text_where, flat = defaults, where, HF_FIELDS + HF_IGNORED
+    heads = text["num_attention_heads"]
+    reject_unsupported(where, {
+        "text_config.model_type": (text.get("model_type"), {"qwen2_vl", "qwen2_vl_text"}),
+        "text_config.head_dim": (text.get("head_dim"), {None, text["hidden_size"] // heads}),
     })
     tie = bool(c.get("tie_word_embeddings", False) or text.get("tie_word_embeddings", False))
-    text.update(model_type="qwen2", tie_word_embeddings=tie)
-    decoder = DecoderConfig.from_hf(text, "text_config", allow_mrope=True)
+    text = dict(text, tie_word_embeddings=tie)
+    decoder = DecoderConfig.from_hf(text, text_where, allow_mrope=True, defaults=text_defaults, ignored=flat)
     if decoder.mrope_section is None or len(decoder.mrope_section) != 3:
-      reject_unsupported("config", {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
-    vision = Qwen2VisionConfig.from_hf(c.get("vision_config") or {})
+      reject_unsupported(where, {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
+    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
+    vision = Qwen2VisionConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
     if vision.out_size != decoder.hidden_size:
-      raise ValueError(f"config: vision_config.hidden_size={vision.out_size} must equal the text hidden_size "
+      raise ValueError(f"{where}: vision_config.hidden_size={vision.out_size} must equal the text hidden_size "
                        f"{decoder.hidden_size}")
-    return cls(text=decoder, vision=vision, image_token_id=c.get("image_token_id", 151655),
-               video_token_id=c.get("video_token_id", 151656),
-               vision_start_token_id=c.get("vision_start_token_id", 151652),
-               vision_end_token_id=c.get("vision_end_token_id", 151653))
+    return cls(text=decoder, vision=vision, image_token_id=c["image_token_id"], video_token_id=c["video_token_id"],
+               vision_start_token_id=c["vision_start_token_id"], vision_end_token_id=c["vision_end_token_id"])
 
   @property
   def probe_modules(self) -> dict[str, tuple[int, int]]:

@@ -38,7 +38,10 @@ class PipelineFamily:
   """name: the model registry's family (HF model_type); conditions: name -> probe modules switched off;
   template / style: default evaluation prompt (data/inputs/prompts.py); make_inputs(path, config) -> inputs builder; vision_tokens(hf
   config, (h, w)) -> vision-encoder tokens of one image; build_demo(path, texts, seed) -> path.
-  make_inputs(path, run config, HF config dict) reads the tokenizer(s) and image processor at `path`."""
+  make_inputs(path, run config, HF config dict) reads the tokenizer(s) and image processor at `path`.
+  prompt_image_tokens: how many tokens the image counted for in the authors' `max_length` (HF's
+  LLaVA-NeXT of their time kept one <image> token in input_ids; InstructBLIP's max_length counted
+  the text tokens, the query tokens added on top)."""
   name: str
   conditions: dict
   template: str
@@ -46,6 +49,7 @@ class PipelineFamily:
   make_inputs: Callable[[str, Any, dict], Any]
   vision_tokens: Callable[[dict, tuple], int]
   build_demo: Callable[..., str]
+  prompt_image_tokens: int = 1
 
   def eval_prompt(self, record, eval_cfg) -> str:
     """`eval_cfg.template` / `eval_cfg.style` ('' = this family's default)."""
@@ -58,9 +62,22 @@ class PipelineFamily:
     """`"<image>\\n{question}"`, no template, for every family (the authors' `simple_flag` prompt)."""
     return prompts.stats_prompt(record)
 
+  @staticmethod
+  def lens_prompt(record, lens_cfg=None) -> str:
+    """The logit-lens prompt: `lens_cfg.prompt` 'authors' (default) = the authors' full prompt with no
+    chat template, `"<image>\n" + body` (their logit_len.py on load_bench.py's prompts); 'stats' =
+    the statistics prompt."""
+    kind = (lens_cfg.get("prompt") if lens_cfg is not None else None) or "authors"
+    if kind == "stats":
+      return prompts.stats_prompt(record)
+    if kind != "authors":
+      raise ValueError(f"config.lens.prompt={kind!r}; expected 'authors' or 'stats'")
+    return prompts.eval_prompt(record, template="raw", style="authors")
+
   def vocabulary_texts(self, records, eval_cfg) -> list[str]:
     """Every text the run tokenizes (a demo checkpoint's word-level vocabulary is built from them)."""
-    return [t for r in records for t in [r.question, *r.answers, self.stats_prompt(r), self.eval_prompt(r, eval_cfg)]]
+    return [t for r in records for t in [r.question, *r.answers, self.stats_prompt(r), self.eval_prompt(r, eval_cfg),
+                                         self.lens_prompt(r)]]
 
 
 def _llava_inputs(path, config, hf_config):
@@ -82,11 +99,13 @@ def _instructblip_demo(path, texts, seed=0):
 
 
 FAMILIES = {
-    "llava_next": PipelineFamily("llava_next", LLAVA_NEXT_CONDITIONS, "vicuna_v1", "llava", _llava_inputs,
-                                 processors.vision_tokens_llava_next, _llava_demo),
+    # The authors' prompt body ("Question: ...", options as a Python list, the driving role) in the
+    # Vicuna v1 template (generate.py); `config.eval.style=llava` gives LLaVA's own format.
+    "llava_next": PipelineFamily("llava_next", LLAVA_NEXT_CONDITIONS, "vicuna_v1", "authors", _llava_inputs,
+                                 processors.vision_tokens_llava_next, _llava_demo, prompt_image_tokens=1),
     # The authors' generate.py rewrites the LLaVA prompt for BLIP: no chat template, "Short Answer:".
     "instructblip": PipelineFamily("instructblip", INSTRUCTBLIP_CONDITIONS, "plain", "authors", _instructblip_inputs,
-                                   processors.vision_tokens_instructblip, _instructblip_demo),
+                                   processors.vision_tokens_instructblip, _instructblip_demo, prompt_image_tokens=0),
 }
 
 

@@ -13,8 +13,9 @@ from mmneuron_jax.tasks.common import families
 load_image = records_lib.load_image
 
 
-def score(answers, records):
-  return metrics.score_all(answers, records)
+def score(answers, records, metric="authors"):
+  """Mean metrics of `answers`; `metric` picks the 'primary' column (data/metrics/vqa_metrics.py)."""
+  return metrics.score_all(answers, records, primary=metric)
 
 
 def image_size(record):
@@ -23,21 +24,39 @@ def image_size(record):
   return h, w
 
 
-def load_records(config, workdir):
-  """-> (good records in a deterministic per-domain order, bad [(id, reason)])."""
-  source = config.data.source
+def _split_path(path: str, split: str | None) -> str:
+  return path.replace("{split}", split) if split and "{split}" in path else path
+
+
+def load_records(config, workdir, split=None):
+  """-> (good records in a deterministic per-domain order, bad [(id, reason)]) of `split`.
+
+  split: 'train' | 'val' | 'test' (None: the source's single list of old, 'val' for the paper
+  datasets and 'train' for the demo). Source 'records': a `{split}` in `data.path` names one file
+  per split; else rows with a `split` column are filtered by it; else every split is the whole file
+  (the report then shows how many records statistics and evaluation share).
+  Order (`data.order`): 'authors' = the authors' sample order for the paper datasets (datasets.py;
+  the demo and records files have none and take the sha256 order); 'sha256' =
+  `records.deterministic_shuffle(data.seed)`."""
+  source, order = config.data.source, config.data.get("order", "authors")
+  if order not in ("authors", "sha256"):
+    raise ValueError(f"config.data.order={order!r}; expected 'authors' or 'sha256'")
   if source == "demo":
-    recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed)
+    recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed, split=split or "train")
   elif source == "records":
-    recs = records_lib.read_records(config.data.path, image_root=config.data.image_root or None)
+    recs = records_lib.read_records(_split_path(config.data.path, split), image_root=config.data.image_root or None)
+    if split and "{split}" not in config.data.path and any("split" in r.meta for r in recs):
+      recs = [r for r in recs if str(r.meta.get("split")) == split]
   elif source == "paper":
-    recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None)
+    recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None, split=split or "val",
+                             order=order)
   else:
     raise ValueError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
   good, bad = records_lib.validate(recs)
   for rid, why in bad:
     logging.warning("skipping record %s: %s", rid, why)
-  good = records_lib.deterministic_shuffle(good, config.data.seed)
+  if not (source == "paper" and order == "authors"):
+    good = records_lib.deterministic_shuffle(good, config.data.seed)
   return good, bad
 
 

@@ -79,8 +79,9 @@ def deltas(rows: list, metric: str = "primary") -> dict:
 
 
 def mean_entropy(lens: dict) -> np.ndarray:
-  """Mean over domains of the per-layer image-token entropy: float[L]."""
-  return np.mean([np.asarray(v["entropy"], np.float64) for v in lens.values()], axis=0)
+  """Mean over domains of the per-layer image-token entropy: float[L] ('entropy_image' where the run
+  read the lens at every position, 'entropy' in runs that read image tokens only)."""
+  return np.mean([np.asarray(v.get("entropy_image", v["entropy"]), np.float64) for v in lens.values()], axis=0)
 
 
 def plot_neurons(runs, labels, path: str):
@@ -118,7 +119,8 @@ def plot_lens(runs, labels, path: str):
     if not run["lens"]:
       continue
     for v in run["lens"].values():
-      ax.plot(depth(len(v["entropy"])), v["entropy"], color=f"C{j}", alpha=0.25, linewidth=0.8)
+      e = v.get("entropy_image", v["entropy"])
+      ax.plot(depth(len(e)), e, color=f"C{j}", alpha=0.25, linewidth=0.8)
     curve = mean_entropy(run["lens"])
     ax.plot(depth(len(curve)), curve, color=f"C{j}", linewidth=2.2, marker="o", markersize=3, label=label)
   ax.set(xlabel="relative LLM depth", ylabel="mean entropy (nats)", title="Logit lens at image tokens")

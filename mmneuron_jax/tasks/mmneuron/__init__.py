@@ -4,8 +4,12 @@
 Model-family specifics (inputs, vision-token cost, conditions, prompts, demo checkpoint) come from
 `tasks/common/families.py`; the stages below are the same for every family. Stages run in order; each
 takes the `Study` and earlier results and writes its own files (`config.stages` picks them).
+Statistics, evaluation and lens read their own splits (`config.stats.split`, `eval.split`,
+`lens.split`; the authors' train / val / train), and `records_used.json` lists the record ids each
+stage used.
 """
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -26,7 +30,9 @@ from mmneuron_jax.tasks.readouts import report as readouts_report
 
 @dataclasses.dataclass
 class Study:
-  """Everything the stages share: config, run directory, model, inputs builder, family, records."""
+  """Everything the stages share: config, run directory, model, inputs builder, family, records.
+  splits: stage ('stats' | 'eval' | 'lens') -> {domain: records of that stage's split};
+  by_domain: the statistics split's (what the optional tuned lens trains on)."""
   config: Any
   workdir: str
   model: Any
@@ -36,6 +42,19 @@ class Study:
   domains: list
   by_domain: dict
   bad: list
+  splits: dict = dataclasses.field(default_factory=dict)
+  used: dict = dataclasses.field(default_factory=dict)
+  used_counts: dict = dataclasses.field(default_factory=dict)
+
+  def records(self, stage: str) -> dict:
+    return self.splits.get(stage, self.by_domain)
+
+  def mark_used(self, stage: str, records_by_domain: dict):
+    """Record the ids `stage` used and rewrite workdir/records_used.json."""
+    self.used[stage] = [r.id for v in records_by_domain.values() for r in v]
+    self.used_counts[stage] = {d: len(v) for d, v in records_by_domain.items()}
+    with open(os.path.join(self.workdir, "records_used.json"), "w") as f:
+      json.dump(self.used, f, indent=1)
 
   @property
   def params(self):
@@ -49,13 +68,23 @@ def open_study(config, workdir: str) -> Study:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
-  records, bad = sources.load_records(config, workdir)
-  model, inputs, model_id, family = sources.load_model(config, workdir, records)
+  stage_split = {"stats": config.stats.get("split", "train"), "eval": config.eval.get("split", "val"),
+                 "lens": config.lens.get("split", "train")}
+  loaded, bad = {}, []
+  for split in dict.fromkeys(stage_split.values()):
+    loaded[split], split_bad = sources.load_records(config, workdir, split)
+    bad += [b for b in split_bad if b not in bad]
+  everything = list({r.id: r for recs in loaded.values() for r in recs}.values())
+  model, inputs, model_id, family = sources.load_model(config, workdir, everything)
   domains = list(config.data.domains)
-  by_domain = {d: [r for r in records if r.domain == d] for d in domains}
-  logging.info("%s (%s): records per domain %s (bad: %d)", model_id, family.name,
-               {d: len(v) for d, v in by_domain.items()}, len(bad))
-  return Study(config, workdir, model, inputs, family, model_id, domains, by_domain, bad)
+  splits = {stage: {d: [r for r in loaded[split] if r.domain == d] for d in domains}
+            for stage, split in stage_split.items()}
+  for stage, split in stage_split.items():
+    logging.info("%s (%s): %s split %r, records per domain %s", model_id, family.name, stage, split,
+                 {d: len(v) for d, v in splits[stage].items()})
+  if os.path.exists(os.path.join(workdir, "records_used.json")):
+    os.remove(os.path.join(workdir, "records_used.json"))
+  return Study(config, workdir, model, inputs, family, model_id, domains, splits["stats"], bad, splits)
 
 
 def select_sets(totals: dict, model, model_id: str, domains: list[str], dape_cfg) -> dict:
@@ -76,8 +105,9 @@ def select_sets(totals: dict, model, model_id: str, domains: list[str], dape_cfg
 def stage_stats(study: Study):
   """Resumable per-domain statistics in workdir/stats -> (totals, per-domain plan summary)."""
   c = study.config
-  recs = {d: v[:c.stats.max_samples_per_domain or None] for d, v in study.by_domain.items()}
-  sizes = {d: [sources.image_size(r) for r in v] for d, v in recs.items()}
+  recs = {d: v[:c.stats.max_samples_per_domain or None] for d, v in study.records("stats").items()}
+  # lazily: planning stops at the token target, so only the images it takes are opened
+  sizes = {d: (sources.image_size(r) for r in v) for d, v in recs.items()}
   batches, stats_plan = domain_stats.plan(recs, sizes, study.inputs.num_vision_tokens, c.stats.batch_size,
                                           c.stats.max_samples_per_domain or None,
                                           c.stats.vision_tokens_per_domain or None)
@@ -91,6 +121,11 @@ def stage_stats(study: Study):
   totals = accumulate(store, ((i + 1, b) for i, b in enumerate(batches)), step.run, commit_every=c.stats.commit_every,
                       total=len(batches), desc="domain statistics (batches)", prepare=step.prepare,
                       prefetch=c.stats.prefetch)
+  names = list(recs)
+  used = {d: [] for d in names}
+  for b in batches:
+    used[names[b.domain]] += [recs[names[b.domain]][i] for i in b.indices]
+  study.mark_used("stats", used)
   return totals, stats_plan
 
 
@@ -111,12 +146,15 @@ def stage_select(study: Study, totals: dict):
 def stage_eval(study: Study, sets: dict) -> list:
   """Deactivation under the family's conditions -> workdir/deactivation.json; returns the rows."""
   c = study.config
-  eval_recs = {d: v[:c.eval.n_per_domain] for d, v in study.by_domain.items()}
+  eval_recs = {d: v[:c.eval.n_per_domain or None] for d, v in study.records("eval").items()}
+  study.mark_used("eval", eval_recs)
   random_sets = {m: s.random_like(c.seed) for m, s in sets.items()}
+  score = functools.partial(sources.score, metric=c.eval.get("metric", "authors"))
   rows, predictions = deactivation.evaluate(
       study.model, study.params, study.inputs, eval_recs, sets, random_sets, study.eval_prompt, sources.load_image,
-      sources.score, conditions=study.family.conditions, batch_size=c.eval.batch_size,
-      max_new_tokens=c.eval.max_new_tokens, temperature=c.eval.temperature, seed=c.seed)
+      score, conditions=study.family.conditions, batch_size=c.eval.batch_size,
+      max_new_tokens=c.eval.max_new_tokens, temperature=c.eval.temperature, seed=c.seed,
+      max_length=c.eval.get("max_length", 0), prompt_image_tokens=study.family.prompt_image_tokens)
   with open(os.path.join(study.workdir, "deactivation.json"), "w") as f:
     json.dump({"conditions": {k: list(v) for k, v in study.family.conditions.items()}, "rows": rows,
                "predictions": {"|".join(k): v for k, v in predictions.items()}}, f, indent=1)
@@ -124,11 +162,15 @@ def stage_eval(study: Study, sets: dict) -> list:
 
 
 def stage_lens(study: Study) -> dict:
-  """Logit lens at image tokens per domain -> workdir/logit_lens.json; returns the results."""
+  """Logit lens per domain (the lens split, `config.lens.prompt`, at `config.lens.positions`) ->
+  workdir/logit_lens.json; returns the results."""
   c = study.config
-  results = {d: lens.domain_lens(study.model, study.params, study.inputs, v[:c.lens.n_per_domain],
-                                 study.family.stats_prompt, sources.load_image, c.eval.batch_size, c.lens.top_k)
-             for d, v in study.by_domain.items()}
+  recs = {d: v[:c.lens.n_per_domain or None] for d, v in study.records("lens").items()}
+  study.mark_used("lens", recs)
+  prompt = functools.partial(study.family.lens_prompt, lens_cfg=c.lens)
+  results = {d: lens.domain_lens(study.model, study.params, study.inputs, v, prompt, sources.load_image,
+                                 c.eval.batch_size, c.lens.top_k, c.lens.get("positions", "all"))
+             for d, v in recs.items()}
   with open(os.path.join(study.workdir, "logit_lens.json"), "w") as f:
     json.dump({d: {k: np.asarray(v).tolist() for k, v in r.items()} for d, r in results.items()}, f, indent=1)
   return results
@@ -146,6 +188,7 @@ def run(config, workdir: str) -> str:
   # Optional, beyond the papers: tuned vs logit lens (tasks/readouts/), off by default.
   tuned = readouts.mmneuron_tuned_lens(study) if "tuned_lens" in stages else None
   return report.write(workdir, config=config, model_id=study.model_id, domains=study.domains, bad=study.bad,
+                      used=study.used, used_counts=study.used_counts, family=study.family,
                       stats_plan=stats_plan, totals=totals, sets=sets, summaries=summaries, rows=rows,
                       lens_results=lens_results, conditions=study.family.conditions, tuned_lens=tuned,
                       extra_sections=[readouts_report.mmneuron_tuned_lens_section])

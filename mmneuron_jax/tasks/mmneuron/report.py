@@ -15,15 +15,20 @@ def _plt():
   return plt
 
 
-def plot_lens(lens_results: dict, path: str):
+def plot_lens(lens_results: dict, path: str, where: str = "all positions"):
   plt = _plt()
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  with_image = all("entropy_image" in r for r in lens_results.values())
+  fig, axes = plt.subplots(1, 3 if with_image else 2, figsize=(16 if with_image else 11, 4))
   for domain, r in lens_results.items():
     layers = np.arange(1, len(r["entropy"]) + 1)
     axes[0].plot(layers, r["entropy"], marker="o", label=domain)
-    axes[1].plot(layers, r["top1_prob"], marker="o", label=domain)
-  axes[0].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
-  axes[1].set(xlabel="LLM layer", ylabel="mean top-1 probability", title="Top-1 confidence")
+    axes[-1].plot(layers, r["top1_prob"], marker="o", label=domain)
+    if with_image:
+      axes[1].plot(layers, r["entropy_image"], marker="o", label=domain)
+  axes[0].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title=f"Logit lens, {where}")
+  if with_image:
+    axes[1].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
+  axes[-1].set(xlabel="LLM layer", ylabel="mean top-1 probability", title=f"Top-1 confidence, {where}")
   axes[0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -48,7 +53,17 @@ def plot_deactivation(rows: list, metric: str, path: str):
   plt.close(fig)
 
 
-METRICS = ("primary", "vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match")
+METRICS = ("primary", "authors", "standard", "vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match")
+# The authors' projector condition masked nothing (mask_model.py tests for the key "mmprj" but their
+# mask dict holds "mmproj"): their table's projector row equals their no-mask row.
+PROJECTOR_NOTE = ("`projector`: here the projector's domain neurons are switched off. The authors' projector "
+                  "condition masked nothing (their code looks for the key `mmprj`, the masks sit under `mmproj`), "
+                  "so in the paper's table the projector row equals the no-mask row; compare this row with "
+                  "theirs knowing that.")
+
+
+def _label(condition: str) -> str:
+  return f"{condition} †" if condition == "projector" else condition
 
 
 def condition_keys(rows):
@@ -70,6 +85,54 @@ def header_section(config, model_id, **_) -> list[str]:
           f"Config: `config.json`. Statistics positions: **{config.stats.positions}**; "
           f"DAPE top_rate={config.dape.top_rate}, filter_rate={config.dape.filter_rate}, "
           f"bar_ratio={config.dape.bar_ratio}.", ""]
+
+
+def protocol_section(config, domains, used=None, family=None, stats_plan=None, used_counts=None, **_) -> list[str]:
+  """What this run did, first: splits and order, sample counts, prompts, metric, generation, and how
+  many records statistics and evaluation share (in bold when any)."""
+  used = used or {}
+  c, lines = config, ["## Protocol", ""]
+  order = c.data.get("order", "authors")
+  lines.append(f"- Data: source `{c.data.source}`, order `{order}`"
+               + (" (the authors' per-dataset shuffles)" if order == "authors" and c.data.source == "paper" else
+                  " (sha256 of seed and id)" if c.data.source != "paper" or order == "sha256" else "") + ".")
+  lines.append(f"- Splits: statistics `{c.stats.get('split', 'train')}`, evaluation `{c.eval.get('split', 'val')}`, "
+               f"logit lens `{c.lens.get('split', 'train')}`; the ids each stage used are in `records_used.json`.")
+  if stats_plan:
+    lines.append("- Statistics samples: " + ", ".join(f"{d} {stats_plan[d]['samples']}" for d in domains if d in stats_plan)
+                 + f" (until {c.stats.vision_tokens_per_domain or '-'} vision tokens or "
+                 f"{c.stats.max_samples_per_domain or 'no'} sample cap per domain).")
+  for stage, what in (("eval", "Evaluation"), ("lens", "Logit-lens")):
+    if stage in used:
+      counts = (used_counts or {}).get(stage, {})
+      cap = c.get(stage).get("n_per_domain")
+      lines.append(f"- {what} samples: {len(used[stage])}"
+                   + (" (" + ", ".join(f"{d} {counts[d]}" for d in domains if d in counts) + ")" if counts else "")
+                   + (f"; at most {cap} per domain." if cap else "; the whole split."))
+  if "stats" in used and "eval" in used:
+    shared = len(set(used["stats"]) & set(used["eval"]))
+    lines.append(f"- Statistics and evaluation share {shared} record ids." if shared == 0 else
+                 f"- **Statistics and evaluation share {shared} record ids: neurons were selected on samples they "
+                 f"are then evaluated on.**")
+  if family is not None:
+    template = c.eval.get("template") or family.template
+    style = c.eval.get("style") or family.style
+    lines.append(f"- Prompts: statistics `\"<image>\\n{{question}}\"` (no template); evaluation template "
+                 f"`{template}`, body style `{style}`; logit lens `{c.lens.get('prompt', 'authors')}` prompt with no "
+                 f"template, at `{c.lens.get('positions', 'all')}` positions.")
+  metric = c.eval.get("metric", "authors")
+  lines.append(f"- Metric (the `primary` column): `{metric}`" + (
+      " (the authors' per-domain metrics: VQAv2 lowercased exact match against confident answers, medical any "
+      "output character equal to the label letter, remote sensing lowercased exact match against the first "
+      "answer, documents ANLS at threshold 1.0; auto-driving, judged by the Lingo-Judge model in the paper, "
+      "falls back to ANLS). The standard metrics sit beside it." if metric == "authors" else "."))
+  gen = (f"{c.eval.max_new_tokens} new tokens" if c.eval.max_new_tokens > 0 else
+         f"max_length {c.eval.get('max_length', 0)} (prompt + answer, the image counted as "
+         f"{getattr(family, 'prompt_image_tokens', 1)} token(s))")
+  sampling = ("greedy (the authors sampled at temperature 0.9, unseeded)" if c.eval.temperature <= 0 else
+              f"sampled at temperature {c.eval.temperature}, seed {c.seed}")
+  lines.append(f"- Generation: {gen}, {sampling}, batch {c.eval.batch_size}.")
+  return lines + [""]
 
 
 def data_section(domains, bad, stats_plan, **_) -> list[str]:
@@ -101,26 +164,36 @@ def deactivation_section(workdir, rows, conditions=None, **_) -> list[str]:
   if conditions:
     out += ["Conditions (modules whose domain neurons are off): " + "; ".join(
         f"`{c}` = {', '.join(mods) or 'nothing'}" for c, mods in conditions.items()) + ".", ""]
+  projector = any(r["condition"] == "projector" for r in rows)
   if "primary" in metrics:
-    out += ["Primary metric per domain (ANLS for driving and documents, letter accuracy for medical, exact "
-            "match for remote sensing, VQA accuracy for common scenes); change vs `none` in brackets:", "",
-            md_table(["domain"] + [f"{c} ({k})" for c, k in condition_keys(rows)], primary_matrix(rows)), ""]
+    out += ["Primary metric per domain (`primary`: see Protocol; `authors` = the authors' metric, `standard` = "
+            "ANLS for driving and documents, letter accuracy for medical, exact match for remote sensing, VQA "
+            "accuracy for common scenes); change vs `none` in brackets:", "",
+            md_table(["domain"] + [f"{_label(c)} ({k})" for c, k in condition_keys(rows)], primary_matrix(rows)), ""]
+    out += [f"† {PROJECTOR_NOTE}", ""] if projector else []
   header = ["domain", "condition", "control", "neurons off", "n"] + metrics
-  out += [md_table(header, [[r["domain"], r["condition"], r["control"], r["neurons_off"], r["n"]] +
+  out += [md_table(header, [[r["domain"], _label(r["condition"]), r["control"], r["neurons_off"], r["n"]] +
                             [r[m] for m in metrics] for r in rows]), ""]
+  out += [f"† {PROJECTOR_NOTE}", ""] if projector else []
   return out + [f"![deactivation](plots/deactivation_{m}.png)" for m in metrics[:2]] + [""]
 
 
-def lens_section(workdir, domains, lens_results, **_) -> list[str]:
+def lens_section(workdir, domains, lens_results, config=None, **_) -> list[str]:
   if not lens_results:
     return []
-  plot_lens(lens_results, os.path.join(workdir, "plots", "logit_lens.png"))
+  where = "all positions" if config is None or config.lens.get("positions", "all") == "all" else "image tokens"
+  plot_lens(lens_results, os.path.join(workdir, "plots", "logit_lens.png"), where)
   n_layers = len(next(iter(lens_results.values()))["entropy"])
-  header = ["layer"] + [f"{d} H" for d in domains] + [f"{d} top-1" for d in domains]
+  with_image = where == "all positions" and all("entropy_image" in lens_results[d] for d in domains)
+  header = (["layer"] + [f"{d} H" for d in domains] + ([f"{d} H image" for d in domains] if with_image else []) +
+            [f"{d} top-1" for d in domains])
   table = [[layer + 1] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
+           ([float(lens_results[d]["entropy_image"][layer]) for d in domains] if with_image else []) +
            [f"{lens_results[d]['top1'][layer]} ({lens_results[d]['top1_prob'][layer]:.2f})" for d in domains]
            for layer in range(n_layers)]
-  return ["## Logit lens at image tokens", "", "![logit lens](plots/logit_lens.png)", "", md_table(header, table), ""]
+  return [f"## Logit lens, {where}", "", f"Mean entropy (nats) per layer at {where}"
+          + (" and at image tokens (`H image`)" if with_image else "") + "; top-1 token and its mean probability.",
+          "", "![logit lens](plots/logit_lens.png)", "", md_table(header, table), ""]
 
 
 def compare_section(workdir, config, **_) -> list[str]:
@@ -133,12 +206,14 @@ def compare_section(workdir, config, **_) -> list[str]:
 
 
 # The report, in order; each section is f(**results) -> markdown lines ([] = left out).
-SECTIONS = [header_section, data_section, neurons_section, deactivation_section, lens_section, compare_section]
+SECTIONS = [header_section, protocol_section, data_section, neurons_section, deactivation_section, lens_section,
+            compare_section]
 
 
 def write(workdir, *, extra_sections=(), **results) -> str:
   """report.md from the run's results (keyword arguments of the SECTIONS: config, model_id, domains,
-  bad, stats_plan, totals, sets, summaries, rows, lens_results, conditions); `extra_sections` are
+  bad, stats_plan, totals, sets, summaries, rows, lens_results, conditions, used, used_counts, family);
+  `extra_sections` are
   more section functions, appended before the side-by-side comparison."""
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   sections = SECTIONS[:-1] + list(extra_sections) + SECTIONS[-1:]

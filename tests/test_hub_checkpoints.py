@@ -1,0 +1,279 @@
+"""The five hub checkpoints as published, at full width and depth cut to 2 layers a stack: random
+weights saved in the hub's own layout (its sparse config.json, its tensor names and dtype, sharded
+safetensors with the index, generation / preprocessor configs) load through `load_hf` and match HF
+PyTorch fp32 (eager attention) on one realistic input: a 672x672 image for LLaVA-NeXT, 224x224 for
+InstructBLIP, 448x448 for Qwen2-VL, 2 s of audio for Qwen2-Audio.
+
+Tolerances: logits and every probe module's neurons max-abs <= 1e-4 (as the tiny parity tests).
+Heavy (vocab x width embeddings at full width): HF runs first and is freed before ours loads.
+"""
+import copy
+import gc
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.torch import save_file
+
+import hf_hooks
+import mmneuron_jax
+from mmneuron_jax.api import read_config
+from mmneuron_jax.data.inputs import qwen2_audio_inputs, qwen2_vl_inputs
+from mmneuron_jax.models import anyres
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+TOL = 1e-4
+SHARD_BYTES = 1 << 30
+HF_CLASSES = {"llava_next": "LlavaNextForConditionalGeneration", "instructblip": "InstructBlipForConditionalGeneration",
+              "qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_audio": "Qwen2AudioForConditionalGeneration"}
+# transformers-v5 in-memory names -> the names the hub's checkpoints hold (first matching prefix).
+HUB_NAMES = {
+    "llava_next": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                   ("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
+                   ("model.image_newline", "image_newline")),
+    "instructblip": (("", ""),),
+    "qwen2_vl": (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")),
+    "qwen2_audio": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                    ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector.")),
+}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def depth_cut(config: dict, layers: int = 2) -> dict:
+  """The hub's sparse config with every stack cut to `layers` (only those fields added)."""
+  c = copy.deepcopy(config)
+  kind = c["model_type"]
+  if kind == "qwen2_vl":
+    c["num_hidden_layers"] = layers
+    c["vision_config"]["depth"] = layers
+  else:
+    c["text_config"]["num_hidden_layers"] = layers
+  if kind in ("llava_next", "instructblip"):
+    c["vision_config"]["num_hidden_layers"] = layers
+  if kind == "instructblip":
+    c["qformer_config"]["num_hidden_layers"] = layers
+  if kind == "qwen2_audio":
+    c["audio_config"]["encoder_layers"] = layers
+  return c
+
+
+def hub_name(kind: str, name: str) -> str:
+  for ours, theirs in HUB_NAMES[kind]:
+    if name.startswith(ours):
+      return theirs + name[len(ours):]
+  raise KeyError(f"{kind}: no hub name for {name!r}")
+
+
+def save_hub_layout(hf, config: dict, fixture_dir: str, path: str):
+  """hf's weights in the file's dtype under hub names, sharded (<= 1 GiB a shard) with the index;
+  the sparse `config` as config.json; the fixture's other JSON files copied."""
+  dtype = DTYPES[config.get("torch_dtype", "float32")]
+  shards, current, size, weight_map, total = [], {}, 0, {}, 0
+  for name, tensor in hf.state_dict().items():
+    t = tensor.detach().to(dtype).contiguous().clone()
+    if current and size + t.numel() * t.element_size() > SHARD_BYTES:
+      shards.append(current)
+      current, size = {}, 0
+    current[hub_name(config["model_type"], name)] = t
+    size += t.numel() * t.element_size()
+    total += t.numel() * t.element_size()
+  shards.append(current)
+  for i, shard in enumerate(shards):
+    file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+    save_file(shard, os.path.join(path, file), metadata={"format": "pt"})
+    weight_map.update({k: file for k in shard})
+  shards.clear()
+  with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config, f)
+  for file in ("generation_config.json", "preprocessor_config.json"):
+    if os.path.exists(os.path.join(fixture_dir, file)):
+      shutil.copy(os.path.join(fixture_dir, file), path)
+  return len(weight_map), dtype
+
+
+def build_hf(config: dict, seed: int = 0):
+  """A random fp32 HF model of `config` (eager attention): non-trivial norms; InstructBLIP's vision
+  tower and Q-Former, which HF initialises near 0, redrawn at std 0.02."""
+  torch.manual_seed(seed)
+  kind = config["model_type"]
+  hf_cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
+  hf_cfg._attn_implementation = "eager"
+  model = getattr(transformers, HF_CLASSES[kind])(hf_cfg).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if kind == "instructblip" and not name.startswith("language_model."):
+        if name == "query_tokens":
+          p.normal_()
+        elif "norm" in name.lower() and name.endswith("weight"):
+          p.copy_(1.0 + 0.1 * torch.randn_like(p))
+        else:
+          p.normal_(0.0, 0.02)
+      elif p.ndim == 1 and "norm" in name.lower() or name.endswith("ln_q.weight"):
+        p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+def round_to(model, dtype):
+  """The weights rounded to the checkpoint's dtype (what HF loads), kept in fp32."""
+  with torch.no_grad():
+    for p in model.parameters():
+      p.copy_(p.to(dtype).float())
+
+
+# ---- realistic inputs --------------------------------------------------------------------------
+def image(size, seed=0):
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[:size, :size]
+  base = np.stack([x, y, (x + y) // 2], -1) * (255.0 / size)
+  return Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+
+
+def llava_next_batch(config, fixture_dir):
+  with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
+    pre = json.load(f)
+  pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class", "aspect_ratio_setting")}
+  proc = getattr(transformers, "LlavaNextImageProcessorPil", None) or transformers.LlavaNextImageProcessor
+  pix = proc(**pre)(image(672), return_tensors="np")
+  v = config["vision_config"]
+  n = len(anyres.image_feature_order(pix["image_sizes"][0], config["image_grid_pinpoints"], v["image_size"],
+                                     v["image_size"] // v["patch_size"], 0, -1))
+  rng = np.random.default_rng(1)
+  ids = np.array([[1] + [config["image_token_index"]] * n + list(rng.integers(3, 32000, 24))])
+  return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values": pix["pixel_values"].astype(np.float32),
+          "image_sizes": pix["image_sizes"]}
+
+
+def instructblip_batch(config, fixture_dir):
+  with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
+    pre = json.load(f)
+  pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+  proc = getattr(transformers, "BlipImageProcessorPil", None) or transformers.BlipImageProcessor
+  pix = proc(**pre)(image(224), return_tensors="np")["pixel_values"]
+  rng = np.random.default_rng(1)
+  qids = np.array([[101] + list(rng.integers(1000, 30000, 14)) + [102]])
+  ids = np.array([[config["image_token_index"]] * config["num_query_tokens"] + [1] + list(rng.integers(3, 32000, 24))])
+  return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values": pix.astype(np.float32),
+          "qformer_input_ids": qids, "qformer_attention_mask": np.ones_like(qids)}
+
+
+def qwen2_vl_batch(config, fixture_dir):
+  proc = qwen2_vl_inputs.image_processor(min_pixels=448 * 448, max_pixels=448 * 448)
+  pix = proc([image(448)], return_tensors="np")
+  assert pix["image_grid_thw"].tolist() == [[1, 32, 32]]
+  rng = np.random.default_rng(1)
+  start, end = config["vision_start_token_id"], config["vision_end_token_id"]
+  row = [151644] + list(rng.integers(3, 150000, 6)) + [start, config["image_token_id"], end] + list(
+      rng.integers(3, 150000, 20)) + [151645]
+  return qwen2_vl_inputs.build_batch([row], pix["pixel_values"], pix["image_grid_thw"], config, pad_id=151643)
+
+
+def qwen2_audio_batch(config, fixture_dir):
+  with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
+    pre = json.load(f)
+  extractor = qwen2_audio_inputs.feature_extractor(chunk_length=pre["chunk_length"], n_fft=pre["n_fft"],
+                                                   hop_length=pre["hop_length"], sampling_rate=pre["sampling_rate"])
+  t = np.arange(2 * pre["sampling_rate"]) / pre["sampling_rate"]
+  rng = np.random.default_rng(0)
+  wave = (0.3 * np.sin(2 * np.pi * 220 * t * (1 + t)) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+  feats = qwen2_audio_inputs.extract_features(extractor, [wave])
+  rng = np.random.default_rng(1)
+  row = [151644] + list(rng.integers(3, 150000, 6)) + [151647, config["audio_token_index"], 151648] + list(
+      rng.integers(3, 150000, 20)) + [151645]
+  return qwen2_audio_inputs.build_batch([row], feats["input_features"], feats["feature_attention_mask"], config,
+                                        pad_id=151643)
+
+
+# ---- probe modules ---------------------------------------------------------------------------
+def act_modules(kind, hf):
+  """HF modules whose forward output is each probe module's neuron activation, per layer."""
+  if kind == "llava_next":
+    inner = hf.model
+    return {"llm": [l.mlp.act_fn for l in inner.language_model.layers],
+            "vision": [l.mlp.activation_fn for l in inner.vision_tower.encoder.layers],
+            "projector": [inner.multi_modal_projector.act]}
+  if kind == "instructblip":
+    return {"llm": [l.mlp.act_fn for l in hf.language_model.model.layers],
+            "vision": [l.mlp.activation_fn for l in hf.vision_model.encoder.layers],
+            "qformer_query": [l.intermediate_query.intermediate_act_fn for l in hf.qformer.encoder.layer],
+            "qformer_text": [l.intermediate.intermediate_act_fn for l in hf.qformer.encoder.layer]}
+  if kind == "qwen2_vl":
+    return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
+            "vision": [b.mlp.act for b in hf.model.visual.blocks]}
+  return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
+          "audio": [l.activation_fn for l in hf.model.audio_tower.layers]}
+
+
+def ours_like(kind, name, ours, theirs, prepared):
+  """Our captured neurons in the layout of HF's recorded ones."""
+  if kind == "llava_next" and name in ("vision", "projector"):
+    return ours[:, prepared["tile_valid"]]
+  return ours.reshape(theirs.shape)
+
+
+BATCHES = {"llava_next": llava_next_batch, "instructblip": instructblip_batch, "qwen2_vl": qwen2_vl_batch,
+           "qwen2_audio": qwen2_audio_batch}
+NAMES = ["llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf", "Salesforce/instructblip-vicuna-7b",
+         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"]
+
+
+def peak_rss_gb() -> float:
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", NAMES)
+def test_depth_cut_hub_checkpoint_matches_hf(name, tmp_path):
+  fixture_dir = os.path.join(FIXTURES, name.replace("/", "__"))
+  with open(os.path.join(fixture_dir, "config.json")) as f:
+    config = depth_cut(json.load(f))
+  kind = config["model_type"]
+  clock = [time.time()]
+  lap = lambda: clock.append(time.time()) or round(clock[-1] - clock[-2], 1)
+  hf = build_hf(config)
+  seconds = {"build": lap()}
+  n_tensors, dtype = save_hub_layout(hf, config, fixture_dir, str(tmp_path))
+  seconds["save"] = lap()
+  assert len([f for f in os.listdir(tmp_path) if f.endswith(".safetensors")]) >= 2  # sharded, with the index
+  round_to(hf, dtype)
+  filled = read_config(str(tmp_path))
+  batch = BATCHES[kind](filled, fixture_dir)
+  modules = act_modules(kind, hf)
+  ref, rec = hf_hooks.run_hf(hf, modules, batch)
+  ref_logits = ref.logits.numpy()
+  del hf, ref, modules
+  gc.collect()
+  seconds["hf"] = lap()
+
+  model = mmneuron_jax.load_hf(str(tmp_path))
+  seconds["load"] = lap()
+  out = model.apply(model.params, batch, capture=tuple(model.probe_modules))
+  seconds["ours"] = lap()
+  valid = batch["attention_mask"].astype(bool)
+  logits = np.asarray(out.logits)
+  assert logits.shape == ref_logits.shape
+  diffs = {"logits": float(np.abs(logits[valid] - ref_logits[valid]).max())}
+  prepared = model.prepare(batch)
+  assert set(rec) == set(model.probe_modules)
+  for m, theirs in rec.items():
+    ours = np.asarray(out.aux[m])
+    if m == "llm":
+      ours, theirs = ours[:, valid], theirs[:, valid]
+    else:
+      ours = ours_like(kind, m, ours, theirs, prepared)
+    assert ours.shape == theirs.shape, m
+    assert ours.shape[0] == model.probe_modules[m][0] and ours.shape[-1] == model.probe_modules[m][1], m
+    diffs[m] = float(np.abs(ours - theirs).max())
+  print(f"\n{name}: {n_tensors} tensors ({dtype}), tokens {batch['input_ids'].shape[1]}, max-abs {diffs}, "
+        f"peak RSS {peak_rss_gb():.1f} GB, seconds {seconds}")
+  assert max(diffs.values()) <= TOL, diffs
+  del model, out
+  gc.collect()
