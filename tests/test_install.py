@@ -73,3 +73,10 @@ def test_unknown_config_names_the_packaged_ones(tmp_path):
                         capture_output=True, text=True, cwd=ROOT)
   assert proc.returncode != 0
   assert "no_such_config" in proc.stderr and "llava_next_demo" in proc.stderr
+
+
+def test_launch_main_is_the_same_command_line():
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "main.py"), "--help"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, check=True).stdout
+  assert "llava_next_demo" in out and "--show_config" in out
