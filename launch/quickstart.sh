@@ -8,5 +8,8 @@ python3 -m venv .venv
 pip install -q --upgrade pip
 pip install -q .
 export HF_HUB_OFFLINE=1
-python -m mmneuron_jax --config=llava_next_demo --workdir="${WORKDIR:-runs/llava_next_demo}" "$@"
+# The study plus its neuron atlas (the optional 'atlas' stage, tasks/atlas/).
+python -m mmneuron_jax --config=llava_next_demo --workdir="${WORKDIR:-runs/llava_next_demo}" \
+  --config.stages="('stats','select','eval','lens','atlas')" "$@"
 echo "report: ${WORKDIR:-runs/llava_next_demo}/report.md"
+echo "atlas: ${WORKDIR:-runs/llava_next_demo}/atlas/index.html"

@@ -2,6 +2,12 @@
 # Set up a venv (jax CPU, torch 2.13.0 CPU, transformers) and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium + its driver for the atlas browser test (tests/test_atlas_browser.py), when missing.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
+  { $SUDO apt-get update -q && $SUDO apt-get install -y -q chromium chromium-driver; } ||
+    echo "could not install chromium: the atlas browser test skips (and fails when CI is set)" >&2
+fi
 python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip

@@ -32,6 +32,7 @@ def small_config():
   for key, value in OVERRIDES.items():
     node, leaf = key.split(".")
     c[node][leaf] = value
+  c.sweep.ratios, c.sweep.weights = (0.02, 0.05), ("mean", "default")  # the optional sweep: a short grid here
   return c
 
 
@@ -92,7 +93,9 @@ def test_report_plots_and_files(run_dir):
     assert section in text
   assert text.index("**Protocol.**") < text.index("## Headline") < text.index("## Data")  # the report opens with them
   plots = set(os.listdir(os.path.join(run_dir, "plots")))
-  assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png"}
+  assert plots == {"scores_by_layer.png", "neurons_per_layer.png", "overlap.png", "deactivation.png",
+                   "sweep_grid.png", "sweep_samples.png", "last_token.png", "semantics_shares.png",
+                   "semantics_pca.png"}  # + the optional stages
   for name in plots:
     assert open(os.path.join(run_dir, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   loaded = miner_task.load_results(run_dir)
@@ -246,3 +249,63 @@ def test_killed_scores_run_resumed_bit_identical(run_dir, model_inputs):
     assert sorted(want) == sorted(stored)
     for name in want:
       np.testing.assert_array_equal(stored[name], want[name], err_msg=f"{dataset}/{name}")
+
+
+# ----------------------------------------------------------------------------- optional stages (on in the demo)
+
+def test_sweep_reuses_the_run(run_dir, model_inputs):
+  """sweep.json: the strategy grid equals the run's own selection per strategy, the base point's
+  deactivation equals the deactivation stage's 'all' rows (same sets, samples, value), its 'none'
+  the stage's 'none'; snapshots hold the first batch's sums and the final sums."""
+  from mmneuron_jax.data.synthetic import miner_demo
+  from mmneuron_jax.tasks.miner import scores as miner_scores
+  sweep = json.load(open(os.path.join(run_dir, "sweep.json")))
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  rows = json.load(open(os.path.join(run_dir, "deactivation.json")))["rows"]
+  for r in sweep["grid"]:
+    if r["axis"] == "strategy":
+      assert r["sizes"] == results["strategies"][r["strategy"]]["sizes"], r["key"]
+  base = [r for r in sweep["grid"] if r["key"] == "0.05|default|LA_MU"]
+  assert len(base) == 3 and all(r["jaccard_vs_chosen"]["union"] == 1.0 for r in base)
+  for r in rows:
+    if r["condition"] in ("none", "all"):
+      got = sweep["none"][r["dataset"]] if r["condition"] == "none" else base[0]["deactivation"][r["dataset"]]
+      assert got["primary"] == r["primary"] and got["n"] == r["n"], (r["dataset"], r["condition"])
+      assert got.get("changed_vs_none") == r.get("changed_vs_none"), (r["dataset"], r["condition"])
+  assert [x["samples"] for x in sweep["samples"]] == [2, 4]
+  assert all(v == 1.0 for v in sweep["samples"][1]["jaccard"].values())  # 4 samples = the final sums
+  model, inputs = model_inputs
+  config = small_config()
+  samples = miner_demo.demo_dataset("caption", 4)
+  batches = miner_scores.plan(4, config.scores.batch_size, (2, 4))
+  step = miner_scores.make_step_fn(model, model.params, inputs, samples, ("text", "special", "image", "video"),
+                                   inputs.token_ids(), config.scores, len(batches))
+  first = step(batches[0])
+  with np.load(os.path.join(run_dir, "stats_snapshots", "caption", "n_00000002.npz")) as z:
+    np.testing.assert_array_equal(z["score_sum"], np.asarray(first["score_sum"], np.float64))
+  with np.load(os.path.join(run_dir, "stats_snapshots", "caption", "n_00000004.npz")) as z:
+    np.testing.assert_array_equal(z["score_sum"], stored_totals(run_dir, "caption")["score_sum"])
+
+
+def test_last_token_and_semantics(run_dir):
+  """last_token.json: conditions none / each modality / all; masses over the token partition sum to
+  1; semantics.json: nearest-neighbour shares per layer sum to 1 over the modalities that occur."""
+  res = json.load(open(os.path.join(run_dir, "last_token.json")))
+  assert res["conditions"] == ["none", "text", "special", "image", "all"]
+  part = [res["modalities"].index(m) for m in ("text", "special", "image", "video")]
+  for d, r in res["datasets"].items():
+    assert r["n"] == 4
+    for c in res["conditions"]:
+      mass = np.asarray(r["mass"][c])
+      assert mass.shape == (3, len(res["modalities"]))
+      np.testing.assert_allclose(mass[:, part].sum(-1), 1.0, atol=1e-5, err_msg=f"{d}/{c}")
+  assert res["datasets"]["text_mc"]["present"]["image"] == 0
+  sem = json.load(open(os.path.join(run_dir, "semantics.json")))
+  assert sem["modalities"] == ["text", "special", "image", "video", "audio"]
+  for d, r in sem["datasets"].items():
+    shares = np.asarray(r["shares"], float)                       # [L, A, A], None -> nan
+    assert shares.shape == (3, 5, 5) and r["n"] == 4
+    present = np.asarray([r["tokens"][m] > 0 for m in sem["modalities"]])
+    np.testing.assert_allclose(np.nansum(shares, -1)[:, present], 1.0, atol=1e-12)
+    assert np.isnan(shares[:, ~present]).all()
+  assert sem["datasets"]["text_mc"]["tokens"]["image"] == 0 and sem["datasets"]["image_qa"]["tokens"]["image"] > 0

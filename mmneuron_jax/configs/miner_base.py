@@ -16,7 +16,9 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.task = "miner"
   c.seed = 0
-  # 'scores' only, or the whole study ('scores', 'select', 'deactivate').
+  # 'scores' only, or the whole study ('scores', 'select', 'deactivate'), plus the optional
+  # 'sweep', 'last_token' (Finding III) and 'semantics' (Finding IV) (tasks/miner/studies.py) and
+  # 'atlas' (tasks/atlas/).
   c.stages = ("scores", "select", "deactivate")
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
@@ -37,8 +39,11 @@ def get_config():
   # Prompts are padded to length_bucket * 2**k tokens, so a run compiles for a few lengths only.
   # prefetch: batches whose host preprocessing (processor, padding, modality masks, answer batches) runs
   # ahead on a thread while the device computes (0 = in line; io/prefetch.py); sums do not depend on it.
+  # snapshots: sample counts at which each dataset's running sums are also saved (the authors'
+  # ALL_SAVE_SAMPLE_NUMS; tasks/miner/snapshots.py), for the sample-count sweep; () = none.
   c.scores = ml_collections.ConfigDict(dict(batch_size=4, length_bucket=64, commit_every=10,
-                                            flat_rtol=1e-5, grad=False, prefetch=2))
+                                            flat_rtol=1e-5, grad=False, prefetch=2,
+                                            snapshots=(10, 100, 500, 1000, 2500, 5000, 10000)))
   # Stages 3-4: weights = a miner.WEIGHT_PRESETS name or 5 numbers over [prob, mean, max, attn_k, attn_q]
   # ('0,0.25,0.25,0.5,0' on the command line); grad_weight adds the gradient score. video=False: datasets with
   # video (MSVD-QA) are scored and evaluated but left out of the aggregate, so no video set is selected (the
@@ -52,4 +57,25 @@ def get_config():
                                                 n_per_dataset=0, batch_size=4, length_bucket=32,
                                                 max_new_tokens=128, generation="checkpoint", temperature=0.0,
                                                 top_k=0, top_p=1.0, repetition_penalty=1.0))
+  # Stage 'sweep' (tasks/miner/sweep.py): one-factor grids around select.* over the authors' lists, every
+  # point's sets switched off while generating (deactivate=False: selection only) on n_per_dataset samples
+  # (0 = deactivate.n_per_dataset); plus the sample-count convergence from scores.snapshots, where a dataset
+  # with fewer samples than a count is left out ('skip', as the authors' aggregation) or taken whole ('full').
+  # Cost: about 20 distinct sets, each one generation pass over n_per_dataset samples of every dataset.
+  c.sweep = ml_collections.ConfigDict(dict(
+      ratios=(0.001, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1),
+      weights=("prob", "mean", "max", "attn_k", "attn_q", "mean_max", "attn_k_attn_q", "default", "mean_max_attn_q",
+               "equal"),
+      strategies=("uniform", "adaptive", "LA_MU", "LU_MA", "random"), deactivate=True, n_per_dataset=0, short="skip"))
+  # Stage 'last_token' (Finding III): conditions none | all | each (every selected modality) | <modality>;
+  # n_per_dataset 0 = all samples.
+  c.last_token = ml_collections.ConfigDict(dict(conditions=("none", "each", "all"), n_per_dataset=0, batch_size=4,
+                                                length_bucket=64))
+  # Stage 'semantics' (Finding IV): token states of the first n_per_dataset samples of each dataset (0 = all).
+  c.semantics = ml_collections.ConfigDict(dict(n_per_dataset=8, batch_size=1, length_bucket=64))
+  # Optional stage 'atlas' (tasks/atlas/): per neuron of the chosen set and modality the top-k tokens and a
+  # histogram, as a static site <workdir>/atlas/index.html. max_samples_per_domain: per dataset (0 = all);
+  # batch_size 0 = scores.batch_size; max_neurons 0 = the whole set. No switch-off effect for modalities.
+  c.atlas = ml_collections.ConfigDict(dict(k=8, max_samples_per_domain=0, batch_size=0, max_neurons=0,
+                                           effect_n_per_domain=0, commit_every=10, prefetch=2, lens_top=8))
   return c

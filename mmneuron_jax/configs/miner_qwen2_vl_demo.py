@@ -25,4 +25,11 @@ def get_config(arg=None):
   c.deactivate.conditions = ("none", "all", "image", "video", "text", "complement", "random")
   c.deactivate.n_per_dataset = 4
   c.deactivate.max_new_tokens = 6
+  # the optional studies run in seconds here: sweeps (selection + deactivation on 2 samples per dataset),
+  # snapshots at 2 / 4 / 8 of the 12 samples, Findings III and IV on 4 samples.
+  c.stages = ("scores", "select", "deactivate", "sweep", "last_token", "semantics")
+  c.scores.snapshots = (2, 4, 8)
+  c.sweep.n_per_dataset = 2
+  c.last_token.n_per_dataset = 4
+  c.semantics.n_per_dataset, c.semantics.batch_size = 4, 4
   return miner_base.apply_arg(c, arg)

@@ -15,7 +15,7 @@ def get_config():
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
   # `sharding.mesh_from_config(c)`; every analysis step then runs sharded on it (mmneuron_jax/sharding/).
   c.mesh = "-1,1,1"
-  # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens'; optional 'tuned_lens').
+  # 'stats' only, or the whole study ('stats', 'select', 'eval', 'lens'; optional 'tuned_lens', 'atlas').
   c.stages = ("stats", "select", "eval", "lens")
   # demo: the family of the embedded tiny checkpoint built when `path` is empty (llava_next, instructblip).
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
@@ -52,6 +52,12 @@ def get_config():
   c.tuned_lens = ml_collections.ConfigDict(dict(n_per_domain=8, positions_per_sample=24, steps=200, lr=2e-3,
                                                 batch_size=256, top_k=10, name="tuned_lens", load="",
                                                 heldout_frac=0.25))
+  # Optional stage 'atlas' (add it to `stages`; tasks/atlas/): per selected neuron and domain the top-k
+  # activating tokens and a histogram, as a static site <workdir>/atlas/index.html. max_samples_per_domain
+  # 0 = the statistics records; batch_size 0 = stats.batch_size; max_neurons 0 = whole sets (per module);
+  # effect_n_per_domain: held-out records per domain for the switch-off effect (0 = skip).
+  c.atlas = ml_collections.ConfigDict(dict(k=8, max_samples_per_domain=0, batch_size=0, max_neurons=0,
+                                           effect_n_per_domain=4, commit_every=10, prefetch=2, lens_top=8))
   # Other finished MMNeuron run directories to put side by side with this one in report.md.
   c.compare_with = ()
   return c

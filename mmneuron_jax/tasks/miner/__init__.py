@@ -7,7 +7,8 @@
      (one group per modality) + its PyTorch export, and the per-layer overlap tables;
 5.   deactivation of the selected neurons while generating, vs none and a random control
      (`tasks/miner/deactivation.py`);
-6.   report.md + plots, miner_results.json, scores.npz (`load_results` reads them back).
+6.   report.md + plots, miner_results.json, scores.npz (`load_results` reads them back);
+7.   optional stages `sweep`, `last_token`, `semantics` (`tasks/miner/studies.py`), each a report section.
 
 The model family is one config field (`model.family`); its inputs builder (`tasks/miner/inputs.py`)
 supplies the chat template, batches and token ids, so the same config runs on every family.
@@ -26,7 +27,8 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import miner_demo
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
-from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores
+from mmneuron_jax.tasks.atlas import miner_stage as atlas_miner_stage
+from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores, studies as miner_studies
 
 
 def load_model(config, workdir, samples_by_dataset):
@@ -99,6 +101,7 @@ def save_sets(workdir, sets, strategy) -> None:
 
 
 def run(config, workdir: str) -> str:
+  miner_studies.check_stages(config.stages)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
@@ -182,9 +185,17 @@ def run(config, workdir: str) -> str:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:
     json.dump(results, f, indent=1)
-  return miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
-                            agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
-                            sets_by_strategy=sets)
+  if "atlas" in config.stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
+    atlas_miner_stage.stage(config, workdir, model, params, inputs, samples, sets[strategy], ids, model_id)
+  report = miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
+                              agg_grad=None if agg_grad is None else agg_grad[used], selected=selected,
+                              sets_by_strategy=sets)
+  # optional stages: sweep, last_token, semantics (tasks/miner/studies.py)
+  extra = miner_studies.run(workdir, config, model=model, params=params, inputs=inputs, samples=samples,
+                            originals=originals, totals={d: totals[d] for d in agg_sets}, stored=stored, ids=ids,
+                            names=names, selected=selected, sets=sets, layer_min=layer_min, results=results,
+                            sampling=sampling)
+  return miner_studies.append_report(report, extra)
 
 
 def load_results(workdir: str) -> dict:

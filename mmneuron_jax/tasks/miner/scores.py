@@ -29,6 +29,7 @@ from mmneuron_jax.analysis.importance import grad_importance
 from mmneuron_jax.analysis.miner_probe import MinerScores
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.stats_store import StatsStore
+from mmneuron_jax.tasks.miner import snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.inputs import pad_to
 
 
@@ -59,8 +60,21 @@ def stored_modalities(split: str, producible: tuple) -> tuple:
   return tuple(m for m in miner.MODALITY_SPLITS[split] if m in producible)
 
 
-def plan(n_samples: int, batch_size: int) -> list:
-  return [PlannedBatch(i, tuple(c)) for i, c in enumerate(chunks(list(range(n_samples)), batch_size))]
+def plan(n_samples: int, batch_size: int, cuts=()) -> list:
+  """Batches of `batch_size` sample positions in order; no batch straddles a count in `cuts`
+  (the sample-count snapshots, `tasks/miner/snapshots.py`), so the batch stream is unchanged when
+  no cut falls inside a batch."""
+  bounds = sorted({int(c) for c in cuts if 0 < int(c) < n_samples}) + [n_samples]
+  pieces, start = [], 0
+  for stop in bounds:
+    pieces += chunks(list(range(start, stop)), batch_size)
+    start = stop
+  return [PlannedBatch(i, tuple(c)) for i, c in enumerate(pieces)]
+
+
+def snapshot_counts(cfg, n_samples: int) -> tuple:
+  """config.scores.snapshots that this dataset reaches (count <= its sample count)."""
+  return tuple(sorted({int(c) for c in (cfg.get("snapshots") or ()) if 0 < int(c) <= n_samples}))
 
 
 def store_spec(modalities: tuple, layers: int, width: int, n_batches: int, grad: bool) -> dict:
@@ -154,16 +168,18 @@ def grad_partial(model, params, answers, present, cfg) -> np.ndarray:
 
 def run_dataset(workdir, model, params, inputs, name, samples, modalities, ids, cfg, model_id) -> dict:
   """Accumulate one dataset's stage-2 sums (resumable) -> its totals."""
-  batches = plan(len(samples), cfg.batch_size)
+  snaps = snapshot_counts(cfg, len(samples))
+  batches = plan(len(samples), cfg.batch_size, snaps)
   layers, width = model.probe_modules["llm"]
   spec = store_spec(modalities, layers, width, len(batches), cfg.grad)
   fp = fingerprint(model_id, name, [s.id for s in samples], cfg.batch_size, cfg.length_bucket, list(modalities),
-                   {k: list(v) for k, v in ids.items()}, cfg.flat_rtol, bool(cfg.grad))
+                   {k: list(v) for k, v in ids.items()}, cfg.flat_rtol, bool(cfg.grad), *([list(snaps)] if snaps else []))
   store = StatsStore.open_or_create(os.path.join(workdir, "stats", name), spec, fp)
   step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
+  stop = miner_snapshots.writer(workdir, name, snaps, fp) if snaps else None
   return accumulate(store, ((b.number + 1, b) for b in batches), step.run, commit_every=cfg.commit_every,
                     total=len(batches), desc=f"MINER scores {name} (batches)", prepare=step.prepare,
-                    prefetch=cfg.prefetch)
+                    prefetch=cfg.prefetch, stop=stop)
 
 
 # ----------------------------------------------------------------------------- stage 3

@@ -22,7 +22,7 @@ from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.analysis.stats import counts_for_dape, store_spec
 from mmneuron_jax.io.stats_store import StatsStore
-from mmneuron_jax.tasks import readouts
+from mmneuron_jax.tasks import atlas, readouts
 from mmneuron_jax.tasks.common import deactivation, sources
 from mmneuron_jax.tasks.mmneuron import domain_stats, lens, report
 from mmneuron_jax.tasks.readouts import report as readouts_report
@@ -185,6 +185,8 @@ def run(config, workdir: str) -> str:
   sets, summaries = stage_select(study, totals)
   rows = stage_eval(study, sets) if "eval" in stages else []
   lens_results = stage_lens(study) if "lens" in stages else {}
+  if "atlas" in stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
+    atlas.stage(study, sets)
   # Optional, beyond the papers: tuned vs logit lens (tasks/readouts/), off by default.
   tuned = readouts.mmneuron_tuned_lens(study) if "tuned_lens" in stages else None
   return report.write(workdir, config=config, model_id=study.model_id, domains=study.domains, bad=study.bad,
