@@ -179,7 +179,7 @@ def jax_model(cfg: dict, weights: dict, dtype: str, attention: str, fp32_matmul:
   from mmneuron_jax.convert.memory_reader import MemoryReader
   from mmneuron_jax.models.registry import family_for
   family = family_for(cfg)
-  params = apply_rules(MemoryReader(weights), family.rules(family.parse_config(cfg)), dtype, ignore=family.ignore)
+  params = apply_rules(MemoryReader(weights), family.hf_rules(family.Config.from_hf(cfg)), dtype, ignore=family.IGNORE)
   return build_model(cfg, params, dtype, attention=attention, fp32_matmul=fp32_matmul)
 
 
@@ -227,7 +227,7 @@ def pipeline_rates(model, cfg: dict, text_tokens: int, b: int, n_batches: int, d
   from PIL import Image
   from mmneuron_jax.io.accumulate import accumulate
   from mmneuron_jax.analysis.stats import store_spec
-  from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+  from mmneuron_jax.data.inputs.llava_next import LlavaNextInputs
   from mmneuron_jax.io.stats_store import StatsStore
   from mmneuron_jax.tasks.mmneuron import domain_stats
   image, text = image_and_text(text_tokens)

@@ -102,14 +102,16 @@ def build_jax(shape: dict, dtype: str, mesh, attention: str = "xla"):
     return_kv: bool = False
     remat: bool = False
     extra_inputs = ()
+    generation_keeps_position_ids = False
 
     @nn.compact
-    def __call__(self, input_ids, positions, bias, *, masks=None, probe=None, lens=None, cache=None,
+    def __call__(self, input_ids, positions, attn_mask, *, masks=None, probe=None, lens=None, cache=None,
                  cache_index=None):
       masks, probe = masks or {}, probe or {}
-      logits, aux = Decoder(self.cfg.text, self.policy, "llm" in self.capture, self.return_kv, self.remat,
-                            name="llm")(input_ids, positions, bias, mask=masks.get("llm"), probe=probe.get("llm"),
-                                        lens=lens, cache=cache, cache_index=cache_index)
+      decoder = Decoder(cfg=self.cfg.text, policy=self.policy, capture="llm" in self.capture,
+                        return_kv=self.return_kv, remat=self.remat, name="llm")
+      logits, aux = decoder(input_ids, positions, attn_mask, mask=masks.get("llm"), probe=probe.get("llm"), lens=lens,
+                            cache=cache, cache_index=cache_index)
       return logits, {"llm": aux}
 
   cfg = TextConfig(DecoderConfig.from_hf(hf))

@@ -1,4 +1,5 @@
-"""Public entry points: `load_hf`, `convert`, `load` (DESIGN.md)."""
+"""Public entry points: `load_hf`, `convert_checkpoint`, `load` (`mmneuron_jax.convert` is the conversion
+subpackage: reader, rules, checks)."""
 import json
 import os
 
@@ -37,12 +38,12 @@ def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str
   """A `Model` around converted params for a HF config dict. `policy_options`: the other
   `Policy` fields (`fp32_matmul`, `attention`)."""
   family = family_for(config)
-  cfg = family.parse_config(config)
+  cfg = family.Config.from_hf(config)
   policy = Policy(dtype, compute_dtype or dtype, **policy_options)
-  module = family.module(cfg, policy)
-  return Model(family=family.name, module=module, params=params, config=config,
+  module = family.Module(cfg=cfg, policy=policy)
+  return Model(family=family.NAME, module=module, params=params, config=config,
                probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch),
-               groups_fn=lambda prepared, groups, image_only: family.token_groups(cfg, prepared, groups, image_only))
+               groups_fn=lambda prepared, groups, media_only: family.token_groups(cfg, prepared, groups, media_only))
 
 
 def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
@@ -57,13 +58,13 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   path = resolve_checkpoint(path)
   config = read_config(path)
   family = family_for(config, os.path.join(path, "config.json"))
-  cfg = family.parse_config(config, os.path.join(path, "config.json"))
-  params = apply_rules(CheckpointReader(path), family.rules(cfg), dtype, ignore=list(family.ignore),
+  cfg = family.Config.from_hf(config, os.path.join(path, "config.json"))
+  params = apply_rules(CheckpointReader(path), family.hf_rules(cfg), dtype, ignore=list(family.IGNORE),
                        shardings=shardings)
   return build_model(config, params, dtype, compute_dtype, **policy_options)
 
 
-def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
+def convert_checkpoint(path: str, out_dir: str, dtype: str = "float32") -> str:
   """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`)."""
   model = load_hf(path, dtype)
   save_params(out_dir, model.params, {"hf_config": model.config, "family": model.family, "dtype": dtype})
@@ -71,6 +72,6 @@ def convert(path: str, out_dir: str, dtype: str = "float32") -> str:
 
 
 def load(out_dir: str, compute_dtype: str | None = None, shardings=None, **policy_options) -> Model:
-  """Restore a `convert`ed checkpoint. `policy_options`: `fp32_matmul`, `attention`."""
+  """Restore a `convert_checkpoint` output. `policy_options`: `fp32_matmul`, `attention`."""
   params, meta = restore_params(out_dir, shardings=shardings)
   return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, **policy_options)

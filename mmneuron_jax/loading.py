@@ -1,41 +1,23 @@
-"""Models onto a mesh: abstract shapes of any family, their shardings, and checkpoint loading in
+"""Models onto a mesh: the shardings of any family, and checkpoint loading in
 which each device reads only its slices. Sits above `api` and `sharding` (it builds models)."""
 import os
-import sys
 
-import jax
 from jax.sharding import Mesh
 
 from mmneuron_jax import api
 from mmneuron_jax.io import checkpoint
 from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.models import shapes
-from mmneuron_jax.models.registry import family_for
-from mmneuron_jax.nn.policy import Policy
 from mmneuron_jax.sharding import DEFAULT_RULES, mesh_from_config, param_shardings
 
 
-def abstract_params(config: dict, dtype: str = "float32"):
-  """Pytree of jax.ShapeDtypeStruct for any registered family's params (`jax.eval_shape` of the
-  family module's init: no memory, no weights). The family file's `init_inputs(cfg)` supplies
-  dummy inputs when it has one (Qwen2-VL, ...); else `models.shapes.abstract_params`."""
-  family = family_for(config)
-  init_inputs = getattr(sys.modules.get(family.module.__module__), "init_inputs", None)
-  if init_inputs is None:
-    return shapes.abstract_params(config, dtype)
-  cfg = family.parse_config(config)
-  module = family.module(cfg, Policy(dtype, dtype))
-  args, kwargs = init_inputs(cfg)
-  return jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
-
-
 def shardings_for_config(config: dict, mesh: Mesh, dtype: str = "float32", rules=DEFAULT_RULES):
-  """Param shardings for a HF config dict of any family (shapes from `abstract_params`)."""
-  return param_shardings(abstract_params(config, dtype), mesh, rules)
+  """Param shardings for a HF config dict of any family (shapes from `models.shapes.abstract_params`)."""
+  return param_shardings(shapes.abstract_params(config, dtype), mesh, rules)
 
 
 def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwargs):
-  """A HF checkpoint dir (`load_hf`) or a `convert`ed one (`load`: it holds mmneuron.json) ->
+  """A HF checkpoint dir (`load_hf`) or a `convert_checkpoint` output (`load`: it holds mmneuron.json) ->
   `Model` on `mesh`: every param is built by `jax.make_array_from_callback` from its slices
   (safetensors slices / orbax restore against sharded abstract targets), so no host ever holds
   a whole sharded tensor. mesh None -> no shardings (the plain jit path).
@@ -47,8 +29,8 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   load = api.load if converted else api.load_hf
   if mesh is None:
     return load(path, **load_kwargs)
-  shapes_ = (checkpoint.abstract_params(path) if converted else
-             abstract_params(api.read_config(path), load_kwargs.get("dtype", "float32")))
+  shapes_ = (checkpoint.saved_shapes(path) if converted else
+             shapes.abstract_params(api.read_config(path), load_kwargs.get("dtype", "float32")))
   return load(path, shardings=param_shardings(shapes_, mesh, rules), **load_kwargs).on_mesh(mesh, rules)
 
 

@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mmneuron_jax.io.checkpoint import META_FILE, abstract_params, restore_params, save_params
+from mmneuron_jax.io.checkpoint import META_FILE, restore_params, save_params, saved_shapes
 
 
 def make_params(seed=0):
@@ -60,7 +60,7 @@ def test_restore_with_shardings(tmp_path):
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("fsdp",))
   shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
                            jax.tree.map(jnp.asarray, params))
-  abstract = abstract_params(tmp_path / "ck", shardings)
+  abstract = saved_shapes(tmp_path / "ck", shardings)
   assert abstract["layers"]["mlp"]["up"]["kernel"].shape == (3, 8, 12)
   restored, _ = restore_params(tmp_path / "ck", shardings=shardings)
   assert_bit_equal(params, restored)

@@ -10,8 +10,8 @@ import pytest
 
 import mmneuron_jax
 from mmneuron_jax.analysis import miner
-from mmneuron_jax.data.inputs.qwen2_audio_inputs import Qwen2AudioInputs
-from mmneuron_jax.data.synthetic import demo_model_qwen2_audio as demo
+from mmneuron_jax.data.inputs.qwen2_audio import Qwen2AudioInputs
+from mmneuron_jax.data.synthetic import demo_qwen2_audio as demo
 
 TEXTS = ["What sound is this?", "Transcribe the audio.", "Is it a cough or a laugh?"]
 SECONDS = (0.4, 1.1, 2.6, 0.75)  # the 2.6 s one is cut to the 2 s chunk

@@ -43,7 +43,7 @@ def fixture(name: str, file: str = "config.json") -> dict:
 
 
 def parse(config: dict, where: str = "config.json"):
-  return family_for(config).parse_config(config, where)
+  return family_for(config).Config.from_hf(config, where)
 
 
 def test_presets_are_the_fixtures():
@@ -137,3 +137,14 @@ def test_eos_ids_come_from_generation_config_then_the_filled_config():
   assert hf_config.eos_token_ids(filled) == (2,)
   with pytest.raises(UnsupportedConfigError, match="eos_token_id"):
     hf_config.eos_token_ids({"text_config": {"eos_token_id": None}})
+
+
+def test_parsing_leaves_the_callers_dict_unchanged():
+  """HF config classes edit nested dicts they are given (Qwen2-VL's rope fields did); a preset or a
+  parsed config.json must be the same dict after parsing (compared as canonical JSON)."""
+  import json
+  from mmneuron_jax.models import presets, registry
+  for name, cfg in presets.PRESETS.items():
+    before = json.dumps(cfg, sort_keys=True)
+    registry.family_for(cfg).Config.from_hf(cfg)
+    assert json.dumps(cfg, sort_keys=True) == before, name

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 import hf_hooks
 import mmneuron_jax
 from mmneuron_jax.api import read_config
-from mmneuron_jax.data.inputs import qwen2_audio_inputs, qwen2_vl_inputs
+from mmneuron_jax.data.inputs import qwen2_audio as qwen2_audio_inputs, qwen2_vl as qwen2_vl_inputs
 from mmneuron_jax.models import anyres
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

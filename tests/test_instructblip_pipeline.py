@@ -16,9 +16,9 @@ from mmneuron_jax.configs import instructblip_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.inputs import prompts
-from mmneuron_jax.data.inputs.processors import InstructBlipInputs
+from mmneuron_jax.data.inputs.instructblip import InstructBlipInputs
 from mmneuron_jax.data.sources.records import load_image
-from mmneuron_jax.data.synthetic import demo, demo_model_instructblip as demo_blip
+from mmneuron_jax.data.synthetic import demo, demo_instructblip as demo_blip
 from mmneuron_jax.tasks.common import families
 from mmneuron_jax.tasks.compare import side_by_side
 from mmneuron_jax.tasks.mmneuron import domain_stats

@@ -8,7 +8,7 @@ import pytest
 import mmneuron_jax
 from mmneuron_jax.analysis import layer_probes as lp
 from mmneuron_jax.data.inputs import prompts
-from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+from mmneuron_jax.data.inputs.llava_next import LlavaNextInputs
 from mmneuron_jax.data.sources.records import load_image
 from mmneuron_jax.data.synthetic import planted_llm
 from mmneuron_jax.tasks.readouts.data import prompt_batches

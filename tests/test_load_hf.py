@@ -69,7 +69,7 @@ def test_sharded_checkpoint(checkpoint, tmp_path):
 def test_convert_load_roundtrip_is_exact(checkpoint, tmp_path):
   path, _ = checkpoint
   model = mmneuron_jax.load_hf(path)
-  out = mmneuron_jax.convert(path, str(tmp_path / "orbax"))
+  out = mmneuron_jax.convert_checkpoint(path, str(tmp_path / "orbax"))
   restored = mmneuron_jax.load(out)
   assert_trees_equal(model.params, restored.params)
   assert restored.probe_modules == model.probe_modules
@@ -82,7 +82,7 @@ def test_load_on_mesh_takes_the_task_arguments(checkpoint, tmp_path):
   """The tasks' one loading call: HF or converted dir, with or without a mesh, policy options."""
   from mmneuron_jax import sharding
   path, _ = checkpoint
-  out = mmneuron_jax.convert(path, str(tmp_path / "orbax"))
+  out = mmneuron_jax.convert_checkpoint(path, str(tmp_path / "orbax"))
   reference = mmneuron_jax.load_hf(path).params
   for where in (path, out):
     for mesh in (None, sharding.make_mesh()):

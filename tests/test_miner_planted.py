@@ -11,7 +11,7 @@ import pytest
 from mmneuron_jax.configs import miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
-from mmneuron_jax.data.synthetic import demo_model_qwen2_vl, miner_demo, planted_qwen2_vl
+from mmneuron_jax.data.synthetic import demo_qwen2_vl as demo_model_qwen2_vl, miner_demo, planted_qwen2_vl
 
 PER_LAYER = 4
 LAYERS, WIDTH = 3, 128

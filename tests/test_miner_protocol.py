@@ -90,7 +90,7 @@ def ref_smart_resize(height, width, factor, min_pixels, max_pixels):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-  from mmneuron_jax.data.synthetic import demo_model_qwen2_vl
+  from mmneuron_jax.data.synthetic import demo_qwen2_vl as demo_model_qwen2_vl
   path = str(tmp_path_factory.mktemp("qwen2_vl_demo"))
   demo_model_qwen2_vl.build_demo_checkpoint(path, ["a question"], seed=0)
   return path
@@ -102,7 +102,7 @@ def test_authors_processor_bounds_for_images_and_video_frames(checkpoint):
   then resized every frame again with the image processor's bounds (no separate video processor)."""
   from PIL import Image
 
-  from mmneuron_jax.data.inputs.qwen2_vl_inputs import Qwen2VLInputs, resize_frames
+  from mmneuron_jax.data.inputs.qwen2_vl import Qwen2VLInputs, resize_frames
   authors = dict(min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
   inputs = Qwen2VLInputs.from_pretrained(checkpoint, video_frames="authors", **authors)
   assert inputs.settings() == {**authors, "video_min_pixels": authors["min_pixels"],

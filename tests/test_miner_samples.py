@@ -5,7 +5,7 @@ import pytest
 
 from mmneuron_jax.data.sources.miner_samples import MinerSample, as_sample, validate
 from mmneuron_jax.data.sources.records import VQARecord
-from mmneuron_jax.data.synthetic import demo_model_qwen2_vl, miner_demo
+from mmneuron_jax.data.synthetic import demo_qwen2_vl as demo_model_qwen2_vl, miner_demo
 from mmneuron_jax.tasks.miner import inputs as miner_inputs, scores as miner_scores
 
 

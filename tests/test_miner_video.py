@@ -14,7 +14,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.miner_probe import MinerScores, scores_from_output
 from mmneuron_jax.data.sources import media, miner_benchmarks
 from mmneuron_jax.data.sources.miner_samples import MinerSample, as_sample, validate, videos_of
-from mmneuron_jax.data.synthetic import demo_model_qwen2_vl, miner_demo
+from mmneuron_jax.data.synthetic import demo_qwen2_vl as demo_model_qwen2_vl, miner_demo
 from mmneuron_jax.tasks.miner import data as miner_data, inputs as miner_inputs
 
 TAKES = miner_inputs.spec_for("qwen2_vl").takes

@@ -7,10 +7,10 @@ import numpy as np
 import mmneuron_jax
 from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.analysis.stats import store_spec
-from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+from mmneuron_jax.data.inputs.llava_next import LlavaNextInputs
 from mmneuron_jax.data.sources.records import VQARecord, load_image
 from mmneuron_jax.data.synthetic import planted
-from mmneuron_jax.data.synthetic.demo_model import build_demo_checkpoint
+from mmneuron_jax.data.synthetic.demo_llava_next import build_demo_checkpoint
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks.mmneuron import domain_stats, select_sets
 

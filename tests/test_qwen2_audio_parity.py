@@ -19,7 +19,7 @@ import hf_hooks
 import mmneuron_jax
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.logit_lens import Lens, positions_where
-from mmneuron_jax.data.inputs import qwen2_audio_inputs
+from mmneuron_jax.data.inputs import qwen2_audio as qwen2_audio_inputs
 from mmneuron_jax.models.mllm import qwen2_audio
 
 TOL = 1e-4
@@ -181,7 +181,7 @@ def test_token_groups_and_miner_masks(pair):
   for i, (row, frames) in enumerate(zip([0, 0, 1], [37, 81, 100])):
     expected[i, :(frames - 1) // 2 + 1] = [3, 5][row]
   np.testing.assert_array_equal(groups["audio"], expected)
-  audio_only = model.token_groups(batch, np.array([3, 5]), image_only=True)["llm"]
+  audio_only = model.token_groups(batch, np.array([3, 5]), media_only=True)["llm"]
   np.testing.assert_array_equal(audio_only >= 0, batch["input_ids"] == AUDIO)
   # MINER stage 1: the family's id sets equal the paper's, and exercise every modality here.
   cfg = model.module.cfg
@@ -303,7 +303,7 @@ def test_full_size_param_count_equals_hf():
   assert ids["special_ids"] == qwen2_audio.TOKEN_IDS["special_ids"]
   assert ids["audio_ids"] == qwen2_audio.TOKEN_IDS["audio_ids"]
   args, kwargs = qwen2_audio.init_inputs(cfg)
-  module = qwen2_audio.Qwen2Audio(cfg, Policy())
+  module = qwen2_audio.Qwen2Audio(cfg=cfg, policy=Policy())
   shapes = jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
   ours = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
   with torch.device("meta"):

@@ -16,7 +16,7 @@ import transformers
 
 import hf_hooks
 import mmneuron_jax
-from mmneuron_jax.data.inputs import qwen2_vl_inputs
+from mmneuron_jax.data.inputs import qwen2_vl as qwen2_vl_inputs
 from mmneuron_jax.models.mllm import qwen2_vl
 
 TOL = 1e-4
@@ -148,7 +148,7 @@ def test_token_groups(pair):
   grid = batch["image_grid_thw"]
   per_image = np.repeat([3, 3, 5], grid.prod(-1))
   np.testing.assert_array_equal(groups["vision"], per_image[None])
-  image_only = model.token_groups(batch, np.array([3, 5]), image_only=True)["llm"]
+  image_only = model.token_groups(batch, np.array([3, 5]), media_only=True)["llm"]
   np.testing.assert_array_equal(image_only >= 0, batch["input_ids"] == IMAGE)
 
 
@@ -285,7 +285,7 @@ def test_full_size_param_count_equals_hf():
   hub = hub_config()
   cfg = qwen2_vl.Qwen2VLConfig.from_hf(hub)
   args, kwargs = qwen2_vl.init_inputs(cfg)
-  module = qwen2_vl.Qwen2VL(cfg, Policy())
+  module = qwen2_vl.Qwen2VL(cfg=cfg, policy=Policy())
   shapes = jax.eval_shape(lambda key: module.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0))
   ours = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
   with torch.device("meta"):

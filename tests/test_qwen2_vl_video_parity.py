@@ -18,7 +18,7 @@ import torch
 import hf_hooks
 import mmneuron_jax
 import test_qwen2_vl_parity as t
-from mmneuron_jax.data.inputs import qwen2_vl_inputs
+from mmneuron_jax.data.inputs import qwen2_vl as qwen2_vl_inputs
 from mmneuron_jax.models import qwen2_vit
 from mmneuron_jax.models.mllm import qwen2_vl
 
@@ -111,7 +111,7 @@ def test_token_groups_cover_videos(pair):
   groups = model.token_groups(batch, np.array([3, 5]))
   sizes = np.concatenate([batch["image_grid_thw"], batch["video_grid_thw"]]).prod(-1)
   np.testing.assert_array_equal(groups["vision"], np.repeat([5, 3, 5], sizes)[None])
-  media = model.token_groups(batch, np.array([3, 5]), image_only=True)["llm"] >= 0
+  media = model.token_groups(batch, np.array([3, 5]), media_only=True)["llm"] >= 0
   np.testing.assert_array_equal(media, np.isin(batch["input_ids"], [t.IMAGE, t.VIDEO]))
 
 

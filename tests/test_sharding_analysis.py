@@ -40,7 +40,7 @@ MINER_IDS = dict(special_ids=(1, START, END), image_ids=(IMAGE,), video_ids=(VID
 
 def _batch(config, padding_side):
   from PIL import Image
-  from mmneuron_jax.data.inputs import qwen2_vl_inputs
+  from mmneuron_jax.data.inputs import qwen2_vl as qwen2_vl_inputs
   rng = np.random.default_rng(0)
   images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
   pix = qwen2_vl_inputs.image_processor(min_pixels=28 * 28, max_pixels=28 * 28 * 16)(images, return_tensors="np")
@@ -112,13 +112,13 @@ def _read_report(model_dir):
   from mmneuron_jax.models.registry import family_for
   config = read_config(model_dir)
   family = family_for(config)
-  rules = family.rules(family.parse_config(config))
+  rules = family.hf_rules(family.Config.from_hf(config))
   mesh = S.make_mesh(data=1, fsdp=8)
   shardings = shardings_for_config(config, mesh)
   reader = CountingReader(CheckpointReader(model_dir))
-  params = mapping.apply_rules(reader, rules, ignore=list(family.ignore), shardings=shardings)
+  params = mapping.apply_rules(reader, rules, ignore=list(family.IGNORE), shardings=shardings)
   out = {}
-  for plan in mapping.plan_rules(reader, rules, family.ignore):
+  for plan in mapping.plan_rules(reader, rules, family.IGNORE):
     spec = mapping._lookup(shardings, plan.rule.path).spec
     if all(a is None for a in spec):
       continue
@@ -163,7 +163,7 @@ def _orbax_report(model_dir, out_dir):
   import mmneuron_jax
   from mmneuron_jax import sharding as S
   mesh = S.make_mesh(data=1, fsdp=8)
-  ck = mmneuron_jax.convert(model_dir, os.path.join(out_dir, "orbax"))
+  ck = mmneuron_jax.convert_checkpoint(model_dir, os.path.join(out_dir, "orbax"))
   restored, loaded = mmneuron_jax.load_on_mesh(ck, mesh), mmneuron_jax.load_on_mesh(model_dir, mesh)
   pairs = list(zip(jax.tree_util.tree_leaves(restored.params), jax.tree_util.tree_leaves(loaded.params)))
   gate = restored.params["llm"]["layers"]["mlp"]["gate"]["kernel"]

@@ -33,7 +33,7 @@ def test_stats_step_matches_numpy(model, image_only):
   batch = hf_tiny.llava_next_batch(hf_tiny.llava_next_config(), [(40, 90), (60, 50), (33, 33)], [5, 9, 2])
   batch = pad_batch(batch, 4, 32, 6)  # an empty row, padded positions and padded tile slots
   sample_groups = np.array([2, 0, 2, -1])
-  groups = model.token_groups(batch, sample_groups, image_only=image_only)
+  groups = model.token_groups(batch, sample_groups, media_only=image_only)
   got = stats.make_step(model, 3)(model.params, model.device_batch(batch), stats.to_device_groups(groups))
   cap = model.apply(model.params, batch, capture=tuple(model.probe_modules))
   ref = numpy_stats({m: np.asarray(v) for m, v in cap.aux.items()}, groups, 3)

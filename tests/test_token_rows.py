@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from mmneuron_jax.data.inputs import token_rows
-from mmneuron_jax.data.inputs.qwen2_audio_inputs import build_batch as audio_batch
-from mmneuron_jax.data.inputs.qwen2_vl_inputs import build_batch as image_batch
+from mmneuron_jax.data.inputs.qwen2_audio import build_batch as audio_batch
+from mmneuron_jax.data.inputs.qwen2_vl import build_batch as image_batch
 
 P = 9
 

@@ -9,10 +9,10 @@ from mmneuron_jax.analysis import tuned_lens
 from mmneuron_jax.io import tuned_lens as saved_lens
 from mmneuron_jax.analysis.logit_lens import Lens
 from mmneuron_jax.data.inputs import prompts
-from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+from mmneuron_jax.data.inputs.llava_next import LlavaNextInputs
 from mmneuron_jax.data.sources.records import load_image
 from mmneuron_jax.data.synthetic import demo
-from mmneuron_jax.data.synthetic.demo_model import build_demo_checkpoint
+from mmneuron_jax.data.synthetic.demo_llava_next import build_demo_checkpoint
 from mmneuron_jax.tasks.readouts.data import residuals_at, sample_positions, teacher_forced
 from mmneuron_jax.tasks.readouts.lens import stage_tuned_lens
 

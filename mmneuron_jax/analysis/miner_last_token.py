@@ -1,7 +1,7 @@
 """MINER Finding III: how much of the last token's attention goes to each modality's tokens, per
 layer (head mean), with and without modality-specific neurons switched off.
 
-`LastTokenAttention` is a decoder probe (`needs_qk = True`, like `miner_probe.MinerScores`): inside
+`LastTokenAttention` is a decoder probe (a `nn.probes.QKProbe`, like `miner_probe.MinerScores`): inside
 the layer scan it takes the layer's post-RoPE q float[B, T, H, hd] and k float[B, T, K, hd] and
 forms only the last valid position's attention row
 
@@ -13,12 +13,12 @@ row over each modality's token set: mass[l, b, m] = sum_{s in I_m} row[l, b, s].
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mmneuron_jax.nn.probes import QKProbe
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _NEG = float(jnp.finfo(jnp.float32).min)
@@ -49,11 +49,10 @@ def last_token_row(q, k, valid):
 
 
 @flax.struct.dataclass
-class LastTokenAttention:
+class LastTokenAttention(QKProbe):
   """Decoder probe (`probe={'llm': LastTokenAttention(attention_mask)}`): per layer float32[B, T],
   the last valid token's head-mean attention row (see the module docstring); stacked [L, B, T]."""
   attention_mask: jax.Array
-  needs_qk: ClassVar[bool] = True
 
   def __call__(self, acts, q=None, k=None):
     if q is None or k is None:

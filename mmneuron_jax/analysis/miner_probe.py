@@ -1,8 +1,8 @@
 """MINER stage 2 inside the decoder's layer scan: the five importance scores of every sample,
 per layer, without ever holding `[L, B, T, F]` activations or `[L, B, H, T, T]` attention.
 
-`MinerScores` is a probe (see `nn/probes.py`) for the `llm` module of a decoder. It declares
-`needs_qk = True`, so `DecoderLayer` calls it as `probe(neurons, q=..., k=...)` with the layer's
+`MinerScores` is a probe (see `nn/probes.py`) for the `llm` module of a decoder. It is a
+`nn.probes.QKProbe`, so `DecoderLayer` calls it as `probe(neurons, q=..., k=...)` with the layer's
 post-RoPE queries float[B, T, H, hd] and keys float[B, T, K, hd]. Per layer and sample it forms
 
   A = mean_h softmax_keys(Q_h K_h^T / sqrt(hd))      (GQA: each key head serves H/K query heads)
@@ -34,13 +34,12 @@ plain forward of `model.apply`. Statistics are float32 whatever the compute dtyp
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from mmneuron_jax.analysis import miner
+from mmneuron_jax.nn.probes import QKProbe
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _NEG = float(jnp.finfo(jnp.float32).min)
@@ -65,7 +64,7 @@ def head_mean_attention(q, k, key_valid=None):
 
 
 @flax.struct.dataclass
-class MinerScores:
+class MinerScores(QKProbe):
   """In-scan MINER stage 2 probe for a decoder (`probe={'llm': MinerScores(...)}`).
 
   token_masks: bool[B, M, T] modality token sets per sample (e.g. `MODALITIES` order from
@@ -79,7 +78,6 @@ class MinerScores:
   token_masks: jax.Array
   attention_mask: jax.Array
   flat_rtol: float = flax.struct.field(pytree_node=False, default=miner.FLAT_RTOL)
-  needs_qk: ClassVar[bool] = True
 
   @classmethod
   def from_batch(cls, batch, token_ids=None, flat_rtol: float = miner.FLAT_RTOL,

@@ -18,4 +18,6 @@ def get_config(arg=None):
   instructblip_7b.instructblip_fields(c)
   c.model.id = "demo/tiny-instructblip"
   c.model.demo = "instructblip"
+  # The bundled trained InstructBLIP (mmneuron_jax/configs/train_demo_instructblip.py), on the held-out skills split
+  # (inherited); `--config.model.demo_weights=random --config.data.source=demo` runs the untrained one.
   return mmneuron_base.apply_arg(c, arg)

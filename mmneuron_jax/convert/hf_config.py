@@ -6,6 +6,7 @@ returns its `to_dict()`: every level filled in. `check_fields` is penzai's
 `handled_or_ignored_attributes`: every field of a (sub-)config is handled or ignored by name, and
 any other field must hold HF's default, else one error names the file, the sub-config and the field.
 """
+import copy
 import functools
 import json
 
@@ -61,7 +62,9 @@ def fill(config: dict, where: str = "config.json") -> tuple[dict, dict]:
   ones HF diffs it against).
   """
   cls = _config_class(config.get("model_type"), where)
-  obj = cls(**{k: v for k, v in config.items() if k not in ("model_type", GENERATION_CONFIG)})
+  # a deep copy: HF config classes edit nested dicts they are given (e.g. rope fields), and the caller's
+  # dict (a preset, a parsed file) must stay as it was
+  obj = cls(**copy.deepcopy({k: v for k, v in config.items() if k not in ("model_type", GENERATION_CONFIG)}))
   filled = obj.to_dict()
   if config.get(GENERATION_CONFIG) is not None:
     filled[GENERATION_CONFIG] = config[GENERATION_CONFIG]

@@ -21,16 +21,14 @@ from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from mmneuron_jax.convert import transforms as T
 from mmneuron_jax.convert.checks import UnsupportedConfigError
+from mmneuron_jax.dtypes import DTYPES
 
 __all__ = ["Rule", "ConversionError", "UnsupportedConfigError", "apply_rules", "plan_rules", "param_dtype"]
 
-DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-          "float16": np.dtype(np.float16)}
 
 
 class ConversionError(ValueError):

@@ -4,7 +4,7 @@ Same interface as `safetensors_reader.CheckpointReader` (keys / shape / dtype / 
 so `mapping.apply_rules` converts a live HF model without writing it to disk first:
 
   reader = MemoryReader(hf_model.state_dict())
-  params = apply_rules(reader, family.rules(cfg), "bfloat16", ignore=family.ignore)
+  params = apply_rules(reader, family.hf_rules(cfg), "bfloat16", ignore=family.IGNORE)
 
 Tensors are copied to the host one at a time, when a rule asks for them (bf16 as ml_dtypes'
 bfloat16, without a float32 detour).

@@ -94,7 +94,7 @@ def read_metadata(out_dir: str) -> dict:
   return meta
 
 
-def abstract_params(out_dir: str, shardings=None) -> dict:
+def saved_shapes(out_dir: str, shardings=None) -> dict:
   """Nested dict of jax.ShapeDtypeStruct (with sharding) for a saved checkpoint."""
   meta = read_metadata(out_dir)
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -114,7 +114,7 @@ def restore_params(out_dir: str, shardings=None) -> tuple[dict, dict]:
   """
   out_dir = os.path.abspath(os.fspath(out_dir))
   meta = read_metadata(out_dir)
-  target = abstract_params(out_dir, shardings)
+  target = saved_shapes(out_dir, shardings)
   restore_args = jax.tree.map(
       lambda s: ocp.type_handlers.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype),
       target)

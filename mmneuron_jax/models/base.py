@@ -55,15 +55,14 @@ class Model:
     return self.cached(key, lambda: sharding.jit_step(fn, self.mesh, kinds, out_shardings, rules))
 
   def prepare(self, batch: dict) -> dict:
-    """Host-side preprocessing (anyres indices etc.); idempotent."""
-    media = any(batch.get(k) is not None for k in ("pixel_values", "pixel_values_videos", "input_features"))
-    if "feature_index" in batch or "audio_rows" in batch or not media:
-      return dict(batch)
+    """Host-side preprocessing (anyres indices etc.): the family's `prepare`, idempotent by the
+    family's own rule."""
     return self.prepare_fn(batch)
 
-  def token_groups(self, batch: dict, sample_groups, image_only: bool = False) -> dict:
-    """{module: int32[...tokens]} group of every token each probe module sees (-1 = skip)."""
-    return self.groups_fn(self.prepare(batch), sample_groups, image_only)
+  def token_groups(self, batch: dict, sample_groups, media_only: bool = False) -> dict:
+    """{module: int32[...tokens]} group of every token each probe module sees (-1 = skip);
+    `media_only` keeps only the LLM positions that hold the family's media (image / audio) features."""
+    return self.groups_fn(self.prepare(batch), sample_groups, media_only)
 
   def host_batch(self, batch: dict) -> dict:
     """The prepared arrays the forward takes, where they are (no device copy)."""

@@ -4,6 +4,10 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
 from mmneuron_jax.nn.attention import SelfAttention
 from mmneuron_jax.nn.layers import LayerNorm
 from mmneuron_jax.nn.mlp import MLP
@@ -34,8 +38,6 @@ class VisionConfig:
   @classmethod
   def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "VisionConfig":
     """From a `convert.hf_config.fill`ed CLIP vision config and its class `defaults` (None: filled here)."""
-    from mmneuron_jax.convert import hf_config
-    from mmneuron_jax.convert.checks import reject_unsupported
     if defaults is None:
       c, defaults = hf_config.fill_as(c, "CLIPVisionConfig", where)
     # projection_dim: only CLIPVisionModelWithProjection's head; vocab_size: a legacy field HF never reads.
@@ -61,12 +63,14 @@ class EncoderLayer(nn.Module):
   def __call__(self, x, xs, ctx):
     c, p = self.cfg, self.policy
     b, t, d = x.shape
-    h = LayerNorm(c.layer_norm_eps, p, name="ln1")(x)
+    h = LayerNorm(eps=c.layer_norm_eps, policy=p, name="ln1")(x)
     head_dim = d // c.num_heads
-    attn, _ = SelfAttention(c.num_heads, c.num_heads, head_dim, True, True, p, name="attn")(h, None)
+    attn, _ = SelfAttention(num_heads=c.num_heads, num_kv_heads=c.num_heads, head_dim=head_dim, qkv_bias=True,
+                            out_bias=True, policy=p, name="attn")(h, None)
     x = x + attn
-    h = LayerNorm(c.layer_norm_eps, p, name="ln2")(x)
-    y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    h = LayerNorm(eps=c.layer_norm_eps, policy=p, name="ln2")(x)
+    mlp = MLP(hidden=c.intermediate_size, act=c.hidden_act, use_bias=True, policy=p, name="mlp")
+    y, neurons = mlp(h, xs.get("mask"))
     x = x + y
     return x, neuron_aux(neurons, ctx.get("probe"), self.capture, hidden=x)
 
@@ -97,21 +101,19 @@ class VisionTower(nn.Module):
                      p.param)
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, c.hidden_size)), x], axis=1)
     x = x + pos.astype(x.dtype)[None]
-    x = LayerNorm(c.layer_norm_eps, p, name="pre_norm")(x)
+    x = LayerNorm(eps=c.layer_norm_eps, policy=p, name="pre_norm")(x)
     xs = {} if mask is None else {"mask": mask}
     scanned = nn.scan(EncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(0, nn.broadcast), length=c.num_layers)
     _, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"probe": probe})
     # HF keeps post_layernorm in the checkpoint (used only for the pooled output): hold it too.
-    LayerNorm(c.layer_norm_eps, p, name="post_norm")(x[:, :1])
+    LayerNorm(eps=c.layer_norm_eps, policy=p, name="post_norm")(x[:, :1])
     return x, aux
 
 
 def hf_rules(cfg: VisionConfig, prefixes):
   """Declarative map for the CLIP vision tower; prefixes are the alternatives for
   'vision_tower.vision_model.' (hub checkpoints) / 'vision_tower.' (transformers v5)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
   L = cfg.num_layers
 
   def alt(name):

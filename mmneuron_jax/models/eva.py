@@ -11,16 +11,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.nn.fused_attention import FusedAttention
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 
 
 def _square(value, field, where):
   """HF allows int or (h, w) for image/patch size; we support square only."""
-  from mmneuron_jax.convert.checks import reject_unsupported
   if isinstance(value, (list, tuple)):
     if len(value) != 2 or value[0] != value[1]:
       reject_unsupported(where, {field: (tuple(value), {"an int or a square (s, s)"})})
@@ -53,8 +56,6 @@ class EvaConfig:
   def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "EvaConfig":
     """From a `convert.hf_config.fill`ed InstructBLIP vision config and its class `defaults`
     (None: filled here)."""
-    from mmneuron_jax.convert import hf_config
-    from mmneuron_jax.convert.checks import reject_unsupported
     if defaults is None:
       c, defaults = hf_config.fill_as(c, "InstructBlipVisionConfig", where)
     hf_config.check_fields(c, defaults, HF_FIELDS, where)
@@ -83,9 +84,11 @@ class EvaLayer(nn.Module):
   def __call__(self, x, xs, ctx):
     """x float[N, T, D]; xs {'mask': float[F]} (per layer); ctx {'probe': probe or None}."""
     c, p = self.cfg, self.policy
-    x = x + FusedAttention(c.num_heads, c.qkv_bias, p, name="attn")(LayerNorm(c.layer_norm_eps, p, name="ln1")(x))
-    h = LayerNorm(c.layer_norm_eps, p, name="ln2")(x)
-    y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    h = LayerNorm(eps=c.layer_norm_eps, policy=p, name="ln1")(x)
+    x = x + FusedQKVAttention(num_heads=c.num_heads, qkv_bias=c.qkv_bias, policy=p, name="attn")(h)
+    h = LayerNorm(eps=c.layer_norm_eps, policy=p, name="ln2")(x)
+    mlp = MLP(hidden=c.intermediate_size, act=c.hidden_act, use_bias=True, policy=p, name="mlp")
+    y, neurons = mlp(h, xs.get("mask"))
     x = x + y
     return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
@@ -122,7 +125,7 @@ class EvaVisionTower(nn.Module):
     scanned = nn.scan(EvaLayer, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(0, nn.broadcast), length=c.num_layers)
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"probe": probe})
-    return LayerNorm(c.layer_norm_eps, p, name="post_norm")(x), aux
+    return LayerNorm(eps=c.layer_norm_eps, policy=p, name="post_norm")(x), aux
 
 
 # -- conversion ----------------------------------------------------------------------------
@@ -150,8 +153,6 @@ def qkv_bias(*xs):
 
 def hf_rules(cfg: EvaConfig, prefix: str = "vision_model."):
   """Declarative map: our param path <- HF name(s) under `prefix`."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
   L = cfg.num_layers
   layer = prefix + "encoder.layers.{i}."
   rules = [

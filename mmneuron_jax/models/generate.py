@@ -86,7 +86,7 @@ def generate(model, params, batch, max_new_tokens=32, masks=None, eos_token_id=N
     dev["attention_mask"] = np.ones(np.shape(dev["input_ids"]), np.int32)
   if not bool(np.all(np.asarray(dev["attention_mask"])[:, -1])):
     raise ValueError("generate needs left-padded prompts (attention_mask[:, -1] must be all 1)")
-  if not getattr(model.module, "generation_keeps_position_ids", False):
+  if not model.module.generation_keeps_position_ids:
     dev.pop("position_ids", None)
   if eos_token_id is None:  # generation_config.json's, else the filled config's; never a silent -1
     eos_token_id = eos_token_ids(model.config, model.config.get(GENERATION_CONFIG))

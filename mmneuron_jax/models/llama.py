@@ -10,11 +10,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmneuron_jax.nn.logit_lens import lens_readout
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import SelfAttention
 from mmneuron_jax.nn.layers import RMSNorm, rms_norm
+from mmneuron_jax.nn.logit_lens import lens_readout
 from mmneuron_jax.nn.mlp import GatedMLP
 from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.nn.probes import QKProbe
 from mmneuron_jax.nn.rope import inv_frequencies, rope_cos_sin
 
 SUPPORTED_ROPE_TYPES = ("default", "linear")
@@ -57,8 +62,6 @@ class DecoderConfig:
     type 'mrope', or 'default' with an `mrope_section`, in `rope_scaling` / `rope_parameters`);
     then positions are int[3, B, T]. ignored: more field names the caller reads (a flat config).
     """
-    from mmneuron_jax.convert import hf_config
-    from mmneuron_jax.convert.checks import reject_unsupported
     if defaults is None:
       c, defaults = hf_config.fill(dict(c, model_type=c.get("model_type", "llama")), where)
     hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED + tuple(ignored))
@@ -115,19 +118,22 @@ class DecoderLayer(nn.Module):
   def __call__(self, x, xs, ctx):
     """x float[B, T, D]; xs: per-layer {'mask': float[F], 'cache': {'k','v'}}; ctx: shared."""
     c, p = self.cfg, self.policy
-    h = RMSNorm(c.rms_norm_eps, p, name="input_norm")(x)
-    attn_out, kv = SelfAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.qkv_bias, False, p, name="attn")(
-        h, ctx["bias"], ctx["cos"], ctx["sin"], xs.get("cache"), ctx.get("cache_index"))
+    h = RMSNorm(eps=c.rms_norm_eps, policy=p, name="input_norm")(x)
+    attn = SelfAttention(num_heads=c.num_heads, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, qkv_bias=c.qkv_bias,
+                         out_bias=False, policy=p, name="attn")
+    attn_out, kv = attn(
+        h, ctx["attn_mask"], ctx["cos"], ctx["sin"], xs.get("cache"), ctx.get("cache_index"))
     x = x + attn_out
-    h = RMSNorm(c.rms_norm_eps, p, name="post_attn_norm")(x)
-    mlp_out, neurons = GatedMLP(c.intermediate_size, c.hidden_act, False, p, name="mlp")(h, xs.get("mask"))
+    h = RMSNorm(eps=c.rms_norm_eps, policy=p, name="post_attn_norm")(x)
+    mlp = GatedMLP(hidden=c.intermediate_size, act=c.hidden_act, use_bias=False, policy=p, name="mlp")
+    mlp_out, neurons = mlp(h, xs.get("mask"))
     x = x + mlp_out
     aux = {}
     if self.capture:
       aux["neurons"] = neurons
     if ctx.get("probe") is not None:
       probe = ctx["probe"]
-      if getattr(probe, "needs_qk", False):  # e.g. MINER's in-scan scores: post-RoPE q, k of this layer
+      if isinstance(probe, QKProbe):  # e.g. MINER's in-scan scores: post-RoPE q, k of this layer
         aux["probe"] = probe(neurons, q=kv["q"], k=kv["k"])
       else:
         aux["probe"] = probe(neurons)
@@ -152,9 +158,10 @@ class Decoder(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, features=None, feature_index=None, mask=None,
+  def __call__(self, input_ids, positions, attn_mask, *, features=None, feature_index=None, mask=None,
                probe=None, lens=None, cache=None, cache_index=None):
-    """input_ids int[B, T]; positions int[B, T]; bias float32[B, T, S] additive attention bias.
+    """input_ids int[B, T]; positions int[B, T]; attn_mask: a `CausalMask` or an additive
+    attention bias float32[B, T, S] (`mask` is the neuron mask).
 
     features float[N, D] and feature_index int32[B, T] (-1 = keep the token embedding) splice
     encoder outputs into the sequence. mask float[L, F]; probe: a probe pytree; lens: Lens;
@@ -178,7 +185,7 @@ class Decoder(nn.Module):
     if lens is not None and lens.translator is not None:  # tuned lens: per-layer maps scan with the layers
       xs["translator"] = lens.translator
       lens = lens.replace(translator=None)
-    ctx = {"bias": bias, "cos": cos, "sin": sin, "probe": probe, "lens": lens,
+    ctx = {"attn_mask": attn_mask, "cos": cos, "sin": sin, "probe": probe, "lens": lens,
            "final_norm": final_norm if lens is not None else None,
            "unembed": unembed if lens is not None else None, "cache_index": cache_index}
     if mask is not None:
@@ -200,8 +207,6 @@ def hf_rules(cfg: DecoderConfig, prefixes, head_prefixes):
   prefixes: alternatives for the decoder body ('model.language_model.', 'language_model.model.');
   head_prefixes: alternatives for the LM head ('lm_head.', 'language_model.lm_head.').
   """
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.num_layers
 
   def alt(name, pre=prefixes):

@@ -20,6 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import attend, mask_to_bias
 from mmneuron_jax.nn.layers import ACTIVATIONS, activation
 from mmneuron_jax.nn.mlp import apply_mask
@@ -57,8 +61,6 @@ class QFormerConfig:
               defaults: dict | None = None) -> "QFormerConfig":
     """`encoder_hidden_size` is the vision width (HF overrides the sub-config's field with it).
     c: `convert.hf_config.fill`ed, with its class `defaults` (None: filled here)."""
-    from mmneuron_jax.convert import hf_config
-    from mmneuron_jax.convert.checks import reject_unsupported
     if defaults is None:
       c, defaults = hf_config.fill_as(c, "InstructBlipQFormerConfig", where)
     hf_config.check_fields(c, defaults, HF_FIELDS, where)
@@ -242,8 +244,6 @@ def stack_transposed(*xs):
 def hf_rules(cfg: QFormerConfig, prefix: str = "qformer."):
   """Declarative map: our param path <- HF name(s) under `prefix`. Parts every layer has are
   stacked with `{i}`; the cross-attention parts list their layers' names explicitly."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.num_layers
   layer = prefix + "encoder.layer.{i}."
   rules = [

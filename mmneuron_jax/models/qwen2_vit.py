@@ -15,12 +15,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import mask_to_bias
-from mmneuron_jax.nn.fused_attention import FusedAttention
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
+from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
 from mmneuron_jax.nn.rope import rope_cos_sin
 
 LN_EPS = 1e-6  # HF hard-codes eps=1e-6 for norm1, norm2 and merger.ln_q
@@ -58,8 +62,6 @@ class Qwen2VisionConfig:
   def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "Qwen2VisionConfig":
     """From HF `vision_config` (hub layout: `in_chans`, no rope fields; v5: `in_channels`,
     `rope_parameters`), `convert.hf_config.fill`ed, with its class `defaults` (None: filled here)."""
-    from mmneuron_jax.convert import hf_config
-    from mmneuron_jax.convert.checks import reject_unsupported
     if defaults is None:
       c, defaults = hf_config.fill_as(c, "Qwen2VLVisionConfig", where)
     hf_config.check_fields(c, defaults, HF_FIELDS, where)
@@ -136,11 +138,13 @@ class VisionBlock(nn.Module):
   @nn.compact
   def __call__(self, x, xs, ctx):
     c, p = self.cfg, self.policy
-    h = LayerNorm(LN_EPS, p, name="norm1")(x)
+    h = LayerNorm(eps=LN_EPS, policy=p, name="norm1")(x)
     # fused qkv (with bias) -> 2-D rope -> attention under the block-diagonal bias float32[1, N, N] -> proj
-    x = x + FusedAttention(c.num_heads, True, p, name="attn")(h, ctx["bias"], ctx["cos"], ctx["sin"])
-    h = LayerNorm(LN_EPS, p, name="norm2")(x)
-    y, neurons = MLP(c.intermediate_size, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    attn = FusedQKVAttention(num_heads=c.num_heads, qkv_bias=True, policy=p, name="attn")
+    x = x + attn(h, ctx["bias"], ctx["cos"], ctx["sin"])
+    h = LayerNorm(eps=LN_EPS, policy=p, name="norm2")(x)
+    mlp = MLP(hidden=c.intermediate_size, act=c.hidden_act, use_bias=True, policy=p, name="mlp")
+    y, neurons = mlp(h, xs.get("mask"))
     x = x + y
     return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
@@ -170,8 +174,9 @@ class Qwen2VisionTransformer(nn.Module):
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"bias": bias, "cos": cos, "sin": sin,
                                                                  "probe": probe})
     m2 = c.spatial_merge_size ** 2
-    h = LayerNorm(LN_EPS, p, name="merger_norm")(x[0]).reshape(-1, m2 * c.embed_dim)
-    merged, _ = MLP(m2 * c.embed_dim, "gelu", c.out_size, True, p, name="merger")(h)
+    h = LayerNorm(eps=LN_EPS, policy=p, name="merger_norm")(x[0]).reshape(-1, m2 * c.embed_dim)
+    merger = MLP(hidden=m2 * c.embed_dim, act="gelu", out_features=c.out_size, use_bias=True, policy=p, name="merger")
+    merged, _ = merger(h)
     return merged, aux
 
 
@@ -183,8 +188,6 @@ def conv3d_to_dense(w):
 def hf_rules(cfg: Qwen2VisionConfig, prefixes=("visual.", "model.visual.")):
   """Declarative map for the vision tower; prefixes: alternatives for HF's 'visual.' (hub and
   v5-saved checkpoints) / 'model.visual.' (v5 in-memory names)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.depth
 
   def alt(name):

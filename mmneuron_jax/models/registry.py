@@ -1,55 +1,40 @@
-"""HF `model_type` -> family: config parser, module, conversion rules, host-side prepare."""
-import dataclasses
-from typing import Any, Callable
+"""HF `model_type` -> its family module `mmneuron_jax.models.mllm.<model_type>` (a naming convention,
+not a table: a new family is a new file). Every family module exports the same names, `CHECKLIST`
+(docs/ADDING_A_FAMILY.md; tests/test_family_conformance.py checks them)."""
+import importlib
+import pkgutil
+import types
+
+from mmneuron_jax.models import mllm
+
+# The names every `models/mllm/<family>.py` exports.
+CHECKLIST = (
+    "NAME",            # str: the HF model_type, equal to the module's name
+    "Config",          # frozen dataclass: `Config.from_hf(config.json dict)`, `.probe_modules` {name: (L, F)}
+    "Module",          # flax module `Module(cfg=, policy=)`; class constants `extra_inputs`,
+                       # `generation_keeps_position_ids` (generate prefills with the prepared position_ids)
+    "PROBE_MODULES",   # tuple[str]: the keys of `Config.probe_modules`, in order
+    "hf_rules",        # cfg -> [convert.mapping.Rule]: our param path <- HF tensor name(s)
+    "IGNORE",          # tuple[str]: regexes of checkpoint tensors HF itself drops
+    "prepare",         # (cfg, batch) -> prepared batch (host-side numpy); idempotent
+    "token_groups",    # (cfg, prepared, sample_groups, media_only) -> {module: int32[...tokens]}
+    "init_inputs",     # (cfg, tokens=8) -> (args, kwargs) of `Module.init` (shape-only init)
+    "TOKEN_IDS",       # {'special_ids', 'image_ids', 'video_ids', 'audio_ids': tuple[int]} of the real tokenizer
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class Family:
-  name: str
-  parse_config: Callable[[dict], Any]
-  module: Callable[..., Any]
-  rules: Callable[[Any], list]
-  prepare: Callable[[Any, dict], dict]
-  token_groups: Callable[..., dict]
-  ignore: tuple[str, ...] = ()
+def names() -> list[str]:
+  """Every family: the modules of `mmneuron_jax.models.mllm`."""
+  return sorted(m.name for m in pkgutil.iter_modules(mllm.__path__) if not m.name.startswith("_"))
 
 
-def _llava_next():
-  from mmneuron_jax.models.mllm import llava_next
-  return Family("llava_next", llava_next.LlavaNextConfig.from_hf, llava_next.LlavaNext, llava_next.hf_rules,
-                llava_next.prepare, llava_next.token_groups)
+def family(name: str, where: str = "model_type") -> types.ModuleType:
+  """The family module `mmneuron_jax.models.mllm.<name>`; an unknown name raises naming the choices."""
+  if name not in names():
+    raise ValueError(f"{where}={name!r} is not supported; supported: {names()}")
+  return importlib.import_module(f"mmneuron_jax.models.mllm.{name}")
 
 
-def _qwen2_vl():
-  from mmneuron_jax.models.mllm import qwen2_vl
-  # A tied checkpoint may still hold a copy of the embedding as lm_head.weight; HF discards it too.
-  return Family("qwen2_vl", qwen2_vl.Qwen2VLConfig.from_hf, qwen2_vl.Qwen2VL, qwen2_vl.hf_rules, qwen2_vl.prepare,
-                qwen2_vl.token_groups, ignore=(r"^lm_head\.weight$",))
-
-
-FAMILIES: dict[str, Callable[[], Family]] = {"llava_next": _llava_next, "qwen2_vl": _qwen2_vl}
-
-
-def _instructblip():
-  from mmneuron_jax.models.mllm import instructblip
-  return Family("instructblip", instructblip.InstructBlipConfig.from_hf, instructblip.InstructBlip,
-                instructblip.hf_rules, instructblip.prepare, instructblip.token_groups, instructblip.IGNORE)
-
-
-FAMILIES["instructblip"] = _instructblip
-
-
-def _qwen2_audio():
-  from mmneuron_jax.models.mllm import qwen2_audio
-  return Family("qwen2_audio", qwen2_audio.Qwen2AudioConfig.from_hf, qwen2_audio.Qwen2Audio, qwen2_audio.hf_rules,
-                qwen2_audio.prepare, qwen2_audio.token_groups)
-
-
-FAMILIES["qwen2_audio"] = _qwen2_audio
-
-
-def family_for(config: dict, where: str = "config.json") -> Family:
-  model_type = config.get("model_type")
-  if model_type not in FAMILIES:
-    raise ValueError(f"{where}: model_type={model_type!r} is not supported; supported: {sorted(FAMILIES)}")
-  return FAMILIES[model_type]()
+def family_for(config: dict, where: str = "config.json") -> types.ModuleType:
+  """The family module of a HF config dict (its `model_type`)."""
+  return family(config.get("model_type"), f"{where}: model_type")

@@ -16,10 +16,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.nn.attention import attend, mask_to_bias
 from mmneuron_jax.nn.layers import ACTIVATIONS, Dense, LayerNorm, activation
-from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.mlp import MLP
+from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, which HF uses for every encoder norm
@@ -50,8 +54,6 @@ class AudioEncoderConfig:
 
     `scale_embedding` is accepted either way: HF computes `embed_scale` but never applies it.
     """
-    from mmneuron_jax.convert import hf_config
-    from mmneuron_jax.convert.checks import reject_unsupported
     if defaults is None:
       c, defaults = hf_config.fill_as(c, "Qwen2AudioEncoderConfig", where)
     hf_config.check_fields(c, defaults, HF_FIELDS, where)
@@ -92,11 +94,11 @@ class AudioAttention(nn.Module):
     n, t, d = x.shape
     p, hd = self.policy, d // self.num_heads
     split = lambda y: y.reshape(n, t, self.num_heads, hd)
-    q = split(Dense(d, True, p, name="q")(x))
-    k = split(Dense(d, False, p, name="k")(x))
-    v = split(Dense(d, True, p, name="v")(x))
+    q = split(Dense(features=d, use_bias=True, policy=p, name="q")(x))
+    k = split(Dense(features=d, use_bias=False, policy=p, name="k")(x))
+    v = split(Dense(features=d, use_bias=True, policy=p, name="v")(x))
     out, _ = attend(q, k, v, bias, p.precision, p.attention)
-    return Dense(d, True, p, name="o")(out)
+    return Dense(features=d, use_bias=True, policy=p, name="o")(out)
 
 
 class AudioEncoderLayer(nn.Module):
@@ -108,10 +110,11 @@ class AudioEncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, xs, ctx):
     c, p = self.cfg, self.policy
-    h = LayerNorm(LN_EPS, p, name="ln1")(x)
-    x = x + AudioAttention(c.num_heads, p, name="attn")(h, ctx["bias"])
-    h = LayerNorm(LN_EPS, p, name="ln2")(x)
-    y, neurons = MLP(c.ffn_dim, c.hidden_act, None, True, p, name="mlp")(h, xs.get("mask"))
+    h = LayerNorm(eps=LN_EPS, policy=p, name="ln1")(x)
+    x = x + AudioAttention(num_heads=c.num_heads, policy=p, name="attn")(h, ctx["bias"])
+    h = LayerNorm(eps=LN_EPS, policy=p, name="ln2")(x)
+    mlp = MLP(hidden=c.ffn_dim, act=c.hidden_act, use_bias=True, policy=p, name="mlp")
+    y, neurons = mlp(h, xs.get("mask"))
     x = x + y
     return x, neuron_aux(neurons, ctx.get("probe"), self.capture)
 
@@ -149,14 +152,12 @@ class AudioEncoder(nn.Module):
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"bias": bias, "probe": probe})
     half = x.shape[1] // 2
     x = x[:, :2 * half].reshape(x.shape[0], half, 2, d).mean(axis=2)
-    return LayerNorm(LN_EPS, p, name="final_norm")(x), aux
+    return LayerNorm(eps=LN_EPS, policy=p, name="final_norm")(x), aux
 
 
 def hf_rules(cfg: AudioEncoderConfig, prefixes=("audio_tower.", "model.audio_tower.")):
   """Declarative map for the audio tower; prefixes: alternatives for HF's 'audio_tower.' (hub
   and v5-saved checkpoints) / 'model.audio_tower.' (v5 in-memory names)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
   L = cfg.num_layers
 
   def alt(name):

@@ -126,8 +126,8 @@ class SelfAttention(nn.Module):
   policy: Policy = Policy()
 
   @nn.compact
-  def __call__(self, x, bias, cos=None, sin=None, cache=None, cache_index=None):
-    """x float[B, T, D]; bias: a `CausalMask` or float32[B, T, S] (see `attend`); cache
+  def __call__(self, x, mask, cos=None, sin=None, cache=None, cache_index=None):
+    """x float[B, T, D]; mask: a `CausalMask` or an additive bias float32[B, T, S] (see `attend`); cache
     {'k','v': float[B, S, K, hd]} written at `cache_index`.
 
     Returns (y float[B, T, D], aux) with aux['k'], aux['v'] the (updated) keys/values,
@@ -135,9 +135,9 @@ class SelfAttention(nn.Module):
     """
     b, t, d = x.shape
     p = self.policy
-    q = Dense(self.num_heads * self.head_dim, self.qkv_bias, p, name="q")(x)
-    k = Dense(self.num_kv_heads * self.head_dim, self.qkv_bias, p, name="k")(x)
-    v = Dense(self.num_kv_heads * self.head_dim, self.qkv_bias, p, name="v")(x)
+    q = Dense(features=self.num_heads * self.head_dim, use_bias=self.qkv_bias, policy=p, name="q")(x)
+    k = Dense(features=self.num_kv_heads * self.head_dim, use_bias=self.qkv_bias, policy=p, name="k")(x)
+    v = Dense(features=self.num_kv_heads * self.head_dim, use_bias=self.qkv_bias, policy=p, name="v")(x)
     q = q.reshape(b, t, self.num_heads, self.head_dim)
     k = k.reshape(b, t, self.num_kv_heads, self.head_dim)
     v = v.reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -147,6 +147,6 @@ class SelfAttention(nn.Module):
       start = (0, cache_index, 0, 0)
       k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
       v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
-    out, probs = attend(q, k, v, bias, p.precision, p.attention)
-    y = Dense(d, self.out_bias, p, name="o")(out)
+    out, probs = attend(q, k, v, mask, p.precision, p.attention)
+    y = Dense(features=d, use_bias=self.out_bias, policy=p, name="o")(out)
     return y, {"k": k, "v": v, "probs": probs, "q": q}

@@ -25,10 +25,11 @@ class GatedMLP(nn.Module):
   def __call__(self, x, mask=None):
     """x float[B, T, D], mask float[F], (scale, offset) or None -> (y float[B, T, D], neurons float[B, T, F])."""
     p = self.policy
-    a = activation(self.act)(Dense(self.hidden, self.use_bias, p, name="gate")(x))
+    a = activation(self.act)(Dense(features=self.hidden, use_bias=self.use_bias, policy=p, name="gate")(x))
     if mask is not None:
       a = apply_mask(a, mask)
-    y = Dense(x.shape[-1], self.use_bias, p, name="down")(a * Dense(self.hidden, self.use_bias, p, name="up")(x))
+    up = Dense(features=self.hidden, use_bias=self.use_bias, policy=p, name="up")(x)
+    y = Dense(features=x.shape[-1], use_bias=self.use_bias, policy=p, name="down")(a * up)
     return y, a
 
 
@@ -44,8 +45,8 @@ class MLP(nn.Module):
   def __call__(self, x, mask=None):
     """x float[..., D], mask float[F], (scale, offset) or None -> (y float[..., D_out], neurons float[..., F])."""
     p = self.policy
-    a = activation(self.act)(Dense(self.hidden, self.use_bias, p, name="fc1")(x))
+    a = activation(self.act)(Dense(features=self.hidden, use_bias=self.use_bias, policy=p, name="fc1")(x))
     if mask is not None:
       a = apply_mask(a, mask)
-    y = Dense(self.out_features or x.shape[-1], self.use_bias, p, name="fc2")(a)
+    y = Dense(features=self.out_features or x.shape[-1], use_bias=self.use_bias, policy=p, name="fc2")(a)
     return y, a

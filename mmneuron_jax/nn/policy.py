@@ -2,9 +2,9 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+from mmneuron_jax.dtypes import DTYPES
+
 _FP32_MATMUL = {"highest": jax.lax.Precision.HIGHEST,
                 "bf16_3x": jax.lax.DotAlgorithmPreset.BF16_BF16_F32_X3,
                 "bf16_6x": jax.lax.DotAlgorithmPreset.BF16_BF16_F32_X6,
@@ -37,8 +37,8 @@ class Policy:
   def __post_init__(self):
     for field in ("param_dtype", "compute_dtype"):
       value = getattr(self, field)
-      if value not in _DTYPES:
-        raise ValueError(f"Policy.{field}={value!r}; expected one of {sorted(_DTYPES)}")
+      if value not in DTYPES:
+        raise ValueError(f"Policy.{field}={value!r}; expected one of {sorted(DTYPES)}")
     if self.fp32_matmul not in _FP32_MATMUL:
       raise ValueError(f"Policy.fp32_matmul={self.fp32_matmul!r}; expected one of {sorted(_FP32_MATMUL)}")
     if self.attention not in ("xla", "cudnn", "fused"):
@@ -49,11 +49,11 @@ class Policy:
 
   @property
   def param(self):
-    return _DTYPES[self.param_dtype]
+    return DTYPES[self.param_dtype]
 
   @property
   def compute(self):
-    return _DTYPES[self.compute_dtype]
+    return DTYPES[self.compute_dtype]
 
   @property
   def precision(self):
@@ -63,7 +63,7 @@ class Policy:
 
 
 def resolve_dtype(name: str):
-  """'float32' | 'bfloat16' | 'float16' -> jnp dtype, with a clear error otherwise."""
-  if name not in _DTYPES:
-    raise ValueError(f"dtype={name!r} is not supported; expected one of {sorted(_DTYPES)}")
-  return _DTYPES[name]
+  """'float32' | 'bfloat16' | 'float16' -> numpy dtype (`dtypes.DTYPES`), with a clear error otherwise."""
+  if name not in DTYPES:
+    raise ValueError(f"dtype={name!r} is not supported; expected one of {sorted(DTYPES)}")
+  return DTYPES[name]

@@ -2,11 +2,18 @@
 
 A probe is a pytree with `__call__(acts float[..., F]) -> pytree`; the token axes of `acts`
 match the probe's own arrays (e.g. `[B, T]` for the LLM, `[N, P]` for vision tiles).
-Its result is stacked over layers by the scan: `[L, ...]`.
+Its result is stacked over layers by the scan: `[L, ...]`. A probe that also reads the layer's
+attention subclasses `QKProbe`.
 """
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+
+class QKProbe:
+  """Base of the probes that read the layer's attention: the decoder calls them as
+  `probe(acts float[B, T, F], q=float[B, T, H, hd], k=float[B, T, K, hd])` with the layer's
+  post-RoPE queries and keys (e.g. MINER's in-scan scores); any other probe as `probe(acts)`."""
 
 
 @flax.struct.dataclass

@@ -33,6 +33,8 @@ PARAM_AXES: tuple[tuple[str, tuple], ...] = (
     (r"(^|/)(q|k|v|qkv|query|key|value)/bias$", ("heads",)),                     # [L?, H*hd]
     (r"(^|/)(gate|up|fc1)/bias$", ("mlp",)),                                     # [L?, F]
     (r"(^|/)(language_projection|projector)/kernel$", (None, "embed")),          # [D_tower, D]
+    (r"(^|/)(patch_embed|position_embeddings?|embed_positions|conv[12]_kernel)$", ()),  # towers' input
+                                                                                 # stems: replicated
     (r".*", ()),                                                                 # norms, embeddings: replicated
 )
 

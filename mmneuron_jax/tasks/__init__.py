@@ -7,6 +7,7 @@ TASKS["mmneuron_compare"] = "mmneuron_jax.tasks.compare.side_by_side"
 TASKS["miner"] = "mmneuron_jax.tasks.miner"
 TASKS["compare"] = "mmneuron_jax.tasks.compare"
 TASKS["readouts"] = "mmneuron_jax.tasks.readouts"
+TASKS["train_demo"] = "mmneuron_jax.tasks.train_demo"
 TASKS["atlas"] = "mmneuron_jax.tasks.atlas"
 
 

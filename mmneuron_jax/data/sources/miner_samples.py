@@ -22,13 +22,10 @@ import os
 
 import numpy as np
 
-from mmneuron_jax.data.inputs.qwen2_vl_inputs import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, frames_problem, resize_frames
+from mmneuron_jax.data.inputs.chat import AUDIO_MARKER, IMAGE_MARKER, VIDEO_MARKER  # noqa: F401  (re-exported)
+from mmneuron_jax.data.inputs.qwen2_vl import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, frames_problem, resize_frames
 from mmneuron_jax.data.sources import media
 from mmneuron_jax.data.sources.records import BadImage
-
-IMAGE_MARKER = "<image>"
-VIDEO_MARKER = "<video>"
-AUDIO_MARKER = "<audio>"
 
 
 @dataclasses.dataclass(frozen=True)

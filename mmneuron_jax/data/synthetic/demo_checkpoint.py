@@ -1,4 +1,4 @@
-"""What the tiny demo checkpoint writers (data/demo_model*.py) share: a word-level vocabulary and
+"""What the tiny demo checkpoint writers (data/synthetic/demo_<family>.py) share: a word-level vocabulary and
 fast tokenizer, deterministic random weights by name rule, HF decoder-layer tensor names, and
 writing model.safetensors + config.json. Everything is numpy and `tokenizers`; no torch, no download.
 """

@@ -34,7 +34,7 @@ def planted_mask(num_domains, layers, width, layer, per_domain, seed=0) -> np.nd
 
 
 def edit_state_fn(hues, layer=1, per_domain=3, seed=0, position_scale=3.0):
-  """-> edit_state(state, config, vocab) for `demo_model.build_demo_checkpoint`."""
+  """-> edit_state(state, config, vocab) for `demo_llava_next.build_demo_checkpoint`."""
 
   def edit(state, config, vocab):
     del vocab

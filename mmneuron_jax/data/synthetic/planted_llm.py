@@ -19,7 +19,7 @@ import numpy as np
 
 from mmneuron_jax.data.sources.records import VQARecord
 from mmneuron_jax.data.synthetic import planted
-from mmneuron_jax.data.synthetic.demo_model import build_demo_checkpoint
+from mmneuron_jax.data.synthetic.demo_llava_next import build_demo_checkpoint
 
 QUESTION = "what colour is it ?"
 TP = "language_model.model."
@@ -48,7 +48,7 @@ def hue_directions(hues) -> np.ndarray:
 
 def edit_state_fn(hues, llm_layer=2, per_domain=3, vision_layer=1, seed=0, gain=6.0, write=0.3,
                   answer_gain=1.2, noise=0.02):
-  """-> edit_state(state, config, vocab) for `demo_model.build_demo_checkpoint`. `vocab` must hold
+  """-> edit_state(state, config, vocab) for `demo_llava_next.build_demo_checkpoint`. `vocab` must hold
   every hue word (pass them in the checkpoint's texts)."""
   vision_edit = planted.edit_state_fn(hues, layer=vision_layer, per_domain=per_domain, seed=seed)
 

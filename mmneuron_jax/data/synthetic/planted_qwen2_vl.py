@@ -38,7 +38,7 @@ def planted_mask(names, layers: int, width: int, per_layer: int, seed: int = 0) 
 
 
 def edit_state_fn(per_layer: int = 4, scale: float = 4.0, noise: float = 1.0, gain: float = 3.0, seed: int = 0):
-  """-> edit_state(state, config, vocab) for `demo_model_qwen2_vl.build_demo_checkpoint`."""
+  """-> edit_state(state, config, vocab) for `demo_qwen2_vl.build_demo_checkpoint`."""
 
   def edit(state, config, vocab):
     t = config["text_config"]

@@ -13,10 +13,14 @@ tokens `[B, Q]`) and `qformer_text` (`intermediate` on the instruction positions
 import dataclasses
 
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import UnsupportedConfigError, reject_unsupported
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
+from mmneuron_jax.models import eva, llama, qformer
 from mmneuron_jax.models.eva import EvaConfig, EvaVisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.qformer import QUERY, TEXT, QFormer, QFormerConfig
@@ -82,9 +86,10 @@ class InstructBlip(nn.Module):
   return_kv: bool = False
   remat: bool = False
   extra_inputs = ("pixel_values", "qformer_input_ids", "qformer_attention_mask", "feature_index")
+  generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, pixel_values=None, qformer_input_ids=None,
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, qformer_input_ids=None,
                qformer_attention_mask=None, feature_index=None, masks=None, probe=None, lens=None, cache=None,
                cache_index=None):
     """input_ids int[B, T]; pixel_values float[N, C, H, W]; qformer_input_ids / qformer_attention_mask
@@ -99,17 +104,20 @@ class InstructBlip(nn.Module):
     query_tokens = self.param("query_tokens", nn.initializers.normal(0.02),
                               (c.num_query_tokens, c.qformer.hidden_size), p.param)
     if pixel_values is not None:
-      image, aux["vision"] = EvaVisionTower(c.vision, p, "vision" in self.capture, name="vision")(
+      image, aux["vision"] = EvaVisionTower(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")(
           pixel_values, masks.get("vision"), probe.get("vision"))
-      qformer = QFormer(c.qformer, p, tuple(n for n in (QUERY, TEXT) if n in self.capture), name="qformer")
+      qformer = QFormer(cfg=c.qformer, policy=p, capture=tuple(n for n in (QUERY, TEXT) if n in self.capture),
+                        name="qformer")
       query_out, qaux = qformer(query_tokens, image, qformer_input_ids, qformer_attention_mask,
                                 {k: masks[k] for k in (QUERY, TEXT) if k in masks},
                                 {k: probe[k] for k in (QUERY, TEXT) if k in probe})
       aux.update(qaux)
-      feats = Dense(c.text.hidden_size, True, p, name="language_projection")(query_out)
+      feats = Dense(features=c.text.hidden_size, use_bias=True, policy=p, name="language_projection")(query_out)
       features = feats.reshape(-1, c.text.hidden_size)
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 
@@ -135,7 +143,7 @@ def prepare(cfg: InstructBlipConfig, batch: dict) -> dict:
   pixel_values float[B, C, H, W] holds one image per row and `qformer_input_ids` is present.
   """
   out = dict(batch)
-  if batch.get("pixel_values") is None:
+  if "feature_index" in batch or batch.get("pixel_values") is None:  # prepared already / text only
     return out
   pixel_values = np.asarray(batch["pixel_values"], np.float32)
   if pixel_values.ndim != 4:
@@ -155,16 +163,16 @@ def prepare(cfg: InstructBlipConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: InstructBlipConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: InstructBlipConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
-  llm [B, T] (padding never counts; `image_only` keeps only the query-output positions);
+  llm [B, T] (padding never counts; `media_only` keeps only the query-output positions);
   vision [B, 1 + P]; qformer_query [B, Q]; qformer_text [B, T_text] (Q-Former text padding -1).
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  if image_only:
+  if media_only:
     am = am & (np.asarray(prepared["feature_index"]) >= 0) if "feature_index" in prepared else np.zeros_like(am)
   out = {"llm": np.where(am, sample_groups[:, None], -1).astype(np.int32)}
   if prepared.get("pixel_values") is not None:
@@ -180,9 +188,6 @@ def hf_rules(cfg: InstructBlipConfig):
   """Param path <- HF name. transformers (hub and v5 save_pretrained) writes `language_model.model.*`,
   `language_model.lm_head.*`, `vision_model.*`, `qformer.*`, `query_tokens`, `language_projection.*`;
   the vision qkv bias is read fused (`qkv.bias`) or from LAVIS-style `q_bias` / `v_bias`."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
-  from mmneuron_jax.models import eva, llama, qformer
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
@@ -197,4 +202,24 @@ def hf_rules(cfg: InstructBlipConfig):
 
 
 # Buffers older checkpoints saved that carry no weights.
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "instructblip"
+Config = InstructBlipConfig
+Module = InstructBlip
+PROBE_MODULES = ("llm", "vision", TEXT, QUERY)
 IGNORE = (r"^qformer\.embeddings\.position_ids$", r"rotary_emb\.inv_freq$")
+# MINER stage-1 id sets of the real InstructBLIP (vicuna-7b) tokenizer: the image token only.
+TOKEN_IDS = {"special_ids": (), "image_ids": (32001,), "video_ids": (), "audio_ids": ()}
+
+
+def init_inputs(cfg: InstructBlipConfig, tokens: int = 8) -> tuple[tuple, dict]:
+  """Dummy (args, kwargs) for `InstructBlip.init` (e.g. under jax.eval_shape): one image, one
+  Q-Former instruction token, no image token in the LLM."""
+  v = cfg.vision
+  ids = jnp.zeros((1, tokens), jnp.int32)
+  kwargs = dict(pixel_values=jnp.zeros((1, v.num_channels, v.image_size, v.image_size), jnp.float32),
+                qformer_input_ids=jnp.zeros((1, 1), jnp.int32), qformer_attention_mask=jnp.ones((1, 1), jnp.int32),
+                feature_index=jnp.full((1, tokens), -1, jnp.int32))
+  return (ids, jnp.zeros((1, tokens), jnp.int32), jnp.zeros((1, tokens, tokens), jnp.float32)), kwargs

@@ -11,7 +11,9 @@ import numpy as np
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.models import anyres
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
+from mmneuron_jax.models import anyres, clip, llama
 from mmneuron_jax.models.clip import VisionConfig, VisionTower
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.nn.mlp import MLP
@@ -78,9 +80,10 @@ class LlavaNext(nn.Module):
   return_kv: bool = False
   remat: bool = False
   extra_inputs = ("pixel_values", "feature_index")  # prepared-batch keys this module takes
+  generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, masks=None,
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, feature_index=None, masks=None,
                probe=None, lens=None, cache=None, cache_index=None):
     """input_ids int[B, T]; pixel_values float[N, C, H, W] (all tile slots); feature_index int32[B, T].
 
@@ -92,14 +95,15 @@ class LlavaNext(nn.Module):
     features = None
     newline = self.param("image_newline", nn.initializers.normal(0.02), (c.text.hidden_size,), p.param)
     if pixel_values is not None:
-      _, vaux = VisionTower(c.vision, p, "vision" in self.capture, name="vision")(
+      _, vaux = VisionTower(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")(
           pixel_values, masks.get("vision"), probe.get("vision"))
       hidden = vaux.pop("hidden")
       picks = [k - 1 if k > 0 else c.vision.num_layers + k for k in c.feature_layers]
       selected = jnp.concatenate([hidden[i][:, 1:] for i in picks], axis=-1)
       pmask = masks.get("projector")
-      feats, neurons = MLP(c.text.hidden_size, c.projector_act, c.text.hidden_size, c.projector_bias, p,
-                           name="projector")(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
+      projector = MLP(hidden=c.text.hidden_size, act=c.projector_act, out_features=c.text.hidden_size,
+                      use_bias=c.projector_bias, policy=p, name="projector")
+      feats, neurons = projector(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
       paux = {}
       if "projector" in self.capture:
         paux["neurons"] = neurons[None]
@@ -107,8 +111,10 @@ class LlavaNext(nn.Module):
         paux["probe"] = jax.tree_util.tree_map(lambda a: a[None], probe["projector"](neurons))  # 1 layer
       aux["vision"], aux["projector"] = vaux, paux
       features = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 
@@ -119,9 +125,9 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   Adds `feature_index` int32[B, T] and `tile_valid` bool[N] and flattens 5-D pixel_values
   [I, S, C, H, W] to [I*S, C, H, W]; drops `image_sizes`.
   """
+  if "feature_index" in batch or batch.get("pixel_values") is None:  # prepared already / text only
+    return dict(batch)
   out = {k: v for k, v in batch.items() if k not in ("image_sizes", "pixel_values")}
-  if batch.get("pixel_values") is None:
-    return out
   pixel_values = np.asarray(batch["pixel_values"])
   if "image_sizes" not in batch:
     raise ValueError("batch has pixel_values but no image_sizes (LLaVA-NeXT needs both)")
@@ -152,18 +158,18 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
   sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
   {'llm': int32[B, T], 'vision': int32[N, 1 + P], 'projector': int32[N, P]}: padding never
-  counts, nor padded tile slots; `image_only` keeps only image-token positions in the LLM.
+  counts, nor padded tile slots; `media_only` keeps only image-token positions in the LLM.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  keep = am & (np.asarray(prepared["feature_index"]) >= 0) if image_only and "feature_index" in prepared else am
-  if image_only and "feature_index" not in prepared:
+  keep = am & (np.asarray(prepared["feature_index"]) >= 0) if media_only and "feature_index" in prepared else am
+  if media_only and "feature_index" not in prepared:
     keep = np.zeros_like(am)
   out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
   if "tile_valid" in prepared:
@@ -177,9 +183,6 @@ def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, image_only
 def hf_rules(cfg: LlavaNextConfig):
   """Param path <- HF name, accepting both layouts (hub/v5-saved 'language_model.model.*',
   'vision_tower.vision_model.*' and in-memory v5 'model.language_model.*', 'model.vision_tower.*')."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
-  from mmneuron_jax.models import clip, llama
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
@@ -195,3 +198,22 @@ def hf_rules(cfg: LlavaNextConfig):
       rules.append(Rule(("projector", ours, "bias"), tuple(a + "bias" for a in alts)))
   rules.append(Rule(("image_newline",), ("image_newline", "model.image_newline")))
   return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "llava_next"
+Config = LlavaNextConfig
+Module = LlavaNext
+PROBE_MODULES = ("llm", "vision", "projector")
+IGNORE = ()
+# MINER stage-1 id sets of the real LLaVA-NeXT tokenizers (vicuna / mistral): <image> only.
+TOKEN_IDS = {"special_ids": (), "image_ids": (32000,), "video_ids": (), "audio_ids": ()}
+
+
+def init_inputs(cfg: LlavaNextConfig, tokens: int = 8) -> tuple[tuple, dict]:
+  """Dummy (args, kwargs) for `LlavaNext.init` (e.g. under jax.eval_shape): one tile, no image token."""
+  v = cfg.vision
+  ids = jnp.zeros((1, tokens), jnp.int32)
+  kwargs = dict(pixel_values=jnp.zeros((1, v.num_channels, v.image_size, v.image_size), jnp.float32),
+                feature_index=jnp.full((1, tokens), -1, jnp.int32))
+  return (ids, jnp.zeros((1, tokens), jnp.int32), jnp.zeros((1, tokens, tokens), jnp.float32)), kwargs

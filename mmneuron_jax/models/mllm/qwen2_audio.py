@@ -17,7 +17,9 @@ import numpy as np
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.models import whisper_audio
+from mmneuron_jax.convert.mapping import Rule
+from mmneuron_jax.convert.transforms import transpose
+from mmneuron_jax.models import llama, whisper_audio
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.whisper_audio import AudioEncoder, AudioEncoderConfig, encoder_lengths
 from mmneuron_jax.nn.layers import Dense
@@ -70,7 +72,7 @@ class Qwen2AudioConfig:
 
     Qwen2's tokenizer holds <|im_start|>, <|im_end|>, <|AUDIO|>, <|audio_bos|>, <|audio_eos|>
     at consecutive ids (151644..151648), so the special ids sit at audio_token_id -2, -1, +1, +2;
-    tiny checkpoints (data/synthetic/demo_model_qwen2_audio.py) keep that layout.
+    tiny checkpoints (data/synthetic/demo_qwen2_audio.py) keep that layout.
     """
     a = self.audio_token_id
     return {"special_ids": (a - 2, a - 1, a + 1, a + 2), "image_ids": (), "video_ids": (), "audio_ids": (a,)}
@@ -99,11 +101,12 @@ class Qwen2Audio(nn.Module):
   return_kv: bool = False
   remat: bool = False
   extra_inputs = ("input_features", "feature_attention_mask")
+  generation_keeps_position_ids = False  # generate.py: positions restart from the attention mask
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, input_features=None, feature_attention_mask=None, masks=None,
+  def __call__(self, input_ids, positions, attn_mask, *, input_features=None, feature_attention_mask=None, masks=None,
                probe=None, lens=None, cache=None, cache_index=None):
-    """input_ids int[B, T]; positions int[B, T]; bias float32[B, T, S]; input_features
+    """input_ids int[B, T]; positions int[B, T]; attn_mask a `CausalMask` or float32[B, T, S]; input_features
     float[N, M, 2P] log-mel (one row per audio); feature_attention_mask int[N, 2P].
 
     Returns (logits float32[B, T, V], aux {'llm': ..., 'audio': ...}).
@@ -116,14 +119,16 @@ class Qwen2Audio(nn.Module):
         frames = jnp.full(input_features.shape[:1], input_features.shape[-1], jnp.int32)
       else:
         frames = jnp.sum(feature_attention_mask.astype(jnp.int32), axis=-1)
-      enc, aux["audio"] = AudioEncoder(c.audio, p, "audio" in self.capture, name="audio")(
+      enc, aux["audio"] = AudioEncoder(cfg=c.audio, policy=p, capture="audio" in self.capture, name="audio")(
           input_features, frames, masks.get("audio"), probe.get("audio"))
-      proj = Dense(c.text.hidden_size, True, p, name="projector")(enc)  # [N, P // 2, D]
+      proj = Dense(features=c.text.hidden_size, use_bias=True, policy=p, name="projector")(enc)  # [N, P // 2, D]
       features = proj.reshape(-1, proj.shape[-1])
       _, n_features = encoder_lengths(frames)
       feature_index = splice_index(input_ids, c.audio_token_id, n_features, proj.shape[1])
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 
@@ -165,7 +170,7 @@ def prepare(cfg: Qwen2AudioConfig, batch: dict) -> dict:
   """Host-side checks of the HF processor outputs; adds `audio_rows` int32[N] (batch row of
   each audio). The forward itself needs nothing prepared (the splice is computed on device)."""
   out = dict(batch)
-  if batch.get("input_features") is None:
+  if "audio_rows" in batch or batch.get("input_features") is None:  # prepared already / text only
     return out
   a = cfg.audio
   feats = np.asarray(batch["input_features"])
@@ -181,17 +186,17 @@ def prepare(cfg: Qwen2AudioConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: Qwen2AudioConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: Qwen2AudioConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
   sample_groups int[B]. Returns {'llm': int32[B, T], 'audio': int32[N, P]}: padding never
-  counts; `image_only` (here: audio only) keeps only `<|AUDIO|>` positions in the LLM. Encoder
+  counts; `media_only` (here: audio only) keeps only `<|AUDIO|>` positions in the LLM. Encoder
   frames take their audio's row group; padded frames (j >= (f - 1) // 2 + 1) count nowhere.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  keep = am & (ids == cfg.audio_token_id) if image_only else am
+  keep = am & (ids == cfg.audio_token_id) if media_only else am
   out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
   if prepared.get("input_features") is not None:
     fam = np.asarray(prepared["feature_attention_mask"])
@@ -206,9 +211,6 @@ def token_groups(cfg: Qwen2AudioConfig, prepared: dict, sample_groups, image_onl
 def hf_rules(cfg: Qwen2AudioConfig):
   """Param path <- HF name, accepting both layouts (hub / v5-saved 'language_model.model.*',
   'audio_tower.*', 'multi_modal_projector.*' and v5 in-memory 'model.language_model.*', ...)."""
-  from mmneuron_jax.convert.mapping import Rule
-  from mmneuron_jax.convert.transforms import transpose
-  from mmneuron_jax.models import llama
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
@@ -220,3 +222,11 @@ def hf_rules(cfg: Qwen2AudioConfig):
   rules += [Rule(("projector", "kernel"), tuple(p + "weight" for p in proj), transpose),
             Rule(("projector", "bias"), tuple(p + "bias" for p in proj))]
   return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "qwen2_audio"
+Config = Qwen2AudioConfig
+Module = Qwen2Audio
+PROBE_MODULES = ("llm", "audio")
+IGNORE = ()

@@ -15,7 +15,7 @@ import numpy as np
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.models import qwen2_vit
+from mmneuron_jax.models import llama, qwen2_vit
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.qwen2_vit import Qwen2VisionConfig, Qwen2VisionTransformer
 from mmneuron_jax.nn.policy import Policy
@@ -89,7 +89,7 @@ class Qwen2VL(nn.Module):
   generation_keeps_position_ids = True  # generate.py: prefill with the prepared M-RoPE positions
 
   @nn.compact
-  def __call__(self, input_ids, positions, bias, *, pixel_values=None, feature_index=None, vision_positions=None,
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, feature_index=None, vision_positions=None,
                vision_segments=None, masks=None, probe=None, lens=None, cache=None, cache_index=None):
     """input_ids int[B, T]; positions int[3, B, T] (or int[B, T], used on all three streams);
     pixel_values float[N, C*Tp*p*p] (the images' then the videos' patches); feature_index int32[B, T];
@@ -103,10 +103,13 @@ class Qwen2VL(nn.Module):
       positions = jnp.broadcast_to(positions[None], (3,) + positions.shape)
     aux, features = {}, None
     if pixel_values is not None:
-      features, aux["vision"] = Qwen2VisionTransformer(c.vision, p, "vision" in self.capture, name="vision")(
+      vision = Qwen2VisionTransformer(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")
+      features, aux["vision"] = vision(
           pixel_values, vision_positions, vision_segments, masks.get("vision"), probe.get("vision"))
-    logits, aux["llm"] = Decoder(c.text, p, "llm" in self.capture, self.return_kv, self.remat, name="llm")(
-        input_ids, positions, bias, features=features, feature_index=feature_index, mask=masks.get("llm"),
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
 
@@ -243,8 +246,8 @@ def prepare(cfg: Qwen2VLConfig, batch: dict) -> dict:
   row of each medium, same order).
   """
   out = dict(batch)
-  if batch.get("pixel_values") is None and batch.get("pixel_values_videos") is None:
-    return out
+  if "feature_index" in batch or (batch.get("pixel_values") is None and batch.get("pixel_values_videos") is None):
+    return out  # prepared already / text only
   v = cfg.vision
   images, image_grid = _patches(cfg, batch, "pixel_values", "image_grid_thw")
   videos, video_grid = _patches(cfg, batch, "pixel_values_videos", "video_grid_thw")
@@ -272,18 +275,18 @@ def prepare(cfg: Qwen2VLConfig, batch: dict) -> dict:
   return out
 
 
-def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, image_only: bool = False) -> dict:
+def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, media_only: bool = False) -> dict:
   """Group id of every token each probe module sees; -1 = not counted.
 
   sample_groups int[B] (e.g. domain of each row, -1 to skip a row). Returns
-  {'llm': int32[B, T], 'vision': int32[1, N]}: padding never counts; `image_only` keeps only
+  {'llm': int32[B, T], 'vision': int32[1, N]}: padding never counts; `media_only` keeps only
   image- and video-token positions in the LLM. Vision patches (images', then videos') take
   their medium's row group.
   """
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  if image_only:
+  if media_only:
     keep = am & (np.asarray(prepared["feature_index"]) >= 0) if "feature_index" in prepared else np.zeros_like(am)
   else:
     keep = am
@@ -296,7 +299,6 @@ def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, image_only: 
 def hf_rules(cfg: Qwen2VLConfig):
   """Param path <- HF name, accepting both layouts (hub / v5-saved 'model.layers.*', 'visual.*'
   and v5 in-memory 'model.language_model.*', 'model.visual.*'); 'lm_head.weight' unless tied."""
-  from mmneuron_jax.models import llama
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
@@ -304,3 +306,12 @@ def hf_rules(cfg: Qwen2VLConfig):
   rules = nest("llm", llama.hf_rules(cfg.text, ("model.language_model.", "model."), ("lm_head.",)))
   rules += nest("vision", qwen2_vit.hf_rules(cfg.vision, ("visual.", "model.visual.")))
   return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "qwen2_vl"
+Config = Qwen2VLConfig
+Module = Qwen2VL
+PROBE_MODULES = ("llm", "vision")
+# A tied checkpoint may still hold a copy of the embedding as lm_head.weight; HF discards it too.
+IGNORE = (r"^lm_head\.weight$",)

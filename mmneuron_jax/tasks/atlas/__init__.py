@@ -9,11 +9,11 @@ Collected by an in-scan top-k probe (`nn/topk_probe.py`) into a resumable StatsS
 """
 from mmneuron_jax.tasks.atlas.build import build, load_sets, make_atlas, stage
 from mmneuron_jax.tasks.atlas.notebook import neuron_html, show
+from mmneuron_jax.tasks.atlas.task import run as _run
 
 __all__ = ["build", "load_sets", "make_atlas", "neuron_html", "run", "show", "stage"]
 
 
 def run(config, workdir: str) -> str:
   """Task 'atlas' (mmneuron_jax/configs/atlas.py): the atlas of the finished run `config.run_dir` (default: workdir)."""
-  from mmneuron_jax.tasks.atlas.task import run as _run
   return _run(config, workdir)

@@ -15,8 +15,10 @@ import time
 import numpy as np
 from absl import logging
 
+from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.stats_store import StatsStore
+from mmneuron_jax.tasks import mmneuron
 from mmneuron_jax.tasks.atlas import collect, examples, readouts, site
 from mmneuron_jax.tasks.common import sources
 from mmneuron_jax.tasks.mmneuron import domain_stats
@@ -164,7 +166,6 @@ def _index(targets, pages, group_names, model_id, source) -> dict:
 
 def load_sets(run_dir: str) -> dict:
   """{module: NeuronSet} from <run_dir>/neurons/*.json."""
-  from mmneuron_jax.analysis.neuron_sets import NeuronSet
   files = sorted(glob.glob(os.path.join(run_dir, "neurons", "*.json")))
   if not files:
     raise FileNotFoundError(f"{run_dir}/neurons: no neuron-set files (*.json); run the 'select' stage first")
@@ -204,7 +205,6 @@ def build(run_dir: str, config=None) -> str:
   its atlas; `config` overrides the stored one (e.g. with an `atlas` section). Returns index.html."""
   import ml_collections
 
-  from mmneuron_jax.tasks import mmneuron
   if config is None:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):

@@ -10,6 +10,7 @@ import numpy as np
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.tasks.atlas.build import atlas_from_batches, options_from_config
+from mmneuron_jax.tasks.miner.inputs import pad_to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,6 @@ class MinerBatcher:
     return self.samples[i]
 
   def __call__(self, sample_ids):
-    from mmneuron_jax.tasks.miner.inputs import pad_to
     chunk = [self.samples[i] for i in sample_ids]
     batch, _ = pad_to(self.inputs.batch(chunk, "right"), self.batch_size, self.length_bucket, self.inputs.pad_id)
     batch = self.model.prepare(batch)

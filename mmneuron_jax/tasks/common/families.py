@@ -1,9 +1,10 @@
 """What the MMNeuron pipeline needs to know about a model family, in one place.
 
 A `PipelineFamily` holds the family's inputs builder (HF-named batches, the vision-encoder token
-cost of an image for the stopping rule, batch padding), its deactivation conditions, its
-evaluation prompt format and its tiny demo checkpoint. The pipeline looks the family up by the
-checkpoint's `model_type` (or `config.model.demo` for the embedded demo) and never branches on it.
+cost of an image for the stopping rule, batch padding) and its tiny demo checkpoint, both found by
+name in the data layer, plus this study's knobs (`KNOBS`): deactivation conditions and evaluation
+prompt format. The pipeline looks the family up by the checkpoint's `model_type` (or
+`config.model.demo` for the embedded demo) and never branches on it.
 
 Conditions (REFERENCE.md), each evaluated on domain d with d's own neurons off in the listed modules:
 - LLaVA-NeXT: none, llm, vision (+ projector, as the authors' code), projector, all.
@@ -12,8 +13,8 @@ Conditions (REFERENCE.md), each evaluated on domain d with d's own neurons off i
 import dataclasses
 from typing import Any, Callable
 
-from mmneuron_jax.data.inputs import processors, prompts
-from mmneuron_jax.data.synthetic import demo_model, demo_model_instructblip
+from mmneuron_jax.data import inputs as data_inputs, synthetic
+from mmneuron_jax.data.inputs import prompts
 
 LLAVA_NEXT_CONDITIONS = {
     "none": (),
@@ -80,38 +81,40 @@ class PipelineFamily:
                                          self.lens_prompt(r)]]
 
 
-def _llava_inputs(path, config, hf_config):
-  del config
-  return processors.LlavaNextInputs.from_pretrained(path, hf_config=hf_config)
+def _instructblip_inputs(config) -> dict:
+  return {"image_text": config.model.get("image_text", "literal")}
 
 
-def _instructblip_inputs(path, config, hf_config):
-  return processors.InstructBlipInputs.from_pretrained(path, image_text=config.model.get("image_text", "literal"),
-                                                       hf_config=hf_config)
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+  """The MMNeuron study's choices for one family: deactivation conditions, default evaluation prompt
+  (template / style), `inputs_options(run config) -> kwargs` of its inputs builder and
+  `prompt_image_tokens` (see `PipelineFamily`)."""
+  conditions: dict
+  template: str
+  style: str
+  inputs_options: Callable[[Any], dict] = lambda config: {}
+  prompt_image_tokens: int = 1
 
 
-def _llava_demo(path, texts, seed=0):
-  return demo_model.build_demo_checkpoint(path, texts, seed=seed)
-
-
-def _instructblip_demo(path, texts, seed=0):
-  return demo_model_instructblip.build_demo_checkpoint(path, texts, seed=seed)
-
-
-FAMILIES = {
+KNOBS = {
     # The authors' prompt body ("Question: ...", options as a Python list, the driving role) in the
     # Vicuna v1 template (generate.py); `config.eval.style=llava` gives LLaVA's own format.
-    "llava_next": PipelineFamily("llava_next", LLAVA_NEXT_CONDITIONS, "vicuna_v1", "authors", _llava_inputs,
-                                 processors.vision_tokens_llava_next, _llava_demo, prompt_image_tokens=1),
+    "llava_next": Knobs(LLAVA_NEXT_CONDITIONS, "vicuna_v1", "authors", prompt_image_tokens=1),
     # The authors' generate.py rewrites the LLaVA prompt for BLIP: no chat template, "Short Answer:".
-    "instructblip": PipelineFamily("instructblip", INSTRUCTBLIP_CONDITIONS, "plain", "authors", _instructblip_inputs,
-                                   processors.vision_tokens_instructblip, _instructblip_demo, prompt_image_tokens=0),
+    "instructblip": Knobs(INSTRUCTBLIP_CONDITIONS, "plain", "authors", _instructblip_inputs, prompt_image_tokens=0),
 }
 
 
 def family(name: str, where: str = "model_type") -> PipelineFamily:
-  if name not in FAMILIES:
-    raise ValueError(f"{where}={name!r}: the MMNeuron pipeline supports {sorted(FAMILIES)}")
-  return FAMILIES[name]
+  """The MMNeuron view of a model family: this study's knobs plus the family's inputs builder
+  (`data/inputs/<name>.py`) and demo-checkpoint writer (`data/synthetic/demo_<name>.py`)."""
+  if name not in KNOBS:
+    raise ValueError(f"{where}={name!r}: the MMNeuron pipeline supports {sorted(KNOBS)}")
+  knobs, inputs = KNOBS[name], data_inputs.family(name)
 
+  def make_inputs(path, config, hf_config):
+    return inputs.Inputs.from_pretrained(path, hf_config=hf_config, **knobs.inputs_options(config))
 
+  return PipelineFamily(name, knobs.conditions, knobs.template, knobs.style, make_inputs, inputs.vision_tokens,
+                        synthetic.demo_writer(name).build_demo_checkpoint, knobs.prompt_image_tokens)

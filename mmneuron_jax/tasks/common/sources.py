@@ -1,5 +1,6 @@
 """Where an MMNeuron run gets its model, inputs builder and records, from the config."""
 import os
+import shutil
 
 from absl import logging
 
@@ -43,6 +44,10 @@ def load_records(config, workdir, split=None):
     raise ValueError(f"config.data.order={order!r}; expected 'authors' or 'sha256'")
   if source == "demo":
     recs = demo.demo_records(n_per_domain=config.data.n_per_domain, seed=config.data.seed, split=split or "train")
+  elif source == "skills":  # the learnable set the trained demo models answer (data/synthetic/skills.py)
+    from mmneuron_jax.data.synthetic import skills as demo_skills
+    recs = demo_skills.skills_records(n_per_domain=config.data.n_per_domain, split=split or "val",
+                                      seed=config.data.seed, domains=tuple(config.data.domains))
   elif source == "records":
     recs = records_lib.read_records(_split_path(config.data.path, split), image_root=config.data.image_root or None)
     if split and "{split}" not in config.data.path and any("split" in r.meta for r in recs):
@@ -51,7 +56,7 @@ def load_records(config, workdir, split=None):
     recs = datasets.load_all(config.data.path, n_per_domain=config.data.n_per_domain or None, split=split or "val",
                              order=order)
   else:
-    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'records' or 'paper'")
+    raise ValueError(f"config.data.source={source!r}; expected 'demo', 'skills', 'records' or 'paper'")
   good, bad = records_lib.validate(recs)
   for rid, why in bad:
     logging.warning("skipping record %s: %s", rid, why)
@@ -62,15 +67,41 @@ def load_records(config, workdir, split=None):
 
 def load_model(config, workdir, records):
   """-> (Model, inputs builder, model id, PipelineFamily). Demo (no `model.path`): build the tiny
-  checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts."""
-  path = config.model.path and resolve_checkpoint(config.model.path)  # a directory or a cached hub id
-  if not path:
+  checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts;
+  with `config.model.demo_weights='trained'`, the trained demo of the run's prompt format instead
+  (tasks/train_demo: bundled, or trained on first use)."""
+  path, model_id = config.model.path and resolve_checkpoint(config.model.path), ""  # a directory or a cached hub id
+  if not path and config.model.get("demo_weights", "random") == "trained":
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
+    # The id names the weights: a rerun in this workdir with other weights must not reuse its statistics.
+    model_id = f"{config.model.id or path} (trained, recipe {trained_demo(path, fam, config)['digest']})"
+  elif not path:
+    fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
+    path = os.path.join(workdir, "demo_checkpoint")
+    if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
+      shutil.rmtree(path)
     if not os.path.exists(os.path.join(path, "config.json")):
       fam.build_demo(path, fam.vocabulary_texts(records, config.eval), seed=config.model.seed)
-  model_id = config.model.id or config.model.path or path
+  if not model_id:
+    model_id = config.model.id or config.model.path or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = loading.load_for_config(path, config)
   fam = families.family(model.family, f"{path}: model_type")
   return model, fam.make_inputs(path, config, model.config), model_id, fam
+
+
+def demo_recipe(fam, config) -> dict:
+  """The trained-demo recipe for this run: the family's recipe in the run's evaluation prompt format."""
+  from mmneuron_jax.tasks.train_demo import recipes
+  return recipes.recipe(fam.name, template=config.eval.get("template") or fam.template,
+                        style=config.eval.get("style") or fam.style)
+
+
+def trained_demo(path, fam, config) -> dict:
+  """Put the trained demo checkpoint of this run's recipe in `path`; returns its train_demo.json record."""
+  from mmneuron_jax.tasks.train_demo import cache
+  result = cache.ensure(path, demo_recipe(fam, config))
+  logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", fam.name, result["source"],
+               result["digest"], result.get("heldout_mean", float("nan")))
+  return result

@@ -13,7 +13,6 @@
 The model family is one config field (`model.family`); its inputs builder (`tasks/miner/inputs.py`)
 supplies the chat template, batches and token ids, so the same config runs on every family.
 """
-import importlib
 import json
 import os
 
@@ -25,6 +24,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import miner_demo
+from mmneuron_jax.models import registry
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.atlas import miner_stage as atlas_miner_stage
@@ -57,10 +57,7 @@ def load_model(config, workdir, samples_by_dataset):
 def check_token_ids(ids: dict, family: str, model_id: str) -> None:
   """Log where the checkpoint's stage-1 ids differ from the real model's (the family module's
   `TOKEN_IDS`; demo checkpoints remap them)."""
-  want = getattr(importlib.import_module(f"mmneuron_jax.models.mllm.{family}"), "TOKEN_IDS", None)
-  if want is None:
-    return
-  want = {k[:-len("_ids")]: v for k, v in want.items()}
+  want = {k[:-len("_ids")]: v for k, v in registry.family(family).TOKEN_IDS.items()}
   diff = {k: (ids[k], tuple(want[k])) for k in want if tuple(want[k]) and ids[k] and set(ids[k]) != set(want[k])}
   if diff:
     logging.info("%s: stage-1 token ids differ from the real %s ids (a remapped checkpoint?): %s", model_id,

@@ -8,83 +8,42 @@ family, so the MINER task switches model with one config field (`model.family`):
   inputs.token_ids()                             -> {'special', 'image', 'video', 'audio': ids} (stage 1)
   inputs.decode(int[B, N])                       -> [str]
 
-Token ids come from the checkpoint's own tokenizer and config (a demo checkpoint may remap them);
-the real Qwen2-VL / Qwen2-Audio ids are the family modules' `TOKEN_IDS`.
+The family's chat facts (markers, special tokens, what it takes) are the `CHAT` spec of its
+`data/inputs/<family>.py`. Token ids come from the checkpoint's own tokenizer and config (a demo
+checkpoint may remap them); the real tokenizers' ids are the family module's `TOKEN_IDS`.
 """
-import dataclasses
-import importlib
-
 import numpy as np
 
+from mmneuron_jax.data import inputs as data_inputs, synthetic
 from mmneuron_jax.data.inputs.batching import pad_2d
+from mmneuron_jax.data.inputs.chat import VIDEO_MARKER, ChatSpec
 from mmneuron_jax.data.sources.media import resample
-from mmneuron_jax.data.sources.miner_samples import AUDIO_MARKER, IMAGE_MARKER, VIDEO_MARKER, audios_of, images_of, videos_of
+from mmneuron_jax.data.sources.miner_samples import audios_of, images_of, videos_of
 
 SYSTEM = "You are a helpful assistant."
 
 
-@dataclasses.dataclass(frozen=True)
-class FamilySpec:
-  """How one family builds MINER inputs.
-
-  media: its main content modality ('image' / 'audio'); marker: its prompt marker; takes: every
-  content modality its inputs take (samples with another one are skipped; 'video' samples pass
-  `videos=` to the processor); special_tokens: token strings of MINER's `special` set;
-  content_ids: modality -> config key of its placeholder id; processor / demo: 'module:attr' of
-  the inputs class and demo writer; processor_kwargs: (name, value) pairs for its from_pretrained;
-  media_prefix: text before the i-th medium in the user turn (HF chat template), media_suffix after;
-  modalities: MINER modalities its inputs can produce (stage-2 arrays keep only these); options:
-  `config.data` fields its processor takes (passed to its from_pretrained by name)."""
-  name: str
-  media: str
-  marker: str
-  special_tokens: tuple
-  content_ids: dict
-  processor: str
-  demo: str
-  takes: tuple = ()
-  processor_kwargs: tuple = ()
-  media_prefix: str = ""
-  media_suffix: str = ""
-  modalities: tuple = ("text", "special", "special_text", "prompt")
-  options: tuple = ()
+def spec_for(family: str) -> ChatSpec:
+  """The family's chat spec: `CHAT` of its `data/inputs/<family>.py`."""
+  chat = _inputs_module(family).CHAT
+  if chat is None:
+    raise ValueError(f"config.model.family={family!r}; MINER supports the families whose data/inputs/<family>.py "
+                     "declares a CHAT spec (qwen2_vl, qwen2_audio)")
+  return chat
 
 
-FAMILIES = {
-    "qwen2_vl": FamilySpec(
-        "qwen2_vl", "image", IMAGE_MARKER, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"),
-        {"image": "image_token_id", "video": "video_token_id"}, "mmneuron_jax.data.inputs.qwen2_vl_inputs:Qwen2VLInputs",
-        "mmneuron_jax.data.synthetic.demo_model_qwen2_vl:build_demo_checkpoint", takes=("image", "video"),
-        # frames come sized by `videos_of` (qwen_vl_utils); with video_frames='once' a low floor keeps the
-        # video processor from resizing them again ('authors': the image bounds resize them, as transformers 4.45)
-        processor_kwargs=(("video_min_pixels", 28 * 28),),
-        modalities=("text", "special", "special_text", "image", "video", "prompt"),
-        options=("min_pixels", "max_pixels", "video_frames")),
-    "qwen2_audio": FamilySpec(
-        "qwen2_audio", "audio", AUDIO_MARKER, ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>"),
-        {"audio": "audio_token_index"}, "mmneuron_jax.data.inputs.qwen2_audio_inputs:Qwen2AudioInputs",
-        "mmneuron_jax.data.synthetic.demo_model_qwen2_audio:build_demo_checkpoint", takes=("audio",), media_prefix="Audio {i}: ",
-        media_suffix="\n", modalities=("text", "special", "special_text", "audio", "prompt")),
-}
-
-
-def _load(ref: str, family: str):
-  module, attr = ref.split(":")
+def _inputs_module(family: str):
   try:
-    return getattr(importlib.import_module(module), attr)
-  except (ImportError, AttributeError) as e:
-    raise ImportError(f"model family {family!r} needs {ref}, which is not available ({e})") from e
-
-
-def spec_for(family: str) -> FamilySpec:
-  if family not in FAMILIES:
-    raise ValueError(f"config.model.family={family!r}; MINER supports {sorted(FAMILIES)}")
-  return FAMILIES[family]
+    return data_inputs.family(family)
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.model.family={family!r}: no data/inputs/{family}.py ({e})") from e
 
 
 def demo_builder(family: str):
-  """-> build_demo_checkpoint(path, texts, seed=...) of the family's tiny demo model."""
-  return _load(spec_for(family).demo, family)
+  """-> build_demo_checkpoint(path, texts, seed=...) of the family's tiny demo model
+  (`data/synthetic/demo_<family>.py`)."""
+  spec_for(family)
+  return synthetic.demo_writer(family).build_demo_checkpoint
 
 
 def bucket_length(t: int, bucket: int) -> int:
@@ -118,7 +77,7 @@ def pad_to(batch: dict, rows: int | None, bucket: int, pad_id: int, padding_side
 class ChatInputs:
   """Samples -> HF-named batches for one family, with the family's chat template."""
 
-  def __init__(self, spec: FamilySpec, processor, config: dict, generation_config: dict | None = None):
+  def __init__(self, spec: ChatSpec, processor, config: dict, generation_config: dict | None = None):
     self.spec = spec
     self.processor = processor
     self.tokenizer = processor.tokenizer
@@ -133,7 +92,7 @@ class ChatInputs:
     spec = spec_for(family)
     kwargs = dict(spec.processor_kwargs)
     kwargs.update({k: v for k, v in (options or {}).items() if k in spec.options})
-    processor = _load(spec.processor, family).from_pretrained(path, **kwargs)
+    processor = _inputs_module(family).Inputs.from_pretrained(path, **kwargs)
     return cls(spec, processor, _read_config(path), _read_config(path, "generation_config.json", missing_ok=True))
 
   def settings(self) -> dict:

@@ -106,7 +106,8 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
     plot_deactivation(rows, os.path.join(plots, "deactivation.png"))
 
   L = len(results["layer_min"])
-  out = [f"# MINER run: {results['model_id']} ({results['family']})", ""]
+  from mmneuron_jax.tasks.common import model_card
+  out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir)
   if results.get("protocol"):
     out += miner_protocol.markdown(results["protocol"])
   if results.get("headline"):

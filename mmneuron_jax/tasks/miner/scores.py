@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import flax.struct
 import jax.numpy as jnp
@@ -29,16 +29,16 @@ from mmneuron_jax.analysis.importance import grad_importance
 from mmneuron_jax.analysis.miner_probe import MinerScores
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.stats_store import StatsStore
+from mmneuron_jax.nn.probes import QKProbe
 from mmneuron_jax.tasks.miner import snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.inputs import pad_to
 
 
 @flax.struct.dataclass
-class MinerStatsProbe:
+class MinerStatsProbe(QKProbe):
   """`MinerScores` plus the minimum of the layer's activation tensor over valid tokens.
   Call: acts float[B, T, F], q, k -> {'scores': float32[B, 5, M, F], 'min': float32[]}."""
   scores: MinerScores
-  needs_qk: ClassVar[bool] = True
 
   def __call__(self, acts, q=None, k=None):
     valid = self.scores.attention_mask != 0

@@ -60,10 +60,10 @@ def fingerprint(*parts) -> str:
 
 
 def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image, num_groups, batch_size,
-                 image_only=False) -> Step:
+                 media_only=False) -> Step:
   """PlannedBatch -> {'field/module': np.ndarray} partial sums of that batch, as a `Step`:
   `prepare(planned)` loads the images, builds and pads the batch (`inputs`, the family's builder,
-  data/inputs/processors.py) and its token groups -> (device batch, device groups); `run(prepared)` is the
+  data/inputs/<family>.py) and its token groups -> (device batch, device groups); `run(prepared)` is the
   statistics step and its host copy. Calling the Step does both."""
   step = stats.make_step(model, num_groups)  # sharded when the model is on a mesh
   domains = list(records_by_domain)
@@ -74,7 +74,7 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
     batch = model.prepare(batch)  # once: token_groups and device_batch reuse it (prepare is idempotent)
     sample_groups = np.full(batch_size, -1, np.int32)
     sample_groups[:len(recs)] = planned.domain
-    groups = model.token_groups(batch, sample_groups, image_only)
+    groups = model.token_groups(batch, sample_groups, media_only)
     return model.device_batch(batch), stats.to_device_groups(groups)
 
   def run(prepared):

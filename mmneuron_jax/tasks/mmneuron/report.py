@@ -46,7 +46,10 @@ def plot_deactivation(rows: list, metric: str, path: str):
             for d in domains]
     ax.bar(np.arange(len(domains)) + j * width, vals, width, label=f"{key[0]} ({key[1]})")
   ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains, rotation=15)
-  ax.set(ylabel=metric, title=f"Deactivating each domain's own neurons: {metric}")
+  values = np.asarray([r[metric] for r in rows], float)
+  same = values.size and np.all(values == values[0])
+  ax.set(ylabel=metric, title=f"Deactivating each domain's own neurons: {metric}"
+         + (f"\n(every value is {values[0]:.3f}: nothing to compare)" if same else ""))
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -80,8 +83,11 @@ def primary_matrix(rows):
   return table
 
 
-def header_section(config, model_id, **_) -> list[str]:
-  return [f"# MMNeuron run: {model_id}", "",
+def header_section(config, model_id, workdir=None, rows=(), domains=(), **_) -> list[str]:
+  from mmneuron_jax.tasks.common import model_card
+  card = model_card.describe(config, workdir) if workdir else []
+  top = model_card.headline(list(rows), list(domains), top_rate=config.dape.top_rate)
+  return [f"# MMNeuron run: {model_id}", ""] + card + top + [
           f"Config: `config.json`. Statistics positions: **{config.stats.positions}**; "
           f"DAPE top_rate={config.dape.top_rate}, filter_rate={config.dape.filter_rate}, "
           f"bar_ratio={config.dape.bar_ratio}.", ""]

@@ -214,7 +214,9 @@ def masks_section(r: dict, domains) -> list:
 def write(workdir, *, config, model_id, domains, bad, model, results) -> str:
   plots = os.path.join(workdir, "plots")
   os.makedirs(plots, exist_ok=True)
-  out = [f"# Readouts run: {model_id}", "",
+  from mmneuron_jax.tasks.common import model_card
+  out = [f"# Readouts run: {model_id}", ""] + model_card.describe(
+      config, workdir, planted=config.data.get("source") == "planted") + [
          f"Config: `config.json`. Prompt: `{config.prompt}`. Domains: {', '.join(domains)}. "
          f"LLM: {model.probe_modules['llm'][0]} layers. Bad records skipped: {len(bad)}.", ""]
   if "tuned_lens" in results:

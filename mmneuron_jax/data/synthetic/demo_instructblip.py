@@ -6,7 +6,7 @@ Salesforce/instructblip-vicuna-7b, and HF's InstructBlipForConditionalGeneration
 """
 import os
 
-from mmneuron_jax.data.synthetic import demo_checkpoint as ckpt, demo_model
+from mmneuron_jax.data.synthetic import demo_checkpoint as ckpt, demo_llava_next
 
 IMAGE_SIZE = 28
 PATCH = 7
@@ -125,8 +125,8 @@ def write_image_processor(path: str):
 def build_demo_checkpoint(path: str, texts, seed: int = 0) -> str:
   """Write the tiny InstructBLIP for the vocabulary of `texts` (both tokenizers). Returns `path`."""
   os.makedirs(path, exist_ok=True)
-  words = demo_model.word_vocab(texts)
-  image_id = demo_model.write_tokenizer(path, words)
+  words = demo_llava_next.word_vocab(texts)
+  image_id = demo_llava_next.write_tokenizer(path, words)
   qformer_vocab = write_qformer_tokenizer(os.path.join(path, "qformer_tokenizer"), words)
   config = demo_config(ckpt.padded_vocab_size(image_id + 1), qformer_vocab, image_id)
   ckpt.save_checkpoint(path, random_state(config, seed), config)

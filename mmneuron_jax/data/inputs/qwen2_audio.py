@@ -10,6 +10,7 @@ import numpy as np
 
 from mmneuron_jax.data.inputs import token_rows
 from mmneuron_jax.data.inputs.batching import pad_rows
+from mmneuron_jax.data.inputs.chat import AUDIO_MARKER, ChatSpec
 from mmneuron_jax.models.whisper_audio import encoder_lengths
 
 AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS = "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"
@@ -96,3 +97,12 @@ class Qwen2AudioInputs:
 
   def decode(self, token_ids) -> list[str]:
     return token_rows.decode(self.tokenizer, token_ids)
+
+
+# -- the data checklist (data/inputs/__init__.py CHECKLIST) ----------------------------------------
+Inputs = Qwen2AudioInputs
+vision_tokens = None  # no MMNeuron stopping-rule cost for this family
+CHAT = ChatSpec(
+    "qwen2_audio", "audio", AUDIO_MARKER, ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>"),
+    {"audio": "audio_token_index"}, takes=("audio",), media_prefix="Audio {i}: ", media_suffix="\n",
+    modalities=("text", "special", "special_text", "audio", "prompt"))

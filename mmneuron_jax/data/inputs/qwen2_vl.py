@@ -15,6 +15,7 @@ import numpy as np
 
 from mmneuron_jax.data.inputs import token_rows
 from mmneuron_jax.data.inputs.batching import pad_rows
+from mmneuron_jax.data.inputs.chat import IMAGE_MARKER, ChatSpec
 
 
 VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS = 128 * 28 * 28, 768 * 28 * 28  # Qwen2VLVideoProcessor's size defaults
@@ -224,3 +225,16 @@ class Qwen2VLInputs:
 
   def decode(self, token_ids) -> list[str]:
     return token_rows.decode(self.tokenizer, token_ids)
+
+
+# -- the data checklist (data/inputs/__init__.py CHECKLIST) ----------------------------------------
+Inputs = Qwen2VLInputs
+vision_tokens = None  # no MMNeuron stopping-rule cost for this family
+CHAT = ChatSpec(
+    "qwen2_vl", "image", IMAGE_MARKER, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"),
+    {"image": "image_token_id", "video": "video_token_id"}, takes=("image", "video"),
+    # frames come sized by `videos_of` (qwen_vl_utils); with video_frames='once' a low floor keeps the
+    # video processor from resizing them again ('authors': the image bounds resize them, as transformers 4.45)
+    processor_kwargs=(("video_min_pixels", 28 * 28),),
+    modalities=("text", "special", "special_text", "image", "video", "prompt"),
+    options=("min_pixels", "max_pixels", "video_frames"))
