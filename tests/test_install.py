@@ -49,6 +49,9 @@ def test_pip_install_then_run_from_another_directory(tmp_path):
   where = subprocess.run([python, "-c", "import mmneuron_jax, mmneuron_jax.configs; print(mmneuron_jax.__file__)"],
                          check=True, capture_output=True, text=True, env=env, cwd=str(elsewhere)).stdout.strip()
   assert where.startswith(site), f"mmneuron_jax imported from {where}, not the fresh venv's {site}"
+  for name in ("configs/llava_next_demo.py", "data/synthetic/demo_assets/trained_llava_next/model.safetensors",
+               "data/synthetic/demo_assets/trained_instructblip/qformer_tokenizer/tokenizer.json"):
+    assert os.path.isfile(os.path.join(site, "mmneuron_jax", name)), f"{name} is not installed (package data)"
 
   listing = subprocess.run([os.path.join(env_dir, "bin", "mmneuron"), "--help"], check=True, capture_output=True,
                            text=True, env=env, cwd=str(elsewhere)).stdout
