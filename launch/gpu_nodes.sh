@@ -4,7 +4,7 @@
 #
 # By hand / any launcher (ssh, pdsh, k8s), on node i of N:
 #   COORDINATOR=node0.internal:12355 NUM_NODES=N NODE_RANK=i bash launch/gpu_nodes.sh \
-#     --config=configs/llava_next_7b.py --workdir=/shared/runs/llava_next_7b \
+#     --config=llava_next_7b --workdir=/shared/runs/llava_next_7b \
 #     --config.model.path=/shared/llava-v1.6-vicuna-7b-hf --config.data.path=/shared/mmneuron
 # Under SLURM (one task per node; rank, count and the first node's name come from SLURM):
 #   srun --nodes=N --ntasks-per-node=1 --gpus-per-node=8 bash launch/gpu_nodes.sh --config=... --workdir=...
@@ -22,4 +22,4 @@ fi
 [[ -f .venv/bin/activate ]] && . .venv/bin/activate
 export HF_HUB_OFFLINE=1
 export MMNEURON_COORDINATOR_ADDRESS="$COORDINATOR" MMNEURON_NUM_PROCESSES="$NUM_NODES" MMNEURON_PROCESS_ID="$NODE_RANK"
-exec python launch/main.py "$@"
+exec python -m mmneuron_jax "$@"

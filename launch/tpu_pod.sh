@@ -3,7 +3,7 @@
 # process per VM, all started by a single `gcloud ... ssh --worker=all` (not run in CI).
 #
 #   TPU_NAME=my-pod ZONE=us-central2-b bash launch/tpu_pod.sh \
-#     --config=configs/llava_next_7b.py --workdir=/mnt/runs/llava_next_7b \
+#     --config=llava_next_7b --workdir=/mnt/runs/llava_next_7b \
 #     --config.model.path=/mnt/llava-v1.6-vicuna-7b-hf --config.data.path=/mnt/mmneuron
 #
 # Before: the repo at $REPO on every worker (e.g. `gcloud compute tpus tpu-vm scp --worker=all
@@ -23,4 +23,4 @@ if [[ -n "${COORDINATOR:-}" ]]; then
 else
   ENV="MMNEURON_DISTRIBUTED=auto"
 fi
-gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" ${PROJECT:+--project="$PROJECT"} --worker=all --command="cd $REPO && . .venv/bin/activate && export HF_HUB_OFFLINE=1 $ENV && python launch/main.py$ARGS"
+gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" ${PROJECT:+--project="$PROJECT"} --worker=all --command="cd $REPO && . .venv/bin/activate && export HF_HUB_OFFLINE=1 $ENV && python -m mmneuron_jax$ARGS"

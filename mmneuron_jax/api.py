@@ -7,6 +7,7 @@ from mmneuron_jax.convert.mapping import apply_rules
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
 from mmneuron_jax.errors import MissingFile, read_json
 from mmneuron_jax.io.checkpoint import restore_params, save_params
+from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.models.base import Model
 from mmneuron_jax.models.registry import family_for
 from mmneuron_jax.nn.policy import Policy, resolve_dtype
@@ -45,12 +46,14 @@ def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str
 
 def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
             **policy_options) -> Model:
-  """A HF checkpoint directory (config.json + *.safetensors) -> Model.
+  """A HF checkpoint (a directory with config.json + *.safetensors, or a hub id `org/name` in the local
+  Hugging Face cache: io/hub.py; downloaded only when HF_HUB_OFFLINE is unset) -> Model.
 
   Every checkpoint tensor must be consumed exactly once; unknown config features raise.
   `policy_options`: `fp32_matmul`, `attention` (see `nn.policy.Policy`).
   """
   resolve_dtype(dtype)
+  path = resolve_checkpoint(path)
   config = read_config(path)
   family = family_for(config, os.path.join(path, "config.json"))
   cfg = family.Config.from_hf(config, os.path.join(path, "config.json"))

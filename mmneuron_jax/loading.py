@@ -6,6 +6,7 @@ from jax.sharding import Mesh
 
 from mmneuron_jax import api
 from mmneuron_jax.io import checkpoint
+from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.models import shapes
 from mmneuron_jax.sharding import DEFAULT_RULES, mesh_from_config, param_shardings
 
@@ -20,7 +21,8 @@ def load_on_mesh(path: str, mesh: Mesh | None, rules=DEFAULT_RULES, **load_kwarg
   `Model` on `mesh`: every param is built by `jax.make_array_from_callback` from its slices
   (safetensors slices / orbax restore against sharded abstract targets), so no host ever holds
   a whole sharded tensor. mesh None -> no shardings (the plain jit path).
-  load_kwargs: dtype, compute_dtype, ..."""
+  load_kwargs: dtype, compute_dtype, ... `path` may be a hub id in the local cache (io/hub.py)."""
+  path = resolve_checkpoint(path)
   converted = os.path.exists(os.path.join(path, checkpoint.META_FILE))
   if converted:
     load_kwargs.pop("dtype", None)  # a converted checkpoint keeps the dtype it was saved with

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import atlas_browser
-from configs import llava_next_demo
+from mmneuron_jax.configs import llava_next_demo
 from mmneuron_jax import tasks
 
 

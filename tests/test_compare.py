@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import compare_runs
+from mmneuron_jax.configs import compare_runs
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet

@@ -12,7 +12,7 @@ import transformers
 
 import hf_tiny  # noqa: F401  (sets HF_HUB_OFFLINE)
 import mmneuron_jax
-from configs import instructblip_demo
+from mmneuron_jax.configs import instructblip_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.inputs import prompts
@@ -206,5 +206,5 @@ def test_demo_config_runs_the_whole_pipeline(tmp_path):
 
 
 def side_by_side_config(*dirs):
-  from configs import mmneuron_compare
+  from mmneuron_jax.configs import mmneuron_compare
   return mmneuron_compare.get_config("+".join(dirs))

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from configs import miner_qwen2_audio_demo, miner_qwen2_vl_demo
+from mmneuron_jax.configs import miner_qwen2_audio_demo, miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import miner_demo

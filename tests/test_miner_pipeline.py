@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from configs import miner_qwen2_vl_demo
+from mmneuron_jax.configs import miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
@@ -38,8 +38,8 @@ def small_config():
 
 def scores_command(workdir):
   flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items() if k.startswith(("data.", "scores."))]
-  return [sys.executable, os.path.join(ROOT, "launch", "main.py"),
-          f"--config={os.path.join(ROOT, 'configs', 'miner_qwen2_vl_demo.py')}", f"--workdir={workdir}",
+  return [sys.executable, "-m", "mmneuron_jax",
+          "--config=miner_qwen2_vl_demo", f"--workdir={workdir}",
           "--config.stages=('scores',)", *flags]
 
 

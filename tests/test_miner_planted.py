@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import miner_qwen2_vl_demo
+from mmneuron_jax.configs import miner_qwen2_vl_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import demo_qwen2_vl as demo_model_qwen2_vl, miner_demo, planted_qwen2_vl

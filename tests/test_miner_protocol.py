@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import miner_qwen2_audio_7b, miner_qwen2_vl_7b
+from mmneuron_jax.configs import miner_qwen2_audio_7b, miner_qwen2_vl_7b
 from mmneuron_jax.models.sampling import Sampling
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from configs import llava_next_demo
+from mmneuron_jax.configs import llava_next_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.io.stats_store import StatsStore
@@ -54,8 +54,8 @@ def test_demo_pipeline_writes_report(tmp_path):
 
 
 def stats_command(workdir):
-  return [sys.executable, os.path.join(ROOT, "launch", "main.py"),
-          f"--config={os.path.join(ROOT, 'configs', 'llava_next_demo.py')}", f"--workdir={workdir}",
+  return [sys.executable, "-m", "mmneuron_jax",
+          "--config=llava_next_demo", f"--workdir={workdir}",
           "--config.stages=('stats',)", "--config.stats.batch_size=1", "--config.stats.commit_every=1",
           "--config.stats.max_samples_per_domain=6", "--config.data.n_per_domain=6"]
 

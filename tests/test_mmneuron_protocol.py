@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from configs import llava_next_7b, mmneuron_base
+from mmneuron_jax.configs import llava_next_7b, mmneuron_base
 from mmneuron_jax.data.inputs import prompts
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets as D

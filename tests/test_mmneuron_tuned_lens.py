@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from configs import llava_next_demo
+from mmneuron_jax.configs import llava_next_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.io import tuned_lens as saved_lens
 

@@ -1,4 +1,4 @@
-"""The "readouts" task on the InstructBLIP demo (configs/readouts_demo.py with model.demo=instructblip):
+"""The "readouts" task on the InstructBLIP demo (mmneuron_jax/configs/readouts_demo.py with model.demo=instructblip):
 the tuned lens beats the logit lens on held-out positions, '*' probe specs expand to the model's own
 probe modules (llm, vision, qformer_text, qformer_query), learned masks are shaped per module."""
 import json
@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from configs import readouts_demo
+from mmneuron_jax.configs import readouts_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.models.mllm.instructblip import InstructBlipConfig

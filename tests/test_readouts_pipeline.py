@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from configs import readouts_demo
+from mmneuron_jax.configs import readouts_demo
 from mmneuron_jax import tasks
 from mmneuron_jax.io import tuned_lens as saved_lens
 from mmneuron_jax.analysis.neuron_sets import NeuronSet

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from configs import llava_next_demo, mmneuron_base
+from mmneuron_jax.configs import llava_next_demo, mmneuron_base
 from mmneuron_jax import tasks
 from mmneuron_jax.analysis import finite
 from mmneuron_jax.data.sources import records as records_lib
@@ -141,7 +141,7 @@ def test_every_config_problem_at_once_before_model_work(tmp_path):
 
 
 def test_miner_options_are_validated():
-  from configs import miner_qwen2_vl_demo
+  from mmneuron_jax.configs import miner_qwen2_vl_demo
   from mmneuron_jax.tasks.common import validate
   c = miner_qwen2_vl_demo.get_config()
   c.select.strategy = "LA-MU"
@@ -284,7 +284,7 @@ def test_user_errors_print_one_block_without_traceback(tmp_path):
   out = _main(["--config=configs/nope.py"], tmp_path)
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "error: --config=configs/nope.py: no such file" in out.stderr
-  out = _main([f"--config={ROOT}/configs/llava_next_demo.py", "--config.stats.positions=imag",
+  out = _main([f"--config={ROOT}/mmneuron_jax/configs/llava_next_demo.py", "--config.stats.positions=imag",
                "--config.stats.batch_size=0"], tmp_path)
   assert out.returncode == 2 and "Traceback" not in out.stderr
   assert "config.stats.positions='imag'" in out.stderr and "config.stats.batch_size=0" in out.stderr

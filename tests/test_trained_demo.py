@@ -23,7 +23,7 @@ RECIPE = recipes.recipe("llava_next")
 @pytest.fixture(scope="module")
 def trained():
   result = cache.read_result(BUNDLE)
-  assert result is not None, f"{BUNDLE}: no bundled trained demo (configs/train_demo_llava_next.py writes it)"
+  assert result is not None, f"{BUNDLE}: no bundled trained demo (mmneuron_jax/configs/train_demo_llava_next.py writes it)"
   assert result["digest"] == recipes.digest(RECIPE), "the bundle was trained with another recipe: rewrite it"
   fam = families.family("llava_next")
   model = mmneuron_jax.load_hf(BUNDLE)
@@ -64,7 +64,7 @@ def test_dape_vs_random_deactivation_is_pinned(tmp_path):
   domain's primary metric unchanged (mean drop 0.000); the random control moves it by -0.0125 (one more
   documents answer right). The MMNeuron effect does not appear on this demo (README, Demos); a change to
   the selection, the masks or the model that moves these numbers by more than one answer fails here."""
-  from configs import llava_next_demo
+  from mmneuron_jax.configs import llava_next_demo
   from mmneuron_jax.tasks import mmneuron
   from mmneuron_jax.tasks.common import deactivation, sources
   config = llava_next_demo.get_config()

@@ -120,7 +120,7 @@ def test_save_and_reload_by_name(tmp_path):
 
 
 def test_stage_reloads_a_saved_lens_by_name(setup, tmp_path):
-  from configs import readouts_demo
+  from mmneuron_jax.configs import readouts_demo
   model, inputs, records, _ = setup
   c = readouts_demo.get_config()
   c.tuned_lens.n_per_domain, c.tuned_lens.positions_per_sample, c.tuned_lens.steps = 2, 8, 10

@@ -15,5 +15,5 @@ __all__ = ["build", "load_sets", "make_atlas", "neuron_html", "run", "show", "st
 
 
 def run(config, workdir: str) -> str:
-  """Task 'atlas' (configs/atlas.py): the atlas of the finished run `config.run_dir` (default: workdir)."""
+  """Task 'atlas' (mmneuron_jax/configs/atlas.py): the atlas of the finished run `config.run_dir` (default: workdir)."""
   return _run(config, workdir)

@@ -1,4 +1,4 @@
-"""Task 'atlas': the atlas of a finished MMNeuron run directory (configs/atlas.py)."""
+"""Task 'atlas': the atlas of a finished MMNeuron run directory (mmneuron_jax/configs/atlas.py)."""
 import json
 import os
 

@@ -38,7 +38,7 @@ def describe(config, workdir: str, planted: bool = False) -> list[str]:
             f"`{r['weights_sha256']}`): trained on {r['n_train']} synthetic samples "
             f"(`data/synthetic/skills.py`, split 'train'); held-out mean primary metric "
             f"**{r.get('heldout_mean', float('nan')):.3f}** on {r['n_val']} 'val' samples ({per}). "
-            "Reproduce: `configs/train_demo_" + r["recipe"]["family"] + ".py`.", ""]
+            "Reproduce: `mmneuron_jax/configs/train_demo_" + r["recipe"]["family"] + ".py`.", ""]
   return ["**Model: random-weight tiny demo** (untrained: its answers are word salad, so metrics near 0 and "
           "equal deltas show the pipeline runs, not a finding; `model.demo_weights=trained` runs a demo model "
           "trained to answer).", ""]

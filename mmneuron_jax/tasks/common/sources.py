@@ -10,6 +10,7 @@ from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo, demo_stamp
 from mmneuron_jax.errors import MissingFile, UserError
+from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.tasks.common import data_checks, families
 from mmneuron_jax.data.synthetic import skills as demo_skills
 from mmneuron_jax.tasks.train_demo import recipes
@@ -79,7 +80,7 @@ def load_model(config, workdir, records):
   checkpoint of family `config.model.demo` in the workdir, for the words of this run's prompts;
   with `config.model.demo_weights='trained'`, the trained demo of the run's prompt format instead
   (tasks/train_demo: bundled, or trained on first use)."""
-  path, model_id = config.model.path, ""
+  path, model_id = config.model.path and resolve_checkpoint(config.model.path), ""  # a directory or a cached hub id
   if not path and config.model.get("demo_weights", "random") == "trained":
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
     path = os.path.join(workdir, "demo_checkpoint")
@@ -92,7 +93,7 @@ def load_model(config, workdir, records):
       shutil.rmtree(path)
     demo_stamp.ensure(path, fam.build_demo, fam.name, fam.vocabulary_texts(records, config.eval), config.model.seed)
   if not model_id:
-    model_id = config.model.id or path
+    model_id = config.model.id or config.model.path or path
   # On the config's mesh (sharding.mesh_from_spec): each device reads only its slices.
   model = loading.load_for_config(path, config)
   if config.model.get("check_weights", True):

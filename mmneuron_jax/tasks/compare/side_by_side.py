@@ -5,7 +5,7 @@ Reads finished run directories (config.json, neurons/<module>.json, deactivation
 logit_lens.json), so it works on runs made elsewhere. Layers are put on a relative depth axis
 (layer / (L - 1)) so 24-, 32- and 39-layer stacks share one plot.
 
-COMMAND: python launch/main.py --config=configs/mmneuron_compare.py --workdir=runs/compare \
+COMMAND: python -m mmneuron_jax --config=mmneuron_compare --workdir=runs/compare \
   --config.compare_with="('runs/llava_next_demo','runs/instructblip_demo')"
 """
 import json

@@ -3,7 +3,7 @@ copy trained on first use (and kept in the run directory, so a rerun reuses it).
 
 Bundled checkpoints live in `mmneuron_jax/data/synthetic/demo_assets/trained_<family>/`, each with the
 `train_demo.json` that names its recipe, digest, weights hash and held-out accuracy; the
-`configs/train_demo_<family>.py` command rewrites them bit for bit on a CPU.
+`mmneuron_jax/configs/train_demo_<family>.py` command rewrites them bit for bit on a CPU.
 """
 import json
 import os

@@ -4,7 +4,7 @@
 The recipe (tasks/train_demo/recipes.py) fixes data, prompt format, seeds and optimiser, so on a CPU
 this rewrites the bundled checkpoint bit for bit (its `train_demo.json` names the weights' sha256):
 
-COMMAND: python launch/main.py --config=configs/train_demo_llava_next.py --workdir=runs/train_demo_llava_next --config.out=mmneuron_jax/data/synthetic/demo_assets/trained_llava_next
+COMMAND: python -m mmneuron_jax --config=train_demo_llava_next --workdir=runs/train_demo_llava_next --config.out=mmneuron_jax/data/synthetic/demo_assets/trained_llava_next
 
 `--config.out` defaults to <workdir>/checkpoint; `--config.recipe.steps=...` etc. change the recipe
 (a changed recipe no longer matches the bundle, so the MMNeuron demo then trains its own on first use).

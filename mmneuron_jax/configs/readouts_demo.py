@@ -1,19 +1,19 @@
 """Readouts on the embedded demo: tuned lens, layer probes and learned masks on the tiny
 LLaVA-NeXT (built deterministically) and the synthetic five-domain set. Minutes on a CPU.
 
-COMMAND: python launch/main.py --config=configs/readouts_demo.py --workdir=runs/readouts_demo
+COMMAND: python -m mmneuron_jax --config=readouts_demo --workdir=runs/readouts_demo
 
 The same on the tiny InstructBLIP (probes of llm, vision, qformer_text, qformer_query via '*:mean:domain'):
-  python launch/main.py --config=configs/readouts_demo.py:model.demo=instructblip,model.id=demo/tiny-instructblip \
+  python -m mmneuron_jax --config=readouts_demo:model.demo=instructblip,model.id=demo/tiny-instructblip \
     --workdir=runs/readouts_instructblip_demo
 
 Compare the learned masks with an MMNeuron run's DAPE sets:
-  python launch/main.py --config=configs/readouts_demo.py --workdir=runs/readouts_demo \
+  python -m mmneuron_jax --config=readouts_demo --workdir=runs/readouts_demo \
     --config.compare_sets_dir=runs/llava_next_demo
 """
 import ml_collections
 
-from configs import mmneuron_base
+from mmneuron_jax.configs import mmneuron_base
 
 
 def get_config(arg=None):

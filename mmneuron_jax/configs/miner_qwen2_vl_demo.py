@@ -2,9 +2,9 @@
 path) and bundled synthetic samples (image QA, captions, text-only multiple choice, 4-frame video QA).
 ~2 min on a CPU.
 
-COMMAND: python launch/main.py --config=configs/miner_qwen2_vl_demo.py --workdir=runs/miner_qwen2_vl_demo
+COMMAND: python -m mmneuron_jax --config=miner_qwen2_vl_demo --workdir=runs/miner_qwen2_vl_demo
 """
-from configs import miner_base
+from mmneuron_jax.configs import miner_base
 
 
 def get_config(arg=None):

@@ -1,10 +1,12 @@
 """Shared MMNeuron defaults (docs/ALGORITHMS.md); the experiment files override a few fields.
 
 `arg` is parsed as `key=value,key2=value2` into dotted config fields, e.g.
-`--config=configs/llava_next_7b.py:stats.batch_size=8,model.dtype=bfloat16` (configs/_overrides.py;
+`--config=llava_next_7b:stats.batch_size=8,model.dtype=bfloat16` (configs/_overrides.py;
 `--config.stats.batch_size=8` flags do the same).
 """
 import ml_collections
+
+from mmneuron_jax.configs import _overrides as overrides
 
 DOMAINS = ("auto-driving", "medical", "remote-sensing", "common-scenes", "documents")
 
@@ -72,5 +74,4 @@ def apply_arg(c, arg):
   """Apply `a.b=v,c.d=w` overrides (`configs/_overrides.py`): a comma starts a new override only
   before `key=`, so tuple fields take comma lists (`data.domains=medical,documents`); values are
   parsed to the field's type, quotes are stripped, and unknown keys or unparsable values refuse."""
-  from configs import _overrides as overrides
   return overrides.apply(c, arg)

@@ -7,10 +7,10 @@ the checkpoint dtype (bf16; torch_dtype="auto"), MSVD-QA left out of the aggrega
 modality). Subsets: --config.data.n_per_dataset=1000 --config.deactivate.n_per_dataset=500.
 Images keep Qwen2-VL's dynamic resolution, so each new patch count compiles the forward once.
 
-COMMAND: python launch/main.py --config=configs/miner_qwen2_vl_7b.py --workdir=runs/miner_qwen2_vl_7b \
+COMMAND: python -m mmneuron_jax --config=miner_qwen2_vl_7b --workdir=runs/miner_qwen2_vl_7b \
   --config.model.path=/data/Qwen2-VL-7B-Instruct --config.data.root=/data/miner
 """
-from configs import miner_base
+from mmneuron_jax.configs import miner_base
 
 
 def get_config(arg=None):

@@ -3,10 +3,10 @@
 The checkpoint directory must hold HF's InstructBLIP layout (transformers >= 4.47: config.json with
 image_token_index, safetensors, tokenizer files, qformer_tokenizer/, preprocessor_config.json).
 
-COMMAND: python launch/main.py --config=configs/instructblip_7b.py --workdir=runs/instructblip_7b \
+COMMAND: python -m mmneuron_jax --config=instructblip_7b --workdir=runs/instructblip_7b \
   --config.model.path=/data/instructblip-vicuna-7b --config.data.path=/data/mmneuron
 """
-from configs import mmneuron_base
+from mmneuron_jax.configs import mmneuron_base
 
 
 def instructblip_fields(c):

@@ -5,10 +5,10 @@ samples, top_k 20, top_p 0.5, temperature 0.7, repetition_penalty 1.1, seeded he
 switched; float32, as the authors loaded it (no torch_dtype). Each scores commit rewrites the
 [5, M, 32, 11008] float64 sums.
 
-COMMAND: python launch/main.py --config=configs/miner_qwen2_audio_7b.py --workdir=runs/miner_qwen2_audio_7b \
+COMMAND: python -m mmneuron_jax --config=miner_qwen2_audio_7b --workdir=runs/miner_qwen2_audio_7b \
   --config.model.path=/data/Qwen2-Audio-7B-Instruct --config.data.root=/data/miner
 """
-from configs import miner_base, miner_qwen2_vl_7b
+from mmneuron_jax.configs import miner_base, miner_qwen2_vl_7b
 
 
 def get_config(arg=None):

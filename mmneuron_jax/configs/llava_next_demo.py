@@ -1,13 +1,13 @@
 """MMNeuron on the embedded demo: a tiny LLaVA-NeXT trained to answer a synthetic five-domain set
 whose answers follow from the image, each domain with its own visual skill (data/synthetic/skills.py:
 read a glyph, count lesions, car colour, land cover, object colour / shape). The trained checkpoint
-is bundled (configs/train_demo_llava_next.py rewrites it; a run whose prompt format differs trains
+is bundled (mmneuron_jax/configs/train_demo_llava_next.py rewrites it; a run whose prompt format differs trains
 its own on first use). The run uses the held-out 'val' split. Minutes on a CPU.
 `--config.model.demo_weights=random --config.data.source=demo` runs the untrained random-weight demo.
 
-COMMAND: python launch/main.py --config=configs/llava_next_demo.py --workdir=runs/llava_next_demo
+COMMAND: python -m mmneuron_jax --config=llava_next_demo --workdir=runs/llava_next_demo
 """
-from configs import mmneuron_base
+from mmneuron_jax.configs import mmneuron_base
 
 
 def get_config(arg=None):

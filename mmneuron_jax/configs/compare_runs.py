@@ -1,12 +1,12 @@
 """Neuron sets of finished runs side by side (MMNeuron domain sets and/or MINER modality sets, any
 models): distribution over relative depth, overlaps within and between sets.
 
-COMMAND: python launch/main.py --config=configs/compare_runs.py --workdir=runs/compare \
+COMMAND: python -m mmneuron_jax --config=compare_runs --workdir=runs/compare \
   --config.compare.runs="('runs/miner_qwen2_vl_demo','runs/llava_next_demo')"
 """
 import ml_collections
 
-from configs.mmneuron_base import apply_arg
+from mmneuron_jax.configs.mmneuron_base import apply_arg
 
 
 def get_config(arg=None):

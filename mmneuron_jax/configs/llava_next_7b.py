@@ -1,9 +1,9 @@
 """MMNeuron on LLaVA-NeXT-7B (llava-hf/llava-v1.6-vicuna-7b-hf) with the paper's five datasets.
 
-COMMAND: python launch/main.py --config=configs/llava_next_7b.py --workdir=runs/llava_next_7b \
+COMMAND: python -m mmneuron_jax --config=llava_next_7b --workdir=runs/llava_next_7b \
   --config.model.path=/data/llava-v1.6-vicuna-7b-hf --config.data.path=/data/mmneuron
 """
-from configs import mmneuron_base
+from mmneuron_jax.configs import mmneuron_base
 
 
 def get_config(arg=None):

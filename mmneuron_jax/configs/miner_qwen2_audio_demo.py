@@ -1,10 +1,10 @@
 """MINER on the embedded demo for audio: a tiny Qwen2-Audio (built deterministically through the HF
 conversion path) and bundled synthetic samples (tone questions, text-only multiple choice). The
-same study as configs/miner_qwen2_vl_demo.py with `model.family` switched. ~1-2 min on a CPU.
+same study as mmneuron_jax/configs/miner_qwen2_vl_demo.py with `model.family` switched. ~1-2 min on a CPU.
 
-COMMAND: python launch/main.py --config=configs/miner_qwen2_audio_demo.py --workdir=runs/miner_qwen2_audio_demo
+COMMAND: python -m mmneuron_jax --config=miner_qwen2_audio_demo --workdir=runs/miner_qwen2_audio_demo
 """
-from configs import miner_qwen2_vl_demo
+from mmneuron_jax.configs import miner_qwen2_vl_demo
 
 
 def get_config(arg=None):

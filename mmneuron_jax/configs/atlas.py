@@ -2,14 +2,14 @@
 domain, the top-k activating tokens in context, histograms, logit lens and switch-off effect, as
 a static site <run_dir>/atlas/index.html (open it from the file system). Seconds on the demo run.
 
-COMMAND: python launch/main.py --config=configs/atlas.py --workdir=runs/llava_next_demo
+COMMAND: python -m mmneuron_jax --config=atlas --workdir=runs/llava_next_demo
 
 `--workdir` is the finished run (or set `--config.run_dir=...` and any workdir). The same as a stage
 of the study: add 'atlas' to `stages` of an MMNeuron config.
 """
 import ml_collections
 
-from configs.mmneuron_base import apply_arg
+from mmneuron_jax.configs.mmneuron_base import apply_arg
 
 
 def get_config(arg=None):

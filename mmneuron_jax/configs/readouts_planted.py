@@ -3,9 +3,9 @@ fire for one hue each and whose LLM layer 3 holds three neurons per hue that wri
 answer (mmneuron_jax/data/synthetic/planted_llm.py). Probes must peak at the planted vision layer, learned
 masks must recover the planted LLM neurons. About a minute on a CPU.
 
-COMMAND: python launch/main.py --config=configs/readouts_planted.py --workdir=runs/readouts_planted
+COMMAND: python -m mmneuron_jax --config=readouts_planted --workdir=runs/readouts_planted
 """
-from configs import mmneuron_base, readouts_demo
+from mmneuron_jax.configs import mmneuron_base, readouts_demo
 
 
 def get_config(arg=None):

@@ -1,10 +1,10 @@
 """Train the tiny InstructBLIP demo model on the learnable synthetic five-domain set
 (data/synthetic/skills.py), in the authors' InstructBLIP prompt, and write it as a HF checkpoint.
-See configs/train_demo_llava_next.py; the same recipe fields, family 'instructblip'.
+See mmneuron_jax/configs/train_demo_llava_next.py; the same recipe fields, family 'instructblip'.
 
-COMMAND: python launch/main.py --config=configs/train_demo_instructblip.py --workdir=runs/train_demo_instructblip --config.out=mmneuron_jax/data/synthetic/demo_assets/trained_instructblip
+COMMAND: python -m mmneuron_jax --config=train_demo_instructblip --workdir=runs/train_demo_instructblip --config.out=mmneuron_jax/data/synthetic/demo_assets/trained_instructblip
 """
-from configs import train_demo_llava_next
+from mmneuron_jax.configs import train_demo_llava_next
 from mmneuron_jax.tasks.train_demo import recipes
 
 
