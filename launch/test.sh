@@ -13,4 +13,7 @@ python3 -m venv .venv
 pip install -q --upgrade pip
 pip install -q -e '.[test]'
 export HF_HUB_OFFLINE=1
+# The full-width hub-checkpoint parity tests (-m heavy: GBs of memory, minutes each on 2 cores) run with
+# `bash launch/test.sh -m heavy tests/test_hub_checkpoints.py`; the default run leaves them out.
+if [ "$#" -eq 0 ]; then set -- -m "not heavy"; fi
 python -m pytest -q tests "$@"
