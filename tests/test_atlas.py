@@ -103,7 +103,7 @@ def planted_atlas(tmp_path_factory):
   import mmneuron_jax
   from mmneuron_jax.analysis.neuron_sets import NeuronSet
   from mmneuron_jax.data.synthetic import planted, planted_llm
-  from mmneuron_jax.data.inputs.processors import LlavaNextInputs
+  from mmneuron_jax.data.inputs.llava_next import LlavaNextInputs
   from mmneuron_jax.data.sources.records import load_image
   from mmneuron_jax.tasks import atlas
   from mmneuron_jax.tasks.atlas.build import Options

@@ -54,7 +54,7 @@ def check_batch(model, batch: dict) -> None:
     want = f"float[B, {'tiles, ' if rank == 5 else ''}3, {size}, {size}]"
     if len(pixels) != rank or (size and pixels[-2:] != (size, size)):
       raise ValueError(f"batch['pixel_values'] has shape {pixels}; expected {want} "
-                       "(build batches with the family's inputs builder, data/inputs/processors.py)")
+                       "(build batches with the family's inputs builder, data/inputs/<family>.py)")
 
 
 def check_lens(lens, batch: dict) -> None:
