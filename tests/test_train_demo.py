@@ -23,7 +23,7 @@ def test_export_inverts_the_conversion_rules(tmp_path):
   model = mmneuron_jax.load_hf(path)
   fam_rules = family_for(model.config)
   reader = CheckpointReader(path)
-  state = hf_state(model.params, fam_rules.rules(fam_rules.parse_config(model.config)), reader, fam_rules.ignore)
+  state = hf_state(model.params, fam_rules.hf_rules(fam_rules.Config.from_hf(model.config)), reader, fam_rules.IGNORE)
   ref = load_file(os.path.join(path, "model.safetensors"))
   assert set(state) == set(ref)
   for name, arr in ref.items():

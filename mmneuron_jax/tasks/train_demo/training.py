@@ -113,9 +113,10 @@ def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
   progress.close()
   params = jax.device_get(params)
   t_train = time.time() - t0 - t_data
-  cfg = family_for(model.config).parse_config(model.config)
+  family = family_for(model.config)
+  cfg = family.Config.from_hf(model.config)
   reader = CheckpointReader(out_dir)
-  state = hf_state(params, family_for(model.config).rules(cfg), reader, family_for(model.config).ignore)
+  state = hf_state(params, family.hf_rules(cfg), reader, family.IGNORE)
   reader.close()
   demo_checkpoint.save_checkpoint(out_dir, state, model.config)
   result = {"recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in r.items()},
