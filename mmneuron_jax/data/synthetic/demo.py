@@ -86,16 +86,21 @@ def _document(rng, kind: int):
 
 # ---------------------------------------------------------------- auto-driving
 
-def _driving(rng, kind: int):
-  w = int(rng.integers(320, 501))
-  h = int(rng.integers(200, min(w - 60, 400) + 1))
-  hy = int(h * rng.uniform(0.35, 0.5))
+def sky_and_grass(rng, h: int, w: int, hy: int):
+  """A driving scene's background: sky gradient above row `hy`, noisy grass below -> (PIL image, its draw)."""
   rows = np.linspace(0.0, 1.0, hy)[:, None, None]
   arr = np.empty((h, w, 3), np.float32)
   arr[:hy] = (1 - rows) * np.array([80, 140, 225]) + rows * np.array([195, 215, 240])
   arr[hy:] = np.array([75, 130, 60]) + rng.normal(0, 6, (h - hy, w, 1))
   img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-  draw = ImageDraw.Draw(img)
+  return img, ImageDraw.Draw(img)
+
+
+def _driving(rng, kind: int):
+  w = int(rng.integers(320, 501))
+  h = int(rng.integers(200, min(w - 60, 400) + 1))
+  hy = int(h * rng.uniform(0.35, 0.5))
+  img, draw = sky_and_grass(rng, h, w, hy)
   cx = w / 2 + rng.uniform(-0.08, 0.08) * w
   top, bottom = w * rng.uniform(0.03, 0.06), w * rng.uniform(0.45, 0.65)
   half = lambda t: top + t * (bottom - top)

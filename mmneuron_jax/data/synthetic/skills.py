@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mmneuron_jax.data.sources.datasets import DOMAINS
-from mmneuron_jax.data.synthetic.demo import COLORS, _font, _pick, _png
+from mmneuron_jax.data.synthetic.demo import COLORS, _font, _pick, _png, sky_and_grass
 from mmneuron_jax.data.sources.records import VQARecord
 
 SPLITS = ("train", "val")
@@ -83,12 +83,7 @@ def _driving(rng, kind: int):
   del kind
   w, h = _size(rng)
   hy = int(h * rng.uniform(0.3, 0.4))
-  rows = np.linspace(0.0, 1.0, hy)[:, None, None]
-  arr = np.empty((h, w, 3), np.float32)
-  arr[:hy] = (1 - rows) * np.array([80, 140, 225]) + rows * np.array([195, 215, 240])
-  arr[hy:] = np.array([75, 130, 60]) + rng.normal(0, 6, (h - hy, w, 1))
-  img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-  draw = ImageDraw.Draw(img)
+  img, draw = sky_and_grass(rng, h, w, hy)
   cx = w / 2 + rng.uniform(-0.05, 0.05) * w
   top, bottom = w * 0.05, w * rng.uniform(0.45, 0.55)
   draw.polygon([(cx - top, hy), (cx + top, hy), (cx + bottom, h), (cx - bottom, h)], fill=(105, 105, 110))
