@@ -51,9 +51,10 @@ def plot_deactivation(rows: list, metric: str, path: str):
   same = values.size and np.all(values == values[0])
   ax.set(ylabel=metric, title=f"Deactivating each domain's own neurons: {metric}"
          + (f"\n(every value is {values[0]:.3f}: nothing to compare)" if same else ""))
-  ax.legend(fontsize=7, ncol=2)
+  # beside the axes: the bars reach 1.0, where a legend inside would hide them
+  ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
 
 
