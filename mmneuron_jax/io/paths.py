@@ -1,0 +1,162 @@
+"""One path abstraction for a run directory: a local path, or a URL (`gs://bucket/run`, `s3://...`,
+`file:///abs/dir`, `memory://name`).
+
+Every file a run writes or reads in its workdir (config.json, configs/, report.md, plots, JSON
+results, neuron sets) goes through these functions. A plain local path keeps the builtin / `os`
+calls (same bytes, same fsync'd atomic replaces); a URL goes through fsspec (`gs://` needs `gcsfs`,
+`s3://` needs `s3fs`; `file://` and `memory://` need nothing). The statistics store does not use
+this module for its arrays: it speaks to the same URLs through tensorstore's kvstore drivers
+(io/kvstore.py).
+
+    paths.makedirs(paths.join(workdir, "plots"))
+    with paths.open(paths.join(workdir, "report.md"), "w") as f: ...
+"""
+import builtins
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+
+_LOCAL_PROTOCOLS = ("file", "local")
+
+
+def is_url(path) -> bool:
+  """True for `scheme://...` (gs://, s3://, file://, memory://, ...)."""
+  return "://" in str(path)
+
+
+def _fs(path: str):
+  import fsspec  # the URL path only: plain local runs do not need it
+  return fsspec.core.url_to_fs(path)
+
+
+def join(path, *parts) -> str:
+  if is_url(path):
+    return posixpath.join(str(path), *parts)
+  return os.path.join(path, *parts)
+
+
+def exists(path) -> bool:
+  if is_url(path):
+    fs, p = _fs(path)
+    return fs.exists(p)
+  return os.path.exists(path)
+
+
+def isfile(path) -> bool:
+  if is_url(path):
+    fs, p = _fs(path)
+    return fs.isfile(p)
+  return os.path.isfile(path)
+
+
+def isdir(path) -> bool:
+  if is_url(path):
+    fs, p = _fs(path)
+    return fs.isdir(p)
+  return os.path.isdir(path)
+
+
+def makedirs(path) -> None:
+  """mkdir -p (a no-op on object stores, where directories are key prefixes)."""
+  if is_url(path):
+    fs, p = _fs(path)
+    fs.makedirs(p, exist_ok=True)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def open(path, mode: str = "r"):  # pylint: disable=redefined-builtin
+  """A file object for path ('r', 'w', 'rb', 'wb', 'a'); use as a context manager."""
+  if is_url(path):
+    import fsspec
+    if "w" in mode or "a" in mode:
+      makedirs(dirname(path))
+    return fsspec.open(str(path), mode).open()
+  return builtins.open(path, mode)
+
+
+def listdir(path) -> list:
+  """Names (not paths) of the entries of a directory, sorted."""
+  if is_url(path):
+    fs, p = _fs(path)
+    return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
+  return sorted(os.listdir(path))
+
+
+def remove(path) -> None:
+  if is_url(path):
+    fs, p = _fs(path)
+    fs.rm(p)
+  else:
+    os.remove(path)
+
+
+def rmtree(path) -> None:
+  if is_url(path):
+    fs, p = _fs(path)
+    if fs.exists(p):
+      fs.rm(p, recursive=True)
+  else:
+    shutil.rmtree(path)
+
+
+def dirname(path) -> str:
+  return posixpath.dirname(str(path).rstrip("/")) if is_url(path) else os.path.dirname(path)
+
+
+def relpath(path, start) -> str:
+  if is_url(path):
+    return posixpath.relpath(str(path).split("://", 1)[1], str(start).split("://", 1)[1])
+  return os.path.relpath(path, start)
+
+
+def write_bytes(path, data: bytes) -> None:
+  """Write a whole file; on a URL the object appears complete or not at all (a local `file://` URL:
+  temp file + rename)."""
+  fs, p = _fs(path)
+  fs.makedirs(posixpath.dirname(p), exist_ok=True)
+  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+  if protocol in _LOCAL_PROTOCOLS:
+    tmp = f"{p}.tmp.{os.getpid()}"
+    fs.pipe_file(tmp, data)
+    os.replace(tmp, p)
+  else:
+    fs.pipe_file(p, data)
+
+
+def write_json(path, obj, **dump_kwargs) -> None:
+  """json.dump(obj, file, **dump_kwargs) into path."""
+  if is_url(path):
+    write_bytes(path, json.dumps(obj, **dump_kwargs).encode())
+  else:
+    with builtins.open(path, "w") as f:
+      json.dump(obj, f, **dump_kwargs)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def savefig(fig, path, **kwargs) -> None:
+  """fig.savefig into path (a URL: rendered in memory, then written as one object)."""
+  if is_url(path):
+    buf = io.BytesIO()
+    fig.savefig(buf, **{"format": "png", **kwargs})
+    write_bytes(path, buf.getvalue())
+  else:
+    fig.savefig(path, **kwargs)
+
+
+def local_scratch(path, name: str) -> str:
+  """A local directory standing for `<path>/<name>` where a file must be local (a checkpoint that
+  the model loader memory-maps): the path itself for a local workdir; for a URL, a directory under
+  $MMNEURON_CACHE (default ~/.cache/mmneuron_jax) keyed by the URL, so reruns reuse it."""
+  if not is_url(path):
+    return os.path.join(path, name)
+  root = os.environ.get("MMNEURON_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmneuron_jax")
+  key = hashlib.sha256(str(path).rstrip("/").encode()).hexdigest()[:16]
+  return os.path.join(root, "url_workdirs", key, name)
