@@ -68,14 +68,15 @@ def makedirs(path) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def open(path, mode: str = "r"):  # pylint: disable=redefined-builtin
-  """A file object for path ('r', 'w', 'rb', 'wb', 'a'); use as a context manager."""
+def open(path, mode: str = "r", **kwargs):  # pylint: disable=redefined-builtin
+  """A file object for path ('r', 'w', 'rb', 'wb', 'a'; kwargs: encoding, newline); use as a
+  context manager."""
   if is_url(path):
     import fsspec
     if "w" in mode or "a" in mode:
       makedirs(dirname(path))
-    return fsspec.open(str(path), mode).open()
-  return builtins.open(path, mode)
+    return fsspec.open(str(path), mode, **kwargs).open()
+  return builtins.open(path, mode, **kwargs)
 
 
 def listdir(path) -> list:

@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common.tables import md_table
 
 
@@ -29,7 +30,7 @@ def describe(config, workdir: str, planted: bool = False) -> list[str]:
   if planted:
     return ["**Model: planted demo** (tiny random weights with planted neurons: the ground truth is known, so this "
             "run checks that the analyses recover it; its answers are not meaningful).", ""]
-  card = os.path.join(workdir, "demo_checkpoint", "train_demo.json")
+  card = os.path.join(paths.local_scratch(workdir, "demo_checkpoint"), "train_demo.json")
   if config.model.get("demo_weights", "random") == "trained" and os.path.isfile(card):
     with open(card) as f:
       r = json.load(f)

@@ -3,6 +3,7 @@ the numbers come from `analysis` (pure), the PNGs are written here."""
 import numpy as np
 
 from mmneuron_jax.analysis import compare
+from mmneuron_jax.io import paths
 
 
 def plot_layer_distribution(sets: list, path: str) -> str:
@@ -31,7 +32,7 @@ def plot_layer_distribution(sets: list, path: str) -> str:
       ax.legend(fontsize=7)
   fig.suptitle(sets[0].model_id, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
+  paths.savefig(fig, path, dpi=110, format="png")
   return path
 
 
@@ -52,7 +53,7 @@ def plot_depth(entries, path: str, bins: int = 10) -> str:
            xlim=(0, 1))
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
+  paths.savefig(fig, path, dpi=100, format="png")
   return path
 
 
@@ -72,5 +73,5 @@ def plot_matrix(matrix, rows, cols, path: str, title: str) -> str:
   ax.set_title(title, fontsize=9)
   fig.colorbar(im, ax=ax, fraction=0.046)
   fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
+  paths.savefig(fig, path, dpi=100, format="png")
   return path
