@@ -7,6 +7,9 @@ in-memory store (a fresh context would start an empty one).
     kv = kvstore.open_dir("gs://bucket/run/stats")     # keys relative to that prefix
     kvstore.read(kv, "state.json")  -> bytes | None
 """
+import os
+import shutil
+
 import tensorstore as ts
 
 CONTEXT = ts.Context()
@@ -49,5 +52,8 @@ def children(kv) -> list:
 
 
 def delete_all(kv) -> None:
-  """Delete every key under the store's prefix."""
+  """Delete every key under the store's prefix (a local `file://` one: its emptied directories too)."""
   kv.delete_range(ts.KvStore.KeyRange()).result()
+  spec = kv.spec().to_json()
+  if spec.get("driver") == "file" and os.path.isdir(spec.get("path", "")):
+    shutil.rmtree(spec["path"], ignore_errors=True)

@@ -10,6 +10,7 @@ import os
 
 from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.io import paths
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import plots
 from mmneuron_jax.tasks.common.tables import md_table
@@ -22,8 +23,8 @@ def load_sets(runs, module: str, labels=()) -> list:
     raise ValueError(f"config.compare.labels has {len(labels)} entries for {len(runs)} runs")
   out = []
   for i, run in enumerate(runs):
-    path = os.path.join(run, "neurons", f"{module}.json")
-    if not os.path.exists(path):
+    path = paths.join(run, "neurons", f"{module}.json")
+    if not paths.exists(path):
       raise FileNotFoundError(f"{path}: no neuron set for module {module!r} in run {run} "
                               "(a finished MMNeuron or MINER run has neurons/<module>.json)")
     s = NeuronSet.load(path)
@@ -36,7 +37,7 @@ def run(config, workdir: str) -> str:
   cfg = config.compare
   if not cfg.runs:
     raise ValueError("config.compare.runs is empty: list the run directories to compare")
-  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  paths.makedirs(paths.join(workdir, "plots"))
   run_dir.accept(config, workdir)
   entries = load_sets(list(cfg.runs), cfg.module, cfg.labels)
   bins = int(cfg.bins)
@@ -47,7 +48,7 @@ def run(config, workdir: str) -> str:
   header = ["run", "model", "method", "L x F", "groups (sizes)"]
   out += [md_table(header, [[label, s.model_id, s.meta.get("method", "?"), f"{s.layers} x {s.width}",
                              ", ".join(f"{g} {n}" for g, n in s.sizes().items())] for label, s in entries]), ""]
-  plots.plot_depth(entries, os.path.join(workdir, "plots", "depth.png"), bins)
+  plots.plot_depth(entries, paths.join(workdir, "plots", "depth.png"), bins)
   out += ["## Distribution by relative depth", "", "![depth](plots/depth.png)", ""]
   edges = [f"{k / bins:.1f}-{(k + 1) / bins:.1f}" for k in range(bins)]
   rows = []
@@ -61,7 +62,7 @@ def run(config, workdir: str) -> str:
     rows += [[label, g] + [f"{v:.2f}" for v in hist[k]] for k, g in enumerate(s.group_names)]
     if len(s.group_names) > 1:
       name = f"jaccard_{i}.png"
-      plots.plot_matrix(within, s.group_names, s.group_names, os.path.join(workdir, "plots", name),
+      plots.plot_matrix(within, s.group_names, s.group_names, paths.join(workdir, "plots", name),
                           f"{label}: overlap between groups")
       result["runs"][-1]["plot"] = f"plots/{name}"
   out += [md_table(["run", "group"] + edges, rows), ""]
@@ -76,17 +77,17 @@ def run(config, workdir: str) -> str:
       mat = compare.cross_jaccard(a.mask, b.mask)
       name = f"cross_{i}_{j}.png"
       plots.plot_matrix(mat, [f"{la}: {g}" for g in a.group_names], [f"{lb}: {g}" for g in b.group_names],
-                          os.path.join(workdir, "plots", name), "overlap between sets (Jaccard)")
+                          paths.join(workdir, "plots", name), "overlap between sets (Jaccard)")
       result["cross"].append({"a": la, "b": lb, "jaccard": mat.tolist(), "plot": f"plots/{name}",
                               "jaccard_per_layer": compare.cross_jaccard(a.mask, b.mask, per_layer=True).tolist()})
   if result["cross"]:
     out += ["## Overlap between sets of the same model and module", ""]
     for c in result["cross"]:
       out += [f"{c['a']} vs {c['b']}:", "", f"![cross]({c['plot']})", ""]
-  with open(os.path.join(workdir, "compare.json"), "w") as f:
+  with paths.open(paths.join(workdir, "compare.json"), "w") as f:
     json.dump(result, f, indent=1)
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
+  path = paths.join(workdir, "report.md")
+  with paths.open(path, "w") as f:
     f.write("\n".join(out))
   return path
 
