@@ -19,6 +19,8 @@ import os
 import posixpath
 import shutil
 
+from mmneuron_jax.errors import UserError
+
 _LOCAL_PROTOCOLS = ("file", "local")
 
 
@@ -30,6 +32,15 @@ def is_url(path) -> bool:
 def _fs(path: str):
   import fsspec  # the URL path only: plain local runs do not need it
   return fsspec.core.url_to_fs(path)
+
+
+def check_url(url) -> None:
+  """UserError when no filesystem serves url (e.g. gs:// without gcsfs installed)."""
+  try:
+    _fs(url)
+  except (ImportError, ValueError) as e:
+    raise UserError(f"--workdir={url}: no filesystem for this URL ({str(e).splitlines()[0]}); for gs:// "
+                    "`pip install gcsfs`, for s3:// `pip install s3fs`") from None
 
 
 def join(path, *parts) -> str:
