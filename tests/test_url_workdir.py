@@ -125,6 +125,14 @@ def test_unconverted_tasks_refuse_a_url_workdir():
   c.stages = ("stats", "select", "atlas")
   with pytest.raises(UserError, match=r"config.stages \['atlas'\] need a local run directory"):
     tasks.run(c, "memory://refused")
+  c.stages = ("stats",)
+  with pytest.raises(UserError, match=r"no filesystem for this URL \(Protocol not known: nosuch\)"):
+    tasks.run(c, "nosuch://refused")
+  with pytest.raises(UserError, match="tensorstore has no kvstore driver"):
+    tasks.run(c, "hf://refused/run")
+  c.task = "miner"
+  with pytest.raises(UserError, match="task 'miner' needs a local run directory"):
+    tasks.run(c, "memory://refused")
   assert not fsspec.filesystem("memory").exists("/refused")
 
 

@@ -22,6 +22,7 @@ import shutil
 from mmneuron_jax.errors import UserError
 
 _LOCAL_PROTOCOLS = ("file", "local")
+_DIRECTORY_PROTOCOLS = _LOCAL_PROTOCOLS + ("memory",)  # the others (gs, s3, ...): prefixes, no directories
 
 
 def is_url(path) -> bool:
@@ -32,6 +33,17 @@ def is_url(path) -> bool:
 def _fs(path: str):
   import fsspec  # the URL path only: plain local runs do not need it
   return fsspec.core.url_to_fs(path)
+
+
+def _protocol(fs) -> str:
+  return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def _makedirs(fs, p: str) -> None:
+  """mkdir -p where the filesystem has directories; nothing on an object store (there gcsfs would
+  create a missing bucket)."""
+  if _protocol(fs) in _DIRECTORY_PROTOCOLS:
+    fs.makedirs(p, exist_ok=True)
 
 
 def check_url(url) -> None:
@@ -73,8 +85,7 @@ def isdir(path) -> bool:
 def makedirs(path) -> None:
   """mkdir -p (a no-op on object stores, where directories are key prefixes)."""
   if is_url(path):
-    fs, p = _fs(path)
-    fs.makedirs(p, exist_ok=True)
+    _makedirs(*_fs(path))
   else:
     os.makedirs(path, exist_ok=True)
 
@@ -129,9 +140,8 @@ def write_bytes(path, data: bytes) -> None:
   """Write a whole file; on a URL the object appears complete or not at all (a local `file://` URL:
   temp file + rename)."""
   fs, p = _fs(path)
-  fs.makedirs(posixpath.dirname(p), exist_ok=True)
-  protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-  if protocol in _LOCAL_PROTOCOLS:
+  _makedirs(fs, posixpath.dirname(p))
+  if _protocol(fs) in _LOCAL_PROTOCOLS:
     tmp = f"{p}.tmp.{os.getpid()}"
     fs.pipe_file(tmp, data)
     os.replace(tmp, p)
