@@ -17,7 +17,8 @@ import io
 import json
 import os
 import posixpath
-import shutil
+
+import fsspec
 
 from mmneuron_jax.errors import UserError
 
@@ -31,7 +32,6 @@ def is_url(path) -> bool:
 
 
 def _fs(path: str):
-  import fsspec  # the URL path only: plain local runs do not need it
   return fsspec.core.url_to_fs(path)
 
 
@@ -68,13 +68,6 @@ def exists(path) -> bool:
   return os.path.exists(path)
 
 
-def isfile(path) -> bool:
-  if is_url(path):
-    fs, p = _fs(path)
-    return fs.isfile(p)
-  return os.path.isfile(path)
-
-
 def isdir(path) -> bool:
   if is_url(path):
     fs, p = _fs(path)
@@ -94,7 +87,6 @@ def open(path, mode: str = "r", **kwargs):  # pylint: disable=redefined-builtin
   """A file object for path ('r', 'w', 'rb', 'wb', 'a'; kwargs: encoding, newline); use as a
   context manager."""
   if is_url(path):
-    import fsspec
     if "w" in mode or "a" in mode:
       makedirs(dirname(path))
     return fsspec.open(str(path), mode, **kwargs).open()
@@ -117,23 +109,8 @@ def remove(path) -> None:
     os.remove(path)
 
 
-def rmtree(path) -> None:
-  if is_url(path):
-    fs, p = _fs(path)
-    if fs.exists(p):
-      fs.rm(p, recursive=True)
-  else:
-    shutil.rmtree(path)
-
-
 def dirname(path) -> str:
   return posixpath.dirname(str(path).rstrip("/")) if is_url(path) else os.path.dirname(path)
-
-
-def relpath(path, start) -> str:
-  if is_url(path):
-    return posixpath.relpath(str(path).split("://", 1)[1], str(start).split("://", 1)[1])
-  return os.path.relpath(path, start)
 
 
 def write_bytes(path, data: bytes) -> None:
