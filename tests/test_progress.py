@@ -1,0 +1,49 @@
+"""io/progress.py: the rate and ETA leave out the first (compiling) step; outside absl.app the
+progress is a tqdm bar with the same numbers, under absl.app it is log lines."""
+from absl import flags
+
+from mmneuron_jax.io import progress
+from mmneuron_jax.io.progress import Progress
+
+
+def test_first_eta_excludes_the_compile_step():
+  now, lines = [0.0], []
+  p = Progress(total=12, desc="stats", every_s=0.0, log=lines.append, clock=lambda: now[0])
+  now[0] = 30.0  # the first step compiles: 30 s
+  p.update(2)
+  assert lines[-1] == "stats: 2/12 (16.7%), ? it/s, elapsed 0:00:30, eta ?"
+  now[0] = 31.0  # then 2 items per second
+  p.update(2)
+  # 2 items in the 1 s after the first step: 2 it/s, 8 left -> 4 s (with compile time it would read 8 * 31 / 4)
+  assert lines[-1] == "stats: 4/12 (33.3%), 2 it/s, elapsed 0:00:31, eta 0:00:04"
+  p.close()
+  assert lines[-1] == "stats: 4/12 (33.3%), 2 it/s, elapsed 0:00:31, eta 0:00:04 (done)"
+
+
+def test_single_update_closes_with_the_overall_rate():
+  now, lines = [0.0], []
+  p = Progress(total=4, desc="x", log=lines.append, clock=lambda: now[0])
+  now[0] = 2.0
+  p.update(4)
+  p.close()
+  assert lines == ["x: 4/4 (100.0%), 2 it/s, elapsed 0:00:02, eta 0:00:00 (done)"]
+
+
+def test_bar_outside_absl_app_and_log_lines_under_it(capsys, monkeypatch):
+  assert not flags.FLAGS.is_parsed() or progress.under_absl_app()
+  monkeypatch.setattr(progress, "under_absl_app", lambda: False)
+  now = [0.0]
+  p = Progress(total=10, desc="bar", clock=lambda: now[0])
+  for _ in range(5):
+    now[0] += 1.0
+    p.update(2)
+  p.close()
+  err = capsys.readouterr().err
+  assert "bar: 100%" in err and "10/10" in err and "2 it/s" in err and "(done)" in err
+  monkeypatch.setattr(progress, "under_absl_app", lambda: True)
+  logged = []
+  monkeypatch.setattr(progress, "default_log", logged.append)
+  q = Progress(total=2, desc="log", every_s=0.0, clock=lambda: now[0])
+  q.update(2)
+  q.close()
+  assert q._bar is None and logged[-1].startswith("log: 2/2 (100.0%)")
