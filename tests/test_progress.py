@@ -47,3 +47,14 @@ def test_bar_outside_absl_app_and_log_lines_under_it(capsys, monkeypatch):
   q.update(2)
   q.close()
   assert q._bar is None and logged[-1].startswith("log: 2/2 (100.0%)")
+
+
+def test_no_module_touches_global_matplotlib_state():
+  """Plots are `matplotlib.figure.Figure` objects: no pyplot, no backend switch, in any module."""
+  import pathlib
+  import re
+  import mmneuron_jax
+  bad = [f"{p}:{n}" for p in sorted(pathlib.Path(mmneuron_jax.__file__).parent.rglob("*.py"))
+         for n, line in enumerate(p.read_text().splitlines(), 1)
+         if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot|\bplt\.", line)]
+  assert not bad, bad
