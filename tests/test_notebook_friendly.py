@@ -1,6 +1,12 @@
-"""io/progress.py: the rate and ETA leave out the first (compiling) step; outside absl.app the
-progress is a tqdm bar with the same numbers, under absl.app it is log lines."""
+"""What makes the package pleasant in a notebook: progress (io/progress.py: the rate and ETA leave out
+the first, compiling step; outside absl.app a tqdm bar with the same numbers, under it log lines), plots
+as Figure objects with no global matplotlib state, and quiet library logs (io/logs.py)."""
+import logging
+import os
+
+import numpy as np
 from absl import flags
+from absl import logging as absl_logging
 
 from mmneuron_jax.io import progress
 from mmneuron_jax.io.progress import Progress
@@ -58,3 +64,27 @@ def test_no_module_touches_global_matplotlib_state():
          for n, line in enumerate(p.read_text().splitlines(), 1)
          if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot|\bplt\.", line)]
   assert not bad, bad
+
+
+def test_quiet_logs_drop_orbax_info_and_keep_ours(tmp_path, caplog):
+  import mmneuron_jax  # noqa: F401  (quiet() runs on import)
+  from mmneuron_jax.io import logs
+  from mmneuron_jax.io.checkpoint import restore_params, save_params
+  assert os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS") == "1"
+  old = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  try:
+    with caplog.at_level(logging.INFO, logger="absl"):
+      save_params(str(tmp_path / "ck"), {"a": np.ones(3, np.float32)}, {"x": 1})
+      restore_params(str(tmp_path / "ck"))
+      absl_logging.info("ours")
+    files = {os.path.basename(r.pathname) for r in caplog.records}
+    assert [r.getMessage() for r in caplog.records] == ["ours"], files
+    logs.quiet(False)  # the chatter comes back when asked for
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="absl"):
+      save_params(str(tmp_path / "ck2"), {"a": np.ones(3, np.float32)}, {"x": 1})
+    assert any("orbax" in r.pathname for r in caplog.records)
+  finally:
+    logs.quiet()
+    absl_logging.set_verbosity(old)
