@@ -2,15 +2,33 @@
 the numbers come from `analysis` (pure), the PNGs are written here. Every plot function returns its
 `matplotlib.figure.Figure` (Jupyter shows it) and writes the PNG when given a path; no pyplot, so no
 global figure state and no backend switch."""
+import functools
+import io
+
 import numpy as np
 
 from mmneuron_jax.analysis import compare
 
 
-def new_figure(width: float, height: float):
-  """A `matplotlib.figure.Figure` built without pyplot (savefig uses the Agg canvas)."""
+@functools.cache
+def _figure_class():
   from matplotlib.figure import Figure
-  return Figure(figsize=(width, height))
+
+  class ShownFigure(Figure):
+    """A Figure that Jupyter / IPython shows as a PNG without pyplot or `%matplotlib inline`."""
+
+    def _repr_png_(self):
+      buf = io.BytesIO()
+      self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+      return buf.getvalue()
+
+  return ShownFigure
+
+
+def new_figure(width: float, height: float):
+  """A `matplotlib.figure.Figure` built without pyplot (savefig uses the Agg canvas); a notebook
+  shows it as a PNG."""
+  return _figure_class()(figsize=(width, height))
 
 
 def finish(fig, path: str | None = None, dpi: int = 110, **savefig_kwargs):
