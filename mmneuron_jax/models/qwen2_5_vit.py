@@ -70,7 +70,7 @@ class Qwen25VisionConfig:
 
   @property
   def full_attention(self) -> np.ndarray:
-    """bool[depth]: which blocks attend over the whole frame."""
+    """bool[depth]: which blocks attend over the whole frame (indexes past the depth name none, as in HF)."""
     return np.isin(np.arange(self.depth), self.fullatt_block_indexes)
 
   @classmethod
@@ -96,7 +96,6 @@ class Qwen25VisionConfig:
         "in_chans": (c.get("in_chans", channels), {channels}),
         "hidden_size % (4 * num_heads)": (embed % (4 * heads), {0}),
         "window_size >= spatial_merge_size * patch_size": (window >= merge * patch, {True}),
-        "fullatt_block_indexes within depth": (all(0 <= i < depth for i in full), {True}),
     })
     return cls(embed_dim=embed, depth=depth, num_heads=heads, intermediate_size=c.get("intermediate_size", 3420),
                out_size=c.get("out_hidden_size", 3584), patch_size=patch,
