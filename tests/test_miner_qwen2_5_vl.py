@@ -23,13 +23,14 @@ def test_family_switch_is_one_field():
 def test_demo_runs_end_to_end(tmp_path):
   c = miner_qwen2_5_vl_demo.get_config()
   c.stages = ("scores", "select", "deactivate")
+  c.data.datasets = ("image_qa", "video_qa")  # images and video: each dataset shape compiles its own passes
   c.data.n_per_dataset = 2
   c.scores.batch_size = 2
   c.scores.grad = False
   c.scores.snapshots = ()
   c.deactivate.n_per_dataset = 1
   c.deactivate.max_new_tokens = 2
-  c.deactivate.conditions = ("none", "image", "video")
+  c.deactivate.conditions = ("none", "video")
   workdir = str(tmp_path / "run")
   tasks.run(c, workdir)
   results = json.load(open(os.path.join(workdir, "miner_results.json")))
