@@ -50,10 +50,10 @@ def depth_cut(config: dict, layers: int = 2) -> dict:
   if kind in ("qwen2_vl", "qwen2_5_vl"):
     c["num_hidden_layers"] = layers
     c["vision_config"]["depth"] = layers
-  if kind == "qwen2_5_vl":  # one window-attention block, then one full-attention block
-    c["vision_config"]["fullatt_block_indexes"] = [layers - 1]
   else:
     c["text_config"]["num_hidden_layers"] = layers
+  if kind == "qwen2_5_vl":  # one window-attention block, then one full-attention block
+    c["vision_config"]["fullatt_block_indexes"] = [layers - 1]
   if kind in ("llava_next", "instructblip"):
     c["vision_config"]["num_hidden_layers"] = layers
   if kind == "instructblip":
@@ -106,7 +106,8 @@ def build_hf(config: dict, seed: int = 0):
   kind = config["model_type"]
   hf_cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
   hf_cfg._attn_implementation = "eager"
-  model = getattr(transformers, config["architectures"][0])(hf_cfg).eval()  # the hub file names its HF class
+  # the hub file names its HF class; fp32 throughout (v5 builds a sub-model in the file's torch_dtype)
+  model = getattr(transformers, config["architectures"][0])(hf_cfg).float().eval()
   with torch.no_grad():
     for name, p in model.named_parameters():
       if kind == "instructblip" and not name.startswith("language_model."):
