@@ -19,7 +19,7 @@ from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import plots
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def load_sets(runs, module: str, labels=()) -> list:
@@ -65,6 +65,25 @@ def overlap_key(s, family) -> tuple:
   """Sets with one key are overlapped neuron by neuron: same family (the model id when the family is
   unknown), module, layers and width."""
   return (family or s.model_id, s.module, s.layers, s.width)
+
+
+def tables(result: dict) -> dict:
+  """compare.json -> its tables as rows for CSV: runs (sizes as `sizes.<group>`), depth (each group's
+  fraction per relative-depth bin `bin_<k>`), jaccard (group pairs within a set), cross (group pairs
+  between two sets of one model family and module), deactivation (each run's delta per condition)."""
+  runs = [{k: r[k] for k in ("label", "family", "model_id", "method", "layers", "width", "sizes")}
+          for r in result["runs"]]
+  depth = [{"run": r["label"], "group": g, "mean_depth": r["mean_depth"][i],
+            **{f"bin_{k}": v for k, v in enumerate(r["depth_histogram"][i])}}
+           for r in result["runs"] for i, g in enumerate(r["groups"])]
+  within = [{"run": r["label"], "group_a": a, "group_b": b, "jaccard": r["jaccard"][i][j]}
+            for r in result["runs"] for i, a in enumerate(r["groups"]) for j, b in enumerate(r["groups"])]
+  groups = {r["label"]: r["groups"] for r in result["runs"]}
+  cross = [{"a": c["a"], "b": c["b"], "group_a": ga, "group_b": gb, "jaccard": c["jaccard"][i][j]}
+           for c in result["cross"] for i, ga in enumerate(groups[c["a"]]) for j, gb in enumerate(groups[c["b"]])]
+  deactivation = [{"run": r["label"], "family": r["family"], **d} for r in result["runs"]
+                  for d in r["deactivation_deltas"]]
+  return {"runs": runs, "depth": depth, "jaccard": within, "cross": cross, "deactivation": deactivation}
 
 
 def run(config, workdir: str) -> str:
@@ -137,6 +156,7 @@ def run(config, workdir: str) -> str:
           else "_No deactivation results._", ""]
   with open(os.path.join(workdir, "compare.json"), "w") as f:
     json.dump(result, f, indent=1)
+  write_tables(os.path.join(workdir, "compare.json"), tables(result))
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(out))
