@@ -141,12 +141,15 @@ def stage_select(study: Study, totals: dict):
   sets = select_sets(totals, study.model, study.model_id, study.domains, study.config.dape)
   set_dir = paths.join(study.workdir, "neurons")
   paths.makedirs(set_dir)
+  skipped = []
   for module, s in sets.items():
     s.save(paths.join(set_dir, f"{module}.json"))
     try:
       s.export_torch(paths.join(set_dir, f"{module}.pt"))
     except ImportError:
-      logging.warning("torch not installed: skipped the PyTorch export of %s", module)
+      skipped.append(module)
+  if skipped:
+    logging.warning("torch not installed: skipped the PyTorch export (.pt) of %s", ", ".join(skipped))
   return sets, {m: dape.summary(s.mask, study.domains) for m, s in sets.items()}
 
 

@@ -3,13 +3,13 @@ import os
 
 import numpy as np
 
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.common import model_card
 
 
 def _figure(rows=1, cols=1, size=(5.0, 3.6)):
-  from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas for savefig
-  fig = Figure(figsize=(size[0] * cols, size[1] * rows))
+  fig = new_figure(size[0] * cols, size[1] * rows)
   return fig, fig.subplots(rows, cols, squeeze=False)
 
 
@@ -18,15 +18,13 @@ def _save(fig, path, integer_x=False):
     from matplotlib.ticker import MaxNLocator
     for a in fig.axes:
       a.xaxis.set_major_locator(MaxNLocator(integer=True))
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def plot_tuned_lens(r: dict, path: str) -> str:
+def plot_tuned_lens(r: dict, path: str | None = None):
   """KL to the final distribution (image / text positions), answer rank and top-k, per layer."""
   fig, ax = _figure(2, 2)
   layers = np.arange(1, len(r["logit"]["image"]["kl"]) + 1)
@@ -46,7 +44,7 @@ def plot_tuned_lens(r: dict, path: str) -> str:
   return _save(fig, path, integer_x=True)
 
 
-def plot_probe_accuracy(results: dict, path: str) -> str:
+def plot_probe_accuracy(results: dict, path: str | None = None):
   fig, ax = _figure(1, 1, (7.0, 4.0))
   a = ax[0, 0]
   for i, (spec, r) in enumerate(results.items()):
@@ -59,7 +57,7 @@ def plot_probe_accuracy(results: dict, path: str) -> str:
   return _save(fig, path, integer_x=True)
 
 
-def plot_projection(r: dict, spec: str, path: str) -> str:
+def plot_projection(r: dict, spec: str, path: str | None = None):
   """One PCA panel per layer, points coloured by label."""
   proj, labels, classes = r["projection"], r["projection_labels"], r["classes"]
   n = proj.shape[0]
@@ -81,7 +79,7 @@ def plot_projection(r: dict, spec: str, path: str) -> str:
   return _save(fig, path)
 
 
-def plot_mask_effects(effects: dict, domains, path: str) -> str:
+def plot_mask_effects(effects: dict, domains, path: str | None = None):
   """Answer NLL change vs no removal: rows = whose neurons are removed, columns = evaluated domain."""
   names = [k for k in effects if k != "none"]
   fig, ax = _figure(1, len(names), (4.2, 3.8))
