@@ -21,10 +21,11 @@ TOL = 1e-4
 IMAGE_TOKEN = 300
 PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56], [28, 84], [84, 84]]
 VARIANTS = {
-    # name: (config kwargs, image sizes (h, w), text lengths); (28, 28) fits one tile: no shrink
-    "max1_gqa": (dict(aspect="anyres_max_1", kv_heads=2), [(60, 64), (30, 100)], [5, 9]),
+    # name: (config kwargs, image sizes (h, w), text lengths, greedy decoding under random masks);
+    # (28, 28) fits one tile: no shrink
+    "max1_gqa": (dict(aspect="anyres_max_1", kv_heads=2), [(60, 64), (30, 100)], [5, 9], False),
     "max2_two_layers_tied": (dict(aspect="anyres_max_2", kv_heads=1, feature_layer=[-1, -2], tie=True),
-                             [(90, 88), (28, 28)], [7, 3]),
+                             [(90, 88), (28, 28)], [7, 3], True),
 }
 
 
@@ -78,12 +79,12 @@ def batch_for(config, sizes_hw, text_lens, pad_side="right", seed=0):
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def pair(request, tmp_path_factory):
-  kwargs, sizes, text_lens = VARIANTS[request.param]
+  kwargs, sizes, text_lens, _ = VARIANTS[request.param]
   path = str(tmp_path_factory.mktemp(request.param))
   hf = build(path, **kwargs)
   model = mmneuron_jax.load_hf(path)
   batch = batch_for(hf.config, sizes, text_lens)
-  return hf, model, batch, sizes, text_lens
+  return hf, model, batch, sizes, text_lens, VARIANTS[request.param][3]
 
 
 def act_modules(hf):
@@ -176,9 +177,9 @@ def test_logit_lens_matches_hf_hidden_states(pair):
     assert np.abs(np.asarray(out.lens["target_logprob"][layer])[rows, cols] - logp[:, 7]).max() <= TOL
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_greedy_generation_matches_hf(pair, masked):
-  hf, model, _, sizes, text_lens = pair
+def test_greedy_generation_matches_hf(pair):
+  """Left-padded greedy decoding, plain in one config and under random masks in the other."""
+  hf, model, _, sizes, text_lens, masked = pair
   batch = batch_for(hf.config, sizes, text_lens, pad_side="left")
   masks = hf_hooks.random_masks(model.probe_modules, seed=3) if masked else None
   new = 6
