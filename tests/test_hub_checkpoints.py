@@ -110,7 +110,8 @@ def build_hf(config: dict, seed: int = 0):
   kind = config["model_type"]
   hf_cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
   hf_cfg._attn_implementation = "eager"
-  model = getattr(transformers, HF_CLASSES[kind])(hf_cfg).eval()
+  # fp32 throughout (transformers v5 builds a sub-model in its sub-config's torch_dtype, e.g. a bf16 text_config)
+  model = getattr(transformers, HF_CLASSES[kind])(hf_cfg).float().eval()
   with torch.no_grad():
     for name, p in model.named_parameters():
       if kind == "instructblip" and not name.startswith("language_model."):
