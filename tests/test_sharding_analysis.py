@@ -1,9 +1,10 @@
 """Every analysis step on a mesh equals the single-device result: 8 fake CPU devices, meshes 2x4
 (data x tensor) and 8x1 (data), a tiny Qwen2-VL (M-RoPE position_ids [3, B, T], 8 rows with one
 image each) placed with `mmneuron_jax.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)); tiny
-InstructBLIP and Qwen2-Audio placed by the same rules (params equal, specs checked); a tiny
-LLaVA-OneVision (8 rows, anyres-max packing with the bilinear shrink) placed the same way, its masked
-logits equal to the single-device ones.
+InstructBLIP, Qwen2-Audio, Qwen2.5-VL and LLaVA-OneVision placed by the same rules (params equal, specs
+checked; Qwen2.5-VL's masked forward with both probe modules captured, images and video, and
+LLaVA-OneVision's (8 rows, anyres-max packing with the bilinear shrink) with all three captured, equal
+to their single-device ones).
 
 Checked through the public calls on a model `on_mesh`: `model.apply` with masks + the MINER
 probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); sharded loading
@@ -13,7 +14,7 @@ restored onto that mesh against sharded abstract targets. Statistics
 
 Three concurrent subprocesses: the single-device reference (1 CPU device, plain jit path, no mesh)
 and one per mesh (XLA_FLAGS=--xla_force_host_platform_device_count=8); this process compares.
-Tolerances (fp32; only the reduction order differs): masked logits atol 1e-5 (both families); MINER scores
+Tolerances (fp32; only the reduction order differs): masked logits atol 1e-5; MINER scores
 (min-max normalised) atol 1e-5; lens entropy and target log-prob atol 5e-5 nats, identical top-1;
 grad importance atol 1e-6 + 1e-4 x the largest gradient; greedy tokens identical.
 """
@@ -36,7 +37,9 @@ OTHER_SPECS = {"instructblip:qformer/layers/ffn_query/fc1/kernel": [None, None, 
                "instructblip:vision/layers/attn/proj/kernel": [None, "tensor"],
                "qwen2_audio:audio/layers/mlp/fc1/kernel": [None, None, "tensor"],
                "qwen2_audio:audio/layers/attn/o/kernel": [None, "tensor"],
-               "qwen2_audio:llm/layers/mlp/down/kernel": [None, "tensor"]}
+               "qwen2_audio:llm/layers/mlp/down/kernel": [None, "tensor"],
+               "qwen2_5_vl:vision/layers/mlp/gate/kernel": [None, None, "tensor"],
+               "qwen2_5_vl:vision/layers/mlp/down/kernel": [None, "tensor"]}
 OV_SIZES = [(60, 64), (30, 100), (28, 28), (56, 56), (90, 88), (40, 90), (28, 56), (50, 50)]  # one image a row
 MINER_IDS = dict(special_ids=(1, START, END), image_ids=(IMAGE,), video_ids=(VIDEO,), audio_ids=())
 
@@ -69,12 +72,6 @@ def _onevision_batch(config):
   """8 right-padded rows, one image each (test_llava_onevision_parity's tiny config), as numpy."""
   import test_llava_onevision_parity as ov
   return ov.batch_for(config, OV_SIZES, [2 + i % 4 for i in range(len(OV_SIZES))])
-
-
-def _onevision_logits(model, batch):
-  rng = np.random.default_rng(2)
-  masks = {m: (rng.random(shape) > 0.2).astype(np.float32) for m, shape in sorted(model.probe_modules.items())}
-  return np.asarray(model.apply(model.params, batch, masks=masks).logits)
 
 
 def _max_abs(a, b) -> float:
@@ -196,27 +193,43 @@ def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
   from mmneuron_jax import sharding as S
 
   meta = {}
-  ov_dir = os.path.join(out_dir, "llava_onevision")
-  data = np.load(os.path.join(out_dir, "batches.npz"))
-  ov_batch = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("ov/")}
   if name == "reference":
     assert jax.device_count() == 1, jax.devices()
     model = mmneuron_jax.load_hf(model_dir)
     got, _ = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
-    got["ov/logits"] = _onevision_logits(mmneuron_jax.load_hf(ov_dir), ov_batch)
   else:
     assert jax.device_count() == 8, jax.devices()
     mesh = S.make_mesh(*MESHES[name])
     model = mmneuron_jax.load_on_mesh(model_dir, mesh)
     got, logits_sharding = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
     specs = {}
-    got["ov/logits"] = _onevision_logits(mmneuron_jax.load_on_mesh(ov_dir, mesh), ov_batch)
-    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir), ("llava_onevision", ov_dir)):
+    q25_dir, ov_dir = os.path.join(out_dir, "qwen2_5_vl"), os.path.join(out_dir, "llava_onevision")
+    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir), ("qwen2_5_vl", q25_dir),
+                         ("llava_onevision", ov_dir)):
       other, other_ref = mmneuron_jax.load_on_mesh(path, mesh), mmneuron_jax.load_hf(path)
       same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), other.params,
                                     other_ref.params)
       meta[f"{family}_params_equal"] = all(jax.tree_util.tree_leaves(same))
       specs.update({f"{family}:{p}": _spec(s) for p, _, s in S.describe(other.params, mesh)})
+      if family == "qwen2_5_vl":  # the window-attention tower and M-RoPE decoder on the mesh
+        batch = dict(np.load(os.path.join(out_dir, "qwen2_5_vl_batch.npz")))
+        masks = {k: (np.arange(np.prod(v)).reshape(v) % 7 != 0).astype(np.float32)
+                 for k, v in other.probe_modules.items()}
+        run = lambda m: m.apply(m.params, batch, masks=masks, capture=("llm", "vision"))
+        got_q, want_q = run(other), run(other_ref)
+        meta["qwen2_5_vl_max_abs"] = max(_max_abs(np.asarray(got_q.logits), np.asarray(want_q.logits)),
+                                         *(_max_abs(np.asarray(got_q.aux[k]), np.asarray(want_q.aux[k]))
+                                           for k in ("llm", "vision")))
+      if family == "llava_onevision":  # anyres-max packing: the bilinear taps gather across the data axis
+        batch = dict(np.load(os.path.join(out_dir, "llava_onevision_batch.npz")))
+        masks = {k: (np.arange(np.prod(v)).reshape(v) % 5 != 0).astype(np.float32)
+                 for k, v in other.probe_modules.items()}
+        modules = tuple(other.probe_modules)
+        run = lambda m: m.apply(m.params, batch, masks=masks, capture=modules)
+        got_o, want_o = run(other), run(other_ref)
+        meta["llava_onevision_max_abs"] = max(_max_abs(np.asarray(got_o.logits), np.asarray(want_o.logits)),
+                                              *(_max_abs(np.asarray(got_o.aux[k]), np.asarray(want_o.aux[k]))
+                                                for k in modules))
     meta.update({"logits_sharding": _spec(logits_sharding.spec),
             "gate_shard": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
                                .data.shape),
@@ -253,11 +266,14 @@ def report(tmp_path_factory):
   assert (hf.config.image_token_id, hf.config.video_token_id, hf.config.vision_start_token_id) == (IMAGE, VIDEO, START)
   ib.build_instructblip(blip_dir, "freq2_mha")
   _build_audio(audio_dir)
+  import test_qwen2_5_vl_parity as q25
+  q25_hf = q25.build_hf(str(root / "qwen2_5_vl"))
+  np.savez(root / "qwen2_5_vl_batch.npz", **q25.make_batch(q25_hf.config))
   ov_hf = ov.build(str(root / "llava_onevision"), aspect="anyres_max_1", kv_heads=2)
+  np.savez(root / "llava_onevision_batch.npz", **_onevision_batch(ov_hf.config))
   config = hf.config.to_dict()
-  arrays = {f"{side}/{k}": np.asarray(v) for side in ("right", "left") for k, v in _batch(config, side).items()}
-  arrays.update({f"ov/{k}": np.asarray(v) for k, v in _onevision_batch(ov_hf.config).items()})
-  np.savez(root / "batches.npz", **arrays)  # workers need no transformers
+  np.savez(root / "batches.npz", **{f"{side}/{k}": np.asarray(v) for side in ("right", "left")
+                                    for k, v in _batch(config, side).items()})  # workers need no transformers
   # Cheaper XLA CPU codegen (compile time dominates); the same flags for the reference and the meshes.
   flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
   procs = {}
@@ -303,8 +319,10 @@ def test_analysis_steps_equal_single_device(report):
     for m in ("llm", "vision"):
       assert r[f"grad/{m}"] <= 1e-6 + 1e-4 * scale[f"grad/{m}"], (name, m, r[f"grad/{m}"])
     assert r["tokens_equal"] and r["tokens_nonpad"] > 0, name
-    assert r["instructblip_params_equal"] and r["qwen2_audio_params_equal"], name
-    assert r["llava_onevision_params_equal"] and r["ov/logits"] <= 1e-5, (name, r["ov/logits"])
+    assert r["instructblip_params_equal"] and r["qwen2_audio_params_equal"] and r["qwen2_5_vl_params_equal"], name
+    assert r["qwen2_5_vl_max_abs"] <= 1e-5, (name, r["qwen2_5_vl_max_abs"])
+    assert r["llava_onevision_params_equal"], name
+    assert r["llava_onevision_max_abs"] <= 1e-5, (name, r["llava_onevision_max_abs"])
 
 
 def test_params_and_outputs_are_really_split(report):
