@@ -226,6 +226,42 @@ def test_non_finite_partials_name_module_layer_and_batch():
     finite.check_partial(partial, "batch 7")
 
 
+def test_probes_count_non_finite_activations_of_counted_tokens_only():
+  """NaN > 0 is False: without the counter a NaN neuron reads as "never active"."""
+  import jax.numpy as jnp
+  from mmneuron_jax.analysis.miner_probe import MinerScores
+  from mmneuron_jax.nn.probes import GroupStats
+  from mmneuron_jax.tasks.miner.scores import MinerStatsProbe
+  acts = np.ones((6, 4), np.float32)
+  acts[1, 2], acts[3, 0], acts[4, 1] = np.nan, np.inf, np.nan  # token 4 is padding (group -1)
+  groups = np.array([0, 0, 1, 1, -1, 1], np.int32)
+  for dtype in (jnp.float32, jnp.bfloat16):
+    out = GroupStats(jnp.asarray(groups), 2)(jnp.asarray(acts, dtype))
+    assert int(out["nonfinite"]) == 2  # tokens 1 and 3; not the padded token 4
+    assert int(out["count"][0, 2]) == 1  # the NaN token counted as inactive: why the counter is needed
+  rng = np.random.default_rng(0)
+  q, k = rng.normal(size=(1, 6, 2, 4)).astype(np.float32), rng.normal(size=(1, 6, 2, 4)).astype(np.float32)
+  valid = (groups >= 0)[None]
+  probe = MinerStatsProbe(MinerScores(np.ones((1, 2, 6), bool) & valid[:, None], valid))
+  assert int(probe(jnp.asarray(acts[None]), q=q, k=k)["nonfinite"]) == 2
+
+
+def test_non_finite_counters_name_module_layer_and_batch_without_sums():
+  partial = {"count/llm": np.zeros((3, 2, 4), np.int32), "nonfinite/llm": np.array([0, 0, 0], np.int32),
+             "nonfinite/vision": np.array([0, 0], np.int32)}
+  finite.check_partial(partial, "batch 0")
+  partial["nonfinite/llm"] = np.array([0, 3, 5], np.int32)
+  with pytest.raises(finite.NonFinite, match=r"module 'llm', layer 1 \(3 values; 8 in all its layers\), first at batch 4"):
+    finite.check_partial(partial, "batch 4")
+  partial["nonfinite/vision"] = np.array([0, 2], np.int32)  # a tower feeds the LLM: named first
+  with pytest.raises(finite.NonFinite, match=r"module 'vision', layer 1 \(2 values; 2 in all its layers\); "
+                                             r"also module 'llm' from layer 1, first at batch 4"):
+    finite.check_partial(partial, "batch 4")
+  partial = {"nonfinite/llm": np.zeros(3, np.int32), "sumsq/llm": np.full((3, 2, 4), np.inf, np.float32)}
+  with pytest.raises(finite.NonFinite, match=r"non-finite sumsq .* layer 0 .*from finite activations: the float32 statistic overflowed"):
+    finite.check_partial(partial, "batch 0")
+
+
 def _nan_checkpoint(finished, tmp_path):
   from safetensors.numpy import load_file, save_file
   src = os.path.join(finished, "demo_checkpoint")
@@ -247,8 +283,9 @@ def test_nan_weights_are_refused_at_load_then_in_the_statistics(finished, tmp_pa
   with pytest.raises(finite.NonFinite, match=r"weight llm/layers/.* holds NaN/Inf values \(stacked per layer: layer 1 first\)"):
     tasks.run(c, workdir)
   c.model.check_weights = False
-  with pytest.raises(finite.NonFinite, match=r"non-finite activations \(NaN/Inf\) in module 'llm', layer 1 .*"
-                                             r"domain 'medical'"):
+  with pytest.raises(finite.NonFinite, match=r"non-finite activations \(NaN/Inf\) in module 'llm', layer 1 \(\d+ values; "
+                                             r"\d+ in all its layers\), first at batch 0 \(0-based\) of the statistics, "
+                                             r"domain 'medical', records \["):
     tasks.run(c, workdir)
   assert json.load(open(os.path.join(workdir, "stats", "state.json")))["cursor"] == 0  # nothing counted
 
