@@ -4,8 +4,10 @@ model work, data checks, non-finite checks, readable one-line errors."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -360,3 +362,58 @@ def test_generate_takes_right_padded_prompts():
   np.testing.assert_array_equal(left["input_ids"], [[5, 6, 7], [0, 8, 9]])
   np.testing.assert_array_equal(left["attention_mask"], [[1, 1, 1], [0, 1, 1]])
   assert input_checks.left_padded(left) is left  # already left-padded: unchanged
+
+
+# The command line of `stats_config()`, 4 samples per domain in batches of 1 (8 batches).
+STATS_FLAGS = ["--config=llava_next_demo", "--config.model.demo_weights=random", "--config.data.source=demo",
+               "--config.stages=('stats',)", "--config.data.domains=('medical','documents')",
+               "--config.data.n_per_domain=4", "--config.stats.max_samples_per_domain=4",
+               "--config.stats.batch_size=1", "--config.stats.commit_every=1", "--config.stats.prefetch=0"]
+# The CLI, each batch's host addition slowed by 0.3 s (numbers unchanged): a window for Ctrl-C that does
+# not depend on the machine's speed.
+SLOW_CLI = ("import sys, time\n"
+            "from mmneuron_jax.io import accumulate as a\n"
+            "add = a.add_totals\n"
+            "a.add_totals = lambda t, p: (time.sleep(0.3), add(t, p))[1]\n"
+            "from mmneuron_jax.cli import main\n"
+            "sys.exit(main(['mmneuron'] + sys.argv[1:]))")
+
+
+def _cursor(workdir):
+  try:
+    return json.load(open(os.path.join(workdir, "stats", "state.json")))["cursor"]
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+def test_ctrl_c_says_where_progress_was_committed_and_the_rerun_resumes_bit_identical(tmp_path):
+  env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  workdir = str(tmp_path / "interrupted")
+  command = [sys.executable, "-c", SLOW_CLI, *STATS_FLAGS, f"--workdir={workdir}"]
+  proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while _cursor(workdir) < 1 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert proc.poll() is None, "the statistics run ended before it could be interrupted"
+  proc.send_signal(signal.SIGINT)
+  err = proc.communicate(timeout=120)[1]
+  at_interrupt = _cursor(workdir)
+  assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+  assert 1 <= at_interrupt < 8
+  assert (f"interrupted. Progress committed in {workdir}: stats at batch {at_interrupt}. "
+          "Rerun the same command to resume.") in err
+  out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"resuming {os.path.join(workdir, 'stats')} at cursor {at_interrupt}" in out.stderr
+  c = stats_config()  # the same run, uninterrupted, in this process
+  c.data.n_per_domain = c.stats.max_samples_per_domain = 4
+  c.stats.batch_size = 1
+  clean = str(tmp_path / "clean")
+  tasks.run(c, clean)
+  a, b = snapshot(workdir), snapshot(clean)
+  assert json.loads(a[0])["fingerprint_fields"] == json.loads(b[0])["fingerprint_fields"]
+  assert json.loads(a[0])["cursor"] == json.loads(b[0])["cursor"] == 8
+  assert sorted(a[1]) == sorted(b[1])
+  for name in a[1]:
+    assert a[1][name].dtype == b[1][name].dtype
+    np.testing.assert_array_equal(a[1][name], b[1][name], err_msg=name)  # bit-identical
