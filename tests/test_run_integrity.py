@@ -364,11 +364,11 @@ def test_generate_takes_right_padded_prompts():
   assert input_checks.left_padded(left) is left  # already left-padded: unchanged
 
 
-# The command line of `stats_config()`, 4 samples per domain in batches of 1 (8 batches).
+# The command line of `stats_config()` (4 batches; the `finished` fixture is the same run, uninterrupted).
 STATS_FLAGS = ["--config=llava_next_demo", "--config.model.demo_weights=random", "--config.data.source=demo",
                "--config.stages=('stats',)", "--config.data.domains=('medical','documents')",
-               "--config.data.n_per_domain=4", "--config.stats.max_samples_per_domain=4",
-               "--config.stats.batch_size=1", "--config.stats.commit_every=1", "--config.stats.prefetch=0"]
+               "--config.data.n_per_domain=3", "--config.stats.max_samples_per_domain=3",
+               "--config.stats.batch_size=2", "--config.stats.commit_every=1", "--config.stats.prefetch=0"]
 # The CLI, each batch's host addition slowed by 0.3 s (numbers unchanged): a window for Ctrl-C that does
 # not depend on the machine's speed.
 SLOW_CLI = ("import sys, time\n"
@@ -386,7 +386,7 @@ def _cursor(workdir):
     return 0
 
 
-def test_ctrl_c_says_where_progress_was_committed_and_the_rerun_resumes_bit_identical(tmp_path):
+def test_ctrl_c_says_where_progress_was_committed_and_the_rerun_resumes_bit_identical(finished, tmp_path):
   env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   workdir = str(tmp_path / "interrupted")
   command = [sys.executable, "-c", SLOW_CLI, *STATS_FLAGS, f"--workdir={workdir}"]
@@ -399,21 +399,52 @@ def test_ctrl_c_says_where_progress_was_committed_and_the_rerun_resumes_bit_iden
   err = proc.communicate(timeout=120)[1]
   at_interrupt = _cursor(workdir)
   assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-  assert 1 <= at_interrupt < 8
+  assert 1 <= at_interrupt < 4
   assert (f"interrupted. Progress committed in {workdir}: stats at batch {at_interrupt}. "
           "Rerun the same command to resume.") in err
   out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   assert f"resuming {os.path.join(workdir, 'stats')} at cursor {at_interrupt}" in out.stderr
-  c = stats_config()  # the same run, uninterrupted, in this process
-  c.data.n_per_domain = c.stats.max_samples_per_domain = 4
-  c.stats.batch_size = 1
-  clean = str(tmp_path / "clean")
-  tasks.run(c, clean)
-  a, b = snapshot(workdir), snapshot(clean)
+  a, b = snapshot(workdir), snapshot(finished)  # `finished`: the same run, uninterrupted, in this process
   assert json.loads(a[0])["fingerprint_fields"] == json.loads(b[0])["fingerprint_fields"]
-  assert json.loads(a[0])["cursor"] == json.loads(b[0])["cursor"] == 8
+  assert json.loads(a[0])["cursor"] == json.loads(b[0])["cursor"] == 4
   assert sorted(a[1]) == sorted(b[1])
   for name in a[1]:
     assert a[1][name].dtype == b[1][name].dtype
     np.testing.assert_array_equal(a[1][name], b[1][name], err_msg=name)  # bit-identical
+
+
+def test_miner_nan_activations_refuse_naming_module_layer_and_batch(tmp_path):
+  """MINER's stage-2 step: NaN weights in LLM layer 1 (0-based) stop the batch, naming where, though
+  the min-max scores would hide NaN activations."""
+  import jax
+  import mmneuron_jax
+  from mmneuron_jax.configs import miner_qwen2_vl_demo
+  from mmneuron_jax.data.synthetic import miner_demo
+  from mmneuron_jax.tasks.miner import inputs as miner_inputs, scores as miner_scores
+  samples = miner_demo.demo_dataset("image_qa", 2)
+  path = str(tmp_path / "qwen2_vl")
+  miner_inputs.demo_builder("qwen2_vl")(path, miner_demo.texts(samples), seed=0)
+  model, inputs = mmneuron_jax.load_hf(path), miner_inputs.family_inputs("qwen2_vl", path)
+
+  def poison(keys, x):
+    keys = [str(getattr(k, "key", k)) for k in keys]
+    if keys[:2] != ["llm", "layers"] or "gate" not in keys or keys[-1] != "kernel":
+      return x
+    x = np.array(x)  # [L, D, F]: layer 1's gate
+    x[1] = np.nan
+    return x
+
+  params = jax.tree_util.tree_map_with_path(poison, model.params)
+  assert sum(bool(np.isnan(np.asarray(x, np.float32)).any()) for x in jax.tree_util.tree_leaves(params)) == 1
+  cfg = miner_qwen2_vl_demo.get_config().scores
+  cfg.batch_size, cfg.grad = 2, False
+  batches = miner_scores.plan(len(samples), cfg.batch_size)
+  step = miner_scores.make_step_fn(model, params, inputs, samples, ("text", "special", "image", "video"),
+                                   inputs.token_ids(), cfg, len(batches), dataset="image_qa")
+  with pytest.raises(finite.NonFinite, match=r"module 'llm', layer 1 \(\d+ values; \d+ in all its layers\), "
+                                             r"first at batch 0 \(0-based\) of dataset 'image_qa'"):
+    step(batches[0])
+  step = miner_scores.make_step_fn(model, model.params, inputs, samples, ("text", "special", "image", "video"),
+                                   inputs.token_ids(), cfg, len(batches), dataset="image_qa")
+  assert np.isfinite(step(batches[0])["score_sum"]).all()  # the intact weights pass
