@@ -246,6 +246,11 @@ def test_probes_count_non_finite_activations_of_counted_tokens_only():
   valid = (groups >= 0)[None]
   probe = MinerStatsProbe(MinerScores(np.ones((1, 2, 6), bool) & valid[:, None], valid))
   assert int(probe(jnp.asarray(acts[None]), q=q, k=k)["nonfinite"]) == 2
+  from mmneuron_jax.nn.topk_probe import TopKProbe  # the atlas: only its columns (1, 2) are read
+  row = np.where(groups >= 0, np.arange(6), -1).astype(np.int32)
+  topk = TopKProbe(jnp.asarray(groups), jnp.arange(6, dtype=jnp.int32), jnp.zeros(6, jnp.int32), jnp.asarray(row),
+                   jnp.array([1, 2], jnp.int32), jnp.array([0.0], jnp.float32), 2, 2, 6)
+  assert int(topk(jnp.asarray(acts))["nonfinite"]) == 1  # token 1's column 2; token 3's Inf is in column 0
 
 
 def test_non_finite_counters_name_module_layer_and_batch_without_sums():
