@@ -16,6 +16,7 @@ import numpy as np
 from mmneuron_jax.analysis.dape import budget
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.tasks.common import plots
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 
 
@@ -85,11 +86,10 @@ def mean_entropy(lens: dict) -> np.ndarray:
   return np.mean([np.asarray(v.get("entropy_image", v["entropy"]), np.float64) for v in lens.values()], axis=0)
 
 
-def plot_neurons(runs, labels, path: str):
+def plot_neurons(runs, labels, path: str | None = None):
   """One panel per module (union over runs): unique selected neurons per relative depth, a line per run."""
-  from matplotlib.figure import Figure
   modules = list(dict.fromkeys(m for r in runs for m in r["sets"]))
-  fig = Figure(figsize=(4.2 * len(modules), 3.6))
+  fig = new_figure(4.2 * len(modules), 3.6)
   axes = fig.subplots(1, len(modules), squeeze=False)[0]
   for ax, module in zip(axes, modules):
     have = [(j, run["sets"][module], label) for j, (run, label) in enumerate(zip(runs, labels))
@@ -110,15 +110,12 @@ def plot_neurons(runs, labels, path: str):
            ylabel="# domain-specific neurons")
     plots.integer_ticks(ax, x=False, y=True)
     ax.legend(fontsize=6, **plots.LEGEND)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
-def plot_lens(runs, labels, path: str):
+def plot_lens(runs, labels, path: str | None = None):
   """Mean image-token entropy per relative depth: a thick line per run, thin ones per domain."""
-  from matplotlib.figure import Figure
-  fig = Figure(figsize=(6.5, 4))
+  fig = new_figure(6.5, 4)
   ax = fig.subplots()
   curves = []
   for j, (run, label) in enumerate(zip(runs, labels)):
@@ -134,9 +131,7 @@ def plot_lens(runs, labels, path: str):
   ax.set(xlabel="relative LLM depth", ylabel="mean entropy (nats)",
          title="Logit lens at image tokens" + (plots.flat_note(np.concatenate(curves)) if curves else " (no results)"))
   ax.legend(fontsize=7, **plots.LEGEND)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
 def section(runs: list, plots_dir: str, md_table) -> list[str]:
