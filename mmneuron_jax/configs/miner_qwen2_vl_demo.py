@@ -38,3 +38,13 @@ def get_config(arg=None):
   c.last_token.n_per_dataset = 4
   c.semantics.n_per_dataset, c.semantics.batch_size = 4, 4
   return miner_base.apply_arg(c, arg)
+
+
+def random_demo(c):
+  """`c` switched to the untrained random-weight demo (3 x 128 LLM neurons built in the workdir) on the
+  fixed demo samples, with the sizes that suit it (what the tests of the pipeline mechanics run)."""
+  c.model.demo_weights, c.data.source = "random", "demo"
+  c.data.n_per_dataset = 12
+  c.select.ratio = 0.05  # 3 x 128 neurons: 2% would be 7
+  c.deactivate.n_per_dataset, c.deactivate.max_new_tokens = 4, 6
+  return c

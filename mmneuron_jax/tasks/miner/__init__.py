@@ -196,6 +196,8 @@ def run(config, workdir: str) -> str:
                                                     sampling=sampling)
     results["deactivation"] = rows
     results["headline"] = miner_protocol.headline(rows)
+    results["modality_effects"] = miner_protocol.modality_effects(
+        rows, {d: v["present"] for d, v in results["datasets"].items()}, names)
     with open(os.path.join(workdir, "deactivation.json"), "w") as f:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:

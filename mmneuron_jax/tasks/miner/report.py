@@ -94,6 +94,22 @@ def headline_section(head: list) -> list:
           md_table(header, table), ""]
 
 
+def effects_section(effects: list) -> list:
+  """Each modality's neurons off vs random neurons, on that modality's benchmarks."""
+  if not effects:
+    return []
+  fmt = lambda v: "" if v is None else f"{v:.3f}"
+  fmtd = lambda v: "" if v is None else f"{-v:+.3f}"
+  table = [[e["modality"], ", ".join(e["benchmarks"]), fmt(e["none"]), f"{fmt(e['own'])} ({fmtd(e['own_drop'])})",
+            f"{fmt(e['all'])} ({fmtd(e['all_drop'])})", f"{fmt(e['random'])} ({fmtd(e['random_drop'])})"]
+           for e in effects]
+  return ["## Headline: modality-specific neurons vs random", "",
+          miner_protocol.effect_verdict(effects), "",
+          "Mean primary metric over each modality's benchmarks (those whose samples carry it; text: the "
+          "text-only ones), change vs none in brackets.", "",
+          md_table(["modality", "benchmarks", "none", "own set off", "all sets off", "random off"], table), ""]
+
+
 def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
   """Write plots and report.md from the run's results dict (see tasks/miner/); returns the path."""
   plots = os.path.join(workdir, "plots")
@@ -110,6 +126,7 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
   out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir)
   if results.get("protocol"):
     out += miner_protocol.markdown(results["protocol"])
+  out += effects_section(results.get("modality_effects") or [])
   if results.get("headline"):
     out += headline_section(results["headline"])
   out += [f"Config: `config.json`. Modality split **{results['split']}**; weights over {list(miner.METRICS)} = "
