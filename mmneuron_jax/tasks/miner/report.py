@@ -7,6 +7,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.tasks.common.plots import plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.miner import plot_style
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.common import model_card
 
@@ -28,10 +29,12 @@ def plot_scores_by_layer(agg_scores, combined, names, path, agg_grad=None) -> st
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (title, x) in zip(axes, panels):
     layers = np.arange(x.shape[1])
-    for i, name in enumerate(names):
-      ax.plot(layers, x[i].mean(axis=-1), marker="o", markersize=3, label=name)
-    ax.set(title=title, xlabel="layer", ylabel="mean score over neurons")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    means = x.mean(axis=-1)
+    for i, name in enumerate(names):  # marker + small x offset per modality: equal lines stay visible
+      ax.plot(layers + plot_style.offset(i, len(names)), means[i], marker=plot_style.marker(i), markersize=4,
+              label=name)
+    ax.set(title=plot_style.flat_title(title, means), ylabel="mean score over neurons")
+    plot_style.integer_layers(ax, x.shape[1])
   axes[0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100, format="png")
@@ -74,7 +77,8 @@ def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str
               for d in datasets]
       ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=c)
     ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
-    ax.set(ylabel=metric, ylim=(0, 1.05), title=f"Deactivation: {metric}")
+    values = [r[metric] for r in rows if metric in r]
+    ax.set(ylabel=metric, ylim=(0, 1.05), title=plot_style.flat_title(f"Deactivation: {metric}", values))
     ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=100, format="png")
