@@ -1,8 +1,8 @@
-"""The five hub checkpoints as published, at full width and depth cut to 2 layers a stack: random
+"""The hub checkpoints as published, at full width and depth cut to 2 layers a stack: random
 weights saved in the hub's own layout (its sparse config.json, its tensor names and dtype, sharded
 safetensors with the index, generation / preprocessor configs) load through `load_hf` and match HF
 PyTorch fp32 (eager attention) on one realistic input: a 672x672 image for LLaVA-NeXT, 224x224 for
-InstructBLIP, 448x448 for Qwen2-VL, 2 s of audio for Qwen2-Audio.
+InstructBLIP, 448x448 for Qwen2-VL and Qwen2.5-VL (16 attention windows), 2 s of audio for Qwen2-Audio.
 
 Tolerances: logits and every probe module's neurons max-abs <= 1e-4 (as the tiny parity tests).
 Heavy (vocab x width embeddings at full width): HF runs first and is freed before ours loads.
@@ -29,8 +29,6 @@ from mmneuron_jax.models import anyres
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOL = 1e-4
 SHARD_BYTES = 1 << 30
-HF_CLASSES = {"llava_next": "LlavaNextForConditionalGeneration", "instructblip": "InstructBlipForConditionalGeneration",
-              "qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_audio": "Qwen2AudioForConditionalGeneration"}
 # transformers-v5 in-memory names -> the names the hub's checkpoints hold (first matching prefix).
 HUB_NAMES = {
     "llava_next": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
@@ -38,6 +36,7 @@ HUB_NAMES = {
                    ("model.image_newline", "image_newline")),
     "instructblip": (("", ""),),
     "qwen2_vl": (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")),
+    "qwen2_5_vl": (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")),
     "qwen2_audio": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
                     ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector.")),
 }
@@ -48,11 +47,13 @@ def depth_cut(config: dict, layers: int = 2) -> dict:
   """The hub's sparse config with every stack cut to `layers` (only those fields added)."""
   c = copy.deepcopy(config)
   kind = c["model_type"]
-  if kind == "qwen2_vl":
+  if kind in ("qwen2_vl", "qwen2_5_vl"):
     c["num_hidden_layers"] = layers
     c["vision_config"]["depth"] = layers
   else:
     c["text_config"]["num_hidden_layers"] = layers
+  if kind == "qwen2_5_vl":  # one window-attention block, then one full-attention block
+    c["vision_config"]["fullatt_block_indexes"] = [layers - 1]
   if kind in ("llava_next", "instructblip"):
     c["vision_config"]["num_hidden_layers"] = layers
   if kind == "instructblip":
@@ -105,7 +106,8 @@ def build_hf(config: dict, seed: int = 0):
   kind = config["model_type"]
   hf_cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
   hf_cfg._attn_implementation = "eager"
-  model = getattr(transformers, HF_CLASSES[kind])(hf_cfg).eval()
+  # the hub file names its HF class; fp32 throughout (v5 builds a sub-model in the file's torch_dtype)
+  model = getattr(transformers, config["architectures"][0])(hf_cfg).float().eval()
   with torch.no_grad():
     for name, p in model.named_parameters():
       if kind == "instructblip" and not name.startswith("language_model."):
@@ -175,6 +177,10 @@ def qwen2_vl_batch(config, fixture_dir):
   return qwen2_vl_inputs.build_batch([row], pix["pixel_values"], pix["image_grid_thw"], config, pad_id=151643)
 
 
+def qwen2_5_vl_batch(config, fixture_dir):
+  return qwen2_vl_batch(config, fixture_dir)  # the same processor and prompt layout
+
+
 def qwen2_audio_batch(config, fixture_dir):
   with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
     pre = json.load(f)
@@ -207,6 +213,9 @@ def act_modules(kind, hf):
   if kind == "qwen2_vl":
     return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
             "vision": [b.mlp.act for b in hf.model.visual.blocks]}
+  if kind == "qwen2_5_vl":
+    return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
+            "vision": [b.mlp.act_fn for b in hf.model.visual.blocks]}
   return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
           "audio": [l.activation_fn for l in hf.model.audio_tower.layers]}
 
@@ -215,13 +224,15 @@ def ours_like(kind, name, ours, theirs, prepared):
   """Our captured neurons in the layout of HF's recorded ones."""
   if kind == "llava_next" and name in ("vision", "projector"):
     return ours[:, prepared["tile_valid"]]
+  if kind == "qwen2_5_vl" and name == "vision":  # HF's blocks see the patches in window order
+    return ours[:, 0][:, np.argsort(prepared["vision_windows"], kind="stable")]
   return ours.reshape(theirs.shape)
 
 
 BATCHES = {"llava_next": llava_next_batch, "instructblip": instructblip_batch, "qwen2_vl": qwen2_vl_batch,
-           "qwen2_audio": qwen2_audio_batch}
+           "qwen2_5_vl": qwen2_5_vl_batch, "qwen2_audio": qwen2_audio_batch}
 NAMES = ["llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf", "Salesforce/instructblip-vicuna-7b",
-         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"]
+         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"]
 
 
 def peak_rss_gb() -> float:

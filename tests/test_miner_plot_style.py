@@ -13,14 +13,10 @@ def test_flat_title_and_offsets():
   assert len({plot_style.marker(i) for i in range(4)}) == 4
 
 
-def test_scores_by_layer_marks_equal_panels_and_separates_series(tmp_path, monkeypatch):
-  figures = []
-  real = report._figure
-  monkeypatch.setattr(report, "_figure", lambda w, h: figures.append(real(w, h)) or figures[-1])
+def test_scores_by_layer_marks_equal_panels_and_separates_series():
   equal = np.ones((5, 2, 3, 4))  # every score panel flat: the two modalities coincide
   combined = np.arange(24, dtype=float).reshape(2, 3, 4)
-  report.plot_scores_by_layer(equal, combined, ["text", "image"], str(tmp_path / "s.png"))
-  axes = figures[0].axes
+  axes = report.plot_scores_by_layer(equal, combined, ["text", "image"]).axes
   assert [ax.get_title().endswith("(all values equal: 1)") for ax in axes] == [True] * 5 + [False]
   xs = [line.get_xdata() for line in axes[0].get_lines()]
   assert np.allclose(xs[1] - xs[0], 0.25) and axes[0].get_xlabel() == "layer (0-based)"

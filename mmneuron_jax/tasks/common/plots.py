@@ -1,19 +1,52 @@
 """Plots of neuron sets the studies draw (per-layer counts, depth profiles, overlap matrices);
-the numbers come from `analysis` (pure), the PNGs are written here."""
+the numbers come from `analysis` (pure), the PNGs are written here. Every plot function returns its
+`matplotlib.figure.Figure` (Jupyter shows it) and writes the PNG when given a path; no pyplot, so no
+global figure state and no backend switch."""
+import functools
+import io
+
 import numpy as np
 
 from mmneuron_jax.analysis import compare
 
 
-def plot_layer_distribution(sets: list, path: str) -> str:
-  """PNG of neurons per layer per group, one panel per NeuronSet (module); returns `path`."""
+@functools.cache
+def _figure_class():
+  from matplotlib.figure import Figure
+
+  class ShownFigure(Figure):
+    """A Figure that Jupyter / IPython shows as a PNG without pyplot or `%matplotlib inline`."""
+
+    def _repr_png_(self):
+      buf = io.BytesIO()
+      self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+      return buf.getvalue()
+
+  return ShownFigure
+
+
+def new_figure(width: float, height: float):
+  """A `matplotlib.figure.Figure` built without pyplot (savefig uses the Agg canvas); a notebook
+  shows it as a PNG."""
+  return _figure_class()(figsize=(width, height))
+
+
+def finish(fig, path: str | None = None, dpi: int = 110, **savefig_kwargs):
+  """tight_layout, then the PNG to `path` when given; -> `fig`."""
+  fig.tight_layout()
+  if path is not None:
+    fig.savefig(path, dpi=dpi, format="png", **savefig_kwargs)
+  return fig
+
+
+def plot_layer_distribution(sets: list, path: str | None = None):
+  """Neurons per layer per group, one panel per NeuronSet (module) -> Figure (PNG to `path`)."""
   sets = list(sets)
   if not sets:
     raise ValueError("plot_layer_distribution needs at least one NeuronSet")
-  from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg canvas for savefig
   from matplotlib.ticker import MaxNLocator
 
-  fig = Figure(figsize=(4.8 * len(sets), 3.8))
+  fig = new_figure(4.8 * len(sets), 3.8)
   axes = fig.subplots(1, len(sets), squeeze=False)
   for ax, s in zip(axes[0], sets):
     counts = s.mask.sum(axis=2)  # [G, L]
@@ -30,18 +63,16 @@ def plot_layer_distribution(sets: list, path: str) -> str:
       ax.xaxis.set_major_locator(MaxNLocator(integer=True))
       ax.legend(fontsize=7)
   fig.suptitle(sets[0].model_id, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
-def plot_depth(entries, path: str, bins: int = 10) -> str:
-  """entries [(label, NeuronSet)] -> PNG: fraction of each group's neurons per relative-depth bin."""
-  from matplotlib.figure import Figure
+def plot_depth(entries, path: str | None = None, bins: int = 10):
+  """entries [(label, NeuronSet)] -> Figure (PNG to `path`): fraction of each group's neurons per
+  relative-depth bin."""
   entries = list(entries)
   if not entries:
     raise ValueError("plot_depth needs at least one (label, NeuronSet)")
-  fig = Figure(figsize=(4.6 * len(entries), 3.6))
+  fig = new_figure(4.6 * len(entries), 3.6)
   axes = fig.subplots(1, len(entries), squeeze=False)[0]
   centres = (np.arange(bins) + 0.5) / bins
   for ax, (label, s) in zip(axes, entries):
@@ -51,16 +82,13 @@ def plot_depth(entries, path: str, bins: int = 10) -> str:
     ax.set(title=f"{label}\n{s.module} ({s.layers}x{s.width})", xlabel="relative depth", ylabel="fraction of set",
            xlim=(0, 1))
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_matrix(matrix, rows, cols, path: str, title: str) -> str:
-  """A labelled heat map of float[R, C] (e.g. Jaccard) -> PNG."""
-  from matplotlib.figure import Figure
+def plot_matrix(matrix, rows, cols, path: str | None, title: str):
+  """A labelled heat map of float[R, C] (e.g. Jaccard) -> Figure (PNG to `path`)."""
   m = np.asarray(matrix, np.float64)
-  fig = Figure(figsize=(1.2 + 0.7 * len(cols), 1.2 + 0.55 * len(rows)))
+  fig = new_figure(1.2 + 0.7 * len(cols), 1.2 + 0.55 * len(rows))
   ax = fig.subplots()
   im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=max(1e-12, m.max()))
   ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=7)
@@ -71,6 +99,4 @@ def plot_matrix(matrix, rows, cols, path: str, title: str) -> str:
               color="k" if m[i, j] > 0.6 * m.max() else "w")
   ax.set_title(title, fontsize=9)
   fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

@@ -15,6 +15,7 @@ import numpy as np
 
 from mmneuron_jax.analysis.dape import budget
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 
 
@@ -84,11 +85,10 @@ def mean_entropy(lens: dict) -> np.ndarray:
   return np.mean([np.asarray(v.get("entropy_image", v["entropy"]), np.float64) for v in lens.values()], axis=0)
 
 
-def plot_neurons(runs, labels, path: str):
+def plot_neurons(runs, labels, path: str | None = None):
   """One panel per module (union over runs): unique selected neurons per relative depth, a line per run."""
-  from matplotlib.figure import Figure
   modules = list(dict.fromkeys(m for r in runs for m in r["sets"]))
-  fig = Figure(figsize=(4.2 * len(modules), 3.6))
+  fig = new_figure(4.2 * len(modules), 3.6)
   axes = fig.subplots(1, len(modules), squeeze=False)[0]
   for ax, module in zip(axes, modules):
     have = [(j, run["sets"][module], label) for j, (run, label) in enumerate(zip(runs, labels))
@@ -105,15 +105,12 @@ def plot_neurons(runs, labels, path: str):
     ax.set(title=module, xlabel="relative depth" if any(s.layers > 1 for _, s, _ in have) else "run",
            ylabel="# domain-specific neurons")
     ax.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
-def plot_lens(runs, labels, path: str):
+def plot_lens(runs, labels, path: str | None = None):
   """Mean image-token entropy per relative depth: a thick line per run, thin ones per domain."""
-  from matplotlib.figure import Figure
-  fig = Figure(figsize=(6.5, 4))
+  fig = new_figure(6.5, 4)
   ax = fig.subplots()
   for j, (run, label) in enumerate(zip(runs, labels)):
     if not run["lens"]:
@@ -125,9 +122,7 @@ def plot_lens(runs, labels, path: str):
     ax.plot(depth(len(curve)), curve, color=f"C{j}", linewidth=2.2, marker="o", markersize=3, label=label)
   ax.set(xlabel="relative LLM depth", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
 def section(runs: list, plots_dir: str, md_table) -> list[str]:

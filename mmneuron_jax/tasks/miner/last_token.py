@@ -17,7 +17,8 @@ from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, plot_style
 from mmneuron_jax.tasks.miner.inputs import pad_to
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.plots import finish, new_figure
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def conditions(cfg_conditions, names) -> list:
@@ -56,6 +57,12 @@ def dataset_mass(model, params, inputs, samples, ids, stored, masks_by_condition
   return {**{c: s / max(len(samples), 1) for c, s in sums.items()}, "present": present}
 
 
+def table(res: dict) -> list:
+  """last_token.json as rows for CSV: one per (dataset, condition, layer (0-based)) with `mass.<modality>`."""
+  return [{"dataset": d, "condition": c, "layer": l, "n": r["n"], "mass": dict(zip(res["modalities"], m))}
+          for d, r in res["datasets"].items() for c in res["conditions"] for l, m in enumerate(r["mass"][c])]
+
+
 def run(workdir, config, *, model, params, inputs, samples, ids, stored, selected, names, layer_min) -> dict:
   """The stage -> its results (also written to last_token.json)."""
   cfg = config.last_token
@@ -74,6 +81,7 @@ def run(workdir, config, *, model, params, inputs, samples, ids, stored, selecte
                           "mass": {c: r[c].tolist() for c in conds}} for d, r in per.items()}}
   with open(os.path.join(workdir, "last_token.json"), "w") as f:
     json.dump(out, f, indent=1)
+  write_tables(os.path.join(workdir, "last_token.json"), {"": table(out)})
   return out
 
 
@@ -100,11 +108,10 @@ def section(workdir, res) -> list:
   return lines
 
 
-def plot(res, path) -> str:
-  from matplotlib.figure import Figure
+def plot(res, path=None):
   datasets = list(res["datasets"])
   width = max(len(shown_modalities(res, d)) for d in datasets)
-  fig = Figure(figsize=(3.4 * width, 2.8 * len(datasets)))
+  fig = new_figure(3.4 * width, 2.8 * len(datasets))
   axes = fig.subplots(len(datasets), width, squeeze=False)
   for i, d in enumerate(datasets):
     r = res["datasets"][d]
@@ -125,6 +132,4 @@ def plot(res, path) -> str:
       plot_style.integer_layers(ax, len(ys[0]))
       if i == 0 and j == 0:
         ax.legend(fontsize=6, handlelength=3)  # long enough handles to show solid vs dashed
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

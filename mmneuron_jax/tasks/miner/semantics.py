@@ -18,7 +18,8 @@ from mmneuron_jax.nn.logit_lens import Lens
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.tasks.miner import plot_style
 from mmneuron_jax.tasks.miner.inputs import pad_to
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.plots import finish, new_figure
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 PARTITION = ("text", "special", "image", "video", "audio")
 MEDIA = ("image", "video", "audio")
@@ -65,6 +66,7 @@ def run(workdir, config, *, model, params, inputs, samples, ids) -> dict:
     pictures[d] = {l: miner_semantics.pca2(h[l]) for l in sorted({0, L // 2, L - 1})}, labels
   with open(os.path.join(workdir, "semantics.json"), "w") as f:
     json.dump(out, f, indent=1)
+  write_tables(os.path.join(workdir, "semantics.json"), {"": table(out)})
   plots = os.path.join(workdir, "plots")
   os.makedirs(plots, exist_ok=True)
   plot_shares(out, os.path.join(plots, "semantics_shares.png"))
@@ -80,6 +82,15 @@ def pairs(res, d) -> list:
 
 def _f(x):
   return "" if x is None else f"{x:.3f}"
+
+
+def table(res: dict) -> list:
+  """semantics.json as rows for CSV: one per (dataset, layer (0-based), modality a) with `share.<b>` (the
+  share of a's tokens whose nearest neighbour is a b token) and `chance.<b>` (empty where undefined)."""
+  mods = res["modalities"]
+  return [{"dataset": d, "layer": l, "modality": a, "share": dict(zip(mods, r["shares"][l][i])),
+           "chance": dict(zip(mods, r["chance"][i]))}
+          for d, r in res["datasets"].items() for l in range(len(r["shares"])) for i, a in enumerate(mods)]
 
 
 def section(workdir, res) -> list:
@@ -101,12 +112,11 @@ def section(workdir, res) -> list:
   return lines
 
 
-def plot_shares(res, path) -> str:
-  from matplotlib.figure import Figure
+def plot_shares(res, path=None):
   from matplotlib.lines import Line2D
   datasets = [d for d in res["datasets"] if pairs(res, d)] or list(res["datasets"])
   idx = {m: i for i, m in enumerate(res["modalities"])}
-  fig = Figure(figsize=(3.8 * len(datasets), 3.2))
+  fig = new_figure(3.8 * len(datasets), 3.2)
   axes = fig.subplots(1, len(datasets), squeeze=False)[0]
   for ax, d in zip(axes, datasets):
     r = res["datasets"][d]
@@ -124,16 +134,13 @@ def plot_shares(res, path) -> str:
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], ls="--", lw=0.8, color="0.4"))  # the legend names the dashed style too
     ax.legend(handles, labels + ["chance (dashed, pair's colour)"], fontsize=7, handlelength=3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_pca(pictures, path) -> str:
-  from matplotlib.figure import Figure
+def plot_pca(pictures, path=None):
   rows = list(pictures)
   cols = max(len(p[0]) for p in pictures.values())
-  fig = Figure(figsize=(3.2 * cols, 3.0 * len(rows)))
+  fig = new_figure(3.2 * cols, 3.0 * len(rows))
   axes = fig.subplots(len(rows), cols, squeeze=False)
   for i, d in enumerate(rows):
     by_layer, labels = pictures[d]
@@ -146,6 +153,4 @@ def plot_pca(pictures, path) -> str:
       ax.set(title=f"{d}: layer {layer}", xticks=[], yticks=[])
       if i == 0 and j == 0:
         ax.legend(fontsize=6, markerscale=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

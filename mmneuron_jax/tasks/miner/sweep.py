@@ -22,12 +22,8 @@ import numpy as np
 from mmneuron_jax.analysis import miner, miner_sweep
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, plot_style, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.scores import parse_weights
-from mmneuron_jax.tasks.common.tables import md_table
-
-
-def _figure(w, h):
-  from matplotlib.figure import Figure
-  return Figure(figsize=(w, h))
+from mmneuron_jax.tasks.common.plots import finish, new_figure
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def store_fingerprint(workdir: str, dataset: str) -> str:
@@ -121,10 +117,18 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
       grad_weight=float(config.select.grad_weight), short=config.sweep.short)
   with open(os.path.join(workdir, "sweep.json"), "w") as f:
     json.dump(out, f, indent=1)
+  write_tables(os.path.join(workdir, "sweep.json"), tables(out))
   return section(workdir, out, final_names)
 
 
 # ----------------------------------------------------------------------------- report
+
+def tables(out: dict) -> dict:
+  """sweep.json's tables as rows for CSV: grid (one row per sweep point; nested fields as dotted columns,
+  e.g. `deactivation.<dataset>.primary`), none (per dataset, no neuron off), samples (snapshot Jaccards)."""
+  return {"grid": out["grid"], "none": [{"dataset": d, **v} for d, v in (out.get("none") or {}).items()],
+          "samples": out["samples"]}
+
 
 def _mean_primary(deact: dict):
   vals = [v.get("primary") for v in deact.values()]
@@ -187,11 +191,11 @@ def section(workdir, out, final_names) -> list:
   return lines
 
 
-def plot_grid(out, path) -> str:
+def plot_grid(out, path=None):
   """Mean primary metric under deactivation per sweep point, one panel per axis (dashed: none)."""
   base = _mean_primary(out["none"])
   axes_names = [a for a in miner_sweep.AXES if any(r["axis"] == a for r in out["grid"])]
-  fig = _figure(4.2 * len(axes_names), 3.4)
+  fig = new_figure(4.2 * len(axes_names), 3.4)
   axes = fig.subplots(1, len(axes_names), squeeze=False)[0]
   for ax, name in zip(axes, axes_names):
     rows = [r for r in out["grid"] if r["axis"] == name]
@@ -205,13 +209,11 @@ def plot_grid(out, path) -> str:
       ax.legend(fontsize=7)
     ax.set_xticks(range(len(rows)), labels, rotation=45, fontsize=7, ha="right")
     ax.set(title=f"sweep: {name}", ylabel="mean primary (sets off)", ylim=(0, 1.05))
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_samples(rows, mods, path) -> str:
-  fig = _figure(5.0, 3.4)
+def plot_samples(rows, mods, path=None):
+  fig = new_figure(5.0, 3.4)
   ax = fig.subplots()
   x = [r["samples"] for r in rows]
   ys = []
@@ -226,6 +228,4 @@ def plot_samples(rows, mods, path) -> str:
   ax.set(xlabel="samples per dataset", ylabel="Jaccard with the final set", ylim=(0, 1.05),
          title=plot_style.flat_title("Convergence of the selected sets", ys))
   ax.legend(fontsize=7, handlelength=3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

@@ -25,7 +25,7 @@ from mmneuron_jax.errors import UserError
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import atlas, readouts
-from mmneuron_jax.tasks.common import data_checks, deactivation, sources
+from mmneuron_jax.tasks.common import data_checks, deactivation, sources, tables
 from mmneuron_jax.tasks.mmneuron import domain_stats, lens, report
 from mmneuron_jax.tasks.readouts import report as readouts_report
 
@@ -144,12 +144,15 @@ def stage_select(study: Study, totals: dict):
   sets = select_sets(totals, study.model, study.model_id, study.domains, study.config.dape)
   set_dir = os.path.join(study.workdir, "neurons")
   os.makedirs(set_dir, exist_ok=True)
+  skipped = []
   for module, s in sets.items():
     s.save(os.path.join(set_dir, f"{module}.json"))
     try:
       s.export_torch(os.path.join(set_dir, f"{module}.pt"))
     except ImportError:
-      logging.warning("torch not installed: skipped the PyTorch export of %s", module)
+      skipped.append(module)
+  if skipped:
+    logging.warning("torch not installed: skipped the PyTorch export (.pt) of %s", ", ".join(skipped))
   return sets, {m: dape.summary(s.mask, study.domains) for m, s in sets.items()}
 
 
@@ -168,6 +171,7 @@ def stage_eval(study: Study, sets: dict) -> list:
   with open(os.path.join(study.workdir, "deactivation.json"), "w") as f:
     json.dump({"conditions": {k: list(v) for k, v in study.family.conditions.items()}, "rows": rows,
                "predictions": {"|".join(k): v for k, v in predictions.items()}}, f, indent=1)
+  tables.write_tables(os.path.join(study.workdir, "deactivation.json"), {"": rows})
   return rows
 
 
@@ -183,6 +187,7 @@ def stage_lens(study: Study) -> dict:
              for d, v in recs.items()}
   with open(os.path.join(study.workdir, "logit_lens.json"), "w") as f:
     json.dump({d: {k: np.asarray(v).tolist() for k, v in r.items()} for d, r in results.items()}, f, indent=1)
+  tables.write_tables(os.path.join(study.workdir, "logit_lens.json"), {"": lens.table(results)})
   return results
 
 

@@ -3,13 +3,13 @@ import os
 
 import numpy as np
 
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.common import model_card
 
 
 def _figure(rows=1, cols=1, size=(5.0, 3.6)):
-  from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas for savefig
-  fig = Figure(figsize=(size[0] * cols, size[1] * rows))
+  fig = new_figure(size[0] * cols, size[1] * rows)
   return fig, fig.subplots(rows, cols, squeeze=False)
 
 
@@ -18,15 +18,13 @@ def _save(fig, path, integer_x=False):
     from matplotlib.ticker import MaxNLocator
     for a in fig.axes:
       a.xaxis.set_major_locator(MaxNLocator(integer=True))
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def plot_tuned_lens(r: dict, path: str) -> str:
+def plot_tuned_lens(r: dict, path: str | None = None):
   """KL to the final distribution (image / text positions), answer rank and top-k, per layer."""
   fig, ax = _figure(2, 2)
   layers = np.arange(1, len(r["logit"]["image"]["kl"]) + 1)
@@ -46,7 +44,7 @@ def plot_tuned_lens(r: dict, path: str) -> str:
   return _save(fig, path, integer_x=True)
 
 
-def plot_probe_accuracy(results: dict, path: str) -> str:
+def plot_probe_accuracy(results: dict, path: str | None = None):
   fig, ax = _figure(1, 1, (7.0, 4.0))
   a = ax[0, 0]
   for i, (spec, r) in enumerate(results.items()):
@@ -59,7 +57,7 @@ def plot_probe_accuracy(results: dict, path: str) -> str:
   return _save(fig, path, integer_x=True)
 
 
-def plot_projection(r: dict, spec: str, path: str) -> str:
+def plot_projection(r: dict, spec: str, path: str | None = None):
   """One PCA panel per layer, points coloured by label."""
   proj, labels, classes = r["projection"], r["projection_labels"], r["classes"]
   n = proj.shape[0]
@@ -81,7 +79,7 @@ def plot_projection(r: dict, spec: str, path: str) -> str:
   return _save(fig, path)
 
 
-def plot_mask_effects(effects: dict, domains, path: str) -> str:
+def plot_mask_effects(effects: dict, domains, path: str | None = None):
   """Answer NLL change vs no removal: rows = whose neurons are removed, columns = evaluated domain."""
   names = [k for k in effects if k != "none"]
   fig, ax = _figure(1, len(names), (4.2, 3.8))
@@ -95,6 +93,53 @@ def plot_mask_effects(effects: dict, domains, path: str) -> str:
     a.set(xlabel="evaluated domain", ylabel="neurons removed", title=f"{name}: answer NLL change")
     fig.colorbar(im, ax=a, shrink=0.8)
   return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- CSV tables
+
+def _per_layer(tree: dict, layer: int) -> dict:
+  """The `layer`-th entry of every per-layer list in a nested dict (other leaves left out)."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out[k] = _per_layer(v, layer)
+    elif isinstance(v, list) and layer < len(v):
+      out[k] = v[layer]
+  return out
+
+
+def tuned_lens_table(r: dict) -> list:
+  """A tuned-lens result (JSON form) -> one row per LLM layer (1-based), columns `logit.<kind>.<metric>`
+  and `tuned.<kind>.<metric>` (kind image / text / answer)."""
+  return [{"layer": l + 1, "logit": _per_layer(r["logit"], l), "tuned": _per_layer(r["tuned"], l)}
+          for l in range(len(r["logit"]["image"]["kl"]))]
+
+
+def tables(results: dict, domains: list) -> dict:
+  """readouts.json (JSON form) and the run's domains -> its tables as rows for CSV: tuned_lens (per layer), probes (per spec and
+  layer), probes_summary, masks_comparison, masks_effects (answer NLL / top-1 per removed domain and
+  measured domain; condition `none`: nothing removed), masks_accuracy."""
+  out = {}
+  if results.get("tuned_lens"):
+    out["tuned_lens"] = tuned_lens_table(results["tuned_lens"])
+  probes = results.get("probes") or {}
+  out["probes"] = [{"spec": s, "layer": l + 1, **{k: r[k][l] for k in ("heldout_acc", "train_acc", "control_acc")}}
+                   for s, r in probes.items() for l in range(len(r["heldout_acc"]))]
+  out["probes_summary"] = [{"spec": s, **{k: r[k] for k in ("n_samples", "points", "best_layer",
+                                                             "first_layer_at_threshold", "majority") if k in r}}
+                           for s, r in probes.items()]
+  masks = results.get("masks") or {}
+  out["masks_comparison"] = list(masks.get("comparison") or [])
+  out["masks_accuracy"] = list(masks.get("accuracy") or [])
+  eff = masks.get("effects") or {}
+  if eff:
+    rows = [{"condition": "none", "removed": "", "domain": d, "neurons_off": 0, "nll": eff["none"]["nll"][e],
+             "top1": eff["none"]["top1"][e]} for e, d in enumerate(domains)]
+    rows += [{"condition": n, "removed": g_name, "domain": d, "neurons_off": e_["sizes"][g_name],
+              "nll": e_["nll"][g][e], "top1": e_["top1"][g][e]}
+             for n, e_ in eff.items() if n != "none" for g, g_name in enumerate(domains) for e, d in enumerate(domains)]
+    out["masks_effects"] = rows
+  return out
 
 
 # --------------------------------------------------------------------------- sections
