@@ -81,8 +81,8 @@ def test_recipe_rebuilds_the_bundle_and_trains_deterministically(tmp_path):
   """The recipe's untrained build writes the bundle's tokenizer, processor and config bit for bit (same
   data, same vocabulary), the answer weights mark exactly the answer + <|im_end|> tokens, and two short
   runs of a small recipe write the same weights."""
-  r = recipes.recipe("qwen2_vl")
-  path, _ = bundle("qwen2_vl")
+  r = recipes.recipe("qwen2_audio")  # the cheaper data to regenerate; the Qwen2-VL build shares the code
+  path, _ = bundle("qwen2_audio")
   miner_training.build(r, str(tmp_path / "untrained"))
   for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
     with open(tmp_path / "untrained" / name, "rb") as f, open(os.path.join(path, name), "rb") as g:
