@@ -3,7 +3,8 @@ import os
 
 import numpy as np
 
-from mmneuron_jax.tasks.common.plots import finish, new_figure, plot_layer_distribution
+from mmneuron_jax.tasks.common.plots import (LEGEND, finish, flat_note, integer_ticks, new_figure,
+                                             plot_layer_distribution, series_style)
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.compare import side_by_side
 from mmneuron_jax.tasks.common import model_card
@@ -16,17 +17,23 @@ def plot_lens(lens_results: dict, path: str | None = None, where: str = "all pos
   with_image = all("entropy_image" in r for r in lens_results.values())
   fig = new_figure(16 if with_image else 11, 4)
   axes = fig.subplots(1, 3 if with_image else 2)
-  for domain, r in lens_results.items():
-    layers = np.arange(1, len(r["entropy"]) + 1)
-    axes[0].plot(layers, r["entropy"], marker="o", label=domain)
-    axes[-1].plot(layers, r["top1_prob"], marker="o", label=domain)
+  n = len(lens_results)
+  for i, (domain, r) in enumerate(lens_results.items()):
+    layers = np.arange(len(r["entropy"]))  # from 0, like every table
+    axes[0].plot(layers, r["entropy"], label=domain, **series_style(i, n))
+    axes[-1].plot(layers, r["top1_prob"], label=domain, **series_style(i, n))
     if with_image:
-      axes[1].plot(layers, r["entropy_image"], marker="o", label=domain)
-  axes[0].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title=f"Logit lens, {where}")
+      axes[1].plot(layers, r["entropy_image"], label=domain, **series_style(i, n))
+  note = lambda key: flat_note([r[key] for r in lens_results.values()])
+  axes[0].set(xlabel="LLM layer (from 0)", ylabel="mean entropy (nats)", title=f"Logit lens, {where}{note('entropy')}")
   if with_image:
-    axes[1].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
-  axes[-1].set(xlabel="LLM layer", ylabel="mean top-1 probability", title=f"Top-1 confidence, {where}")
-  axes[0].legend(fontsize=8)
+    axes[1].set(xlabel="LLM layer (from 0)", ylabel="mean entropy (nats)",
+                title=f"Logit lens at image tokens{note('entropy_image')}")
+  axes[-1].set(xlabel="LLM layer (from 0)", ylabel="mean top-1 probability",
+               title=f"Top-1 confidence, {where}{note('top1_prob')}")
+  for ax in axes:
+    integer_ticks(ax)
+  axes[0].legend(fontsize=8, **LEGEND)
   return finish(fig, path, dpi=110)
 
 
@@ -187,11 +194,11 @@ def lens_section(workdir, domains, lens_results, config=None, **_) -> list[str]:
   with_image = where == "all positions" and all("entropy_image" in lens_results[d] for d in domains)
   header = (["layer"] + [f"{d} H" for d in domains] + ([f"{d} H image" for d in domains] if with_image else []) +
             [f"{d} top-1" for d in domains])
-  table = [[layer + 1] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
+  table = [[layer] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
            ([float(lens_results[d]["entropy_image"][layer]) for d in domains] if with_image else []) +
            [f"{lens_results[d]['top1'][layer]} ({lens_results[d]['top1_prob'][layer]:.2f})" for d in domains]
            for layer in range(n_layers)]
-  return [f"## Logit lens, {where}", "", f"Mean entropy (nats) per layer at {where}"
+  return [f"## Logit lens, {where}", "", f"Mean entropy (nats) per LLM layer (numbered from 0) at {where}"
           + (" and at image tokens (`H image`)" if with_image else "") + "; top-1 token and its mean probability.",
           "", "![logit lens](plots/logit_lens.png)", "", md_table(header, table), ""]
 
