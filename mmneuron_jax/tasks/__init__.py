@@ -16,6 +16,7 @@ TASKS["miner"] = "mmneuron_jax.tasks.miner"
 TASKS["compare"] = "mmneuron_jax.tasks.compare"
 TASKS["readouts"] = "mmneuron_jax.tasks.readouts"
 TASKS["train_demo"] = "mmneuron_jax.tasks.train_demo"
+TASKS["train_demo_miner"] = "mmneuron_jax.tasks.train_demo.miner_training"
 TASKS["atlas"] = "mmneuron_jax.tasks.atlas"
 
 # The studies (and MMNeuron stages) whose every workdir file goes through io/paths.py, so that a URL

@@ -37,7 +37,8 @@ def describe(config, workdir: str, planted: bool = False) -> list[str]:
     per = ", ".join(f"{d} {v:.2f}" for d, v in r.get("heldout_primary", {}).items())
     return [f"**Model: trained tiny demo** ({r['recipe']['family']}, recipe `{r['digest']}`, weights sha256 "
             f"`{r['weights_sha256']}`): trained on {r['n_train']} synthetic samples "
-            f"(`data/synthetic/skills.py`, split 'train'); held-out mean primary metric "
+            f"(`data/synthetic/{'miner_skills' if r['recipe'].get('data') == 'miner_skills' else 'skills'}.py`, "
+            "split 'train'); held-out mean primary metric "
             f"**{r.get('heldout_mean', float('nan')):.3f}** on {r['n_val']} 'val' samples ({per}). "
             "Reproduce: `mmneuron_jax/configs/train_demo_" + r["recipe"]["family"] + ".py`.", ""]
   return ["**Model: random-weight tiny demo** (untrained: its answers are word salad, so metrics near 0 and "

@@ -126,7 +126,7 @@ def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
             "backend": jax.default_backend()}
   if evaluate:
     t1 = time.time()
-    trained = dataclasses.replace(model, params=params, _jitted={})
+    trained = dataclasses.replace(model, params=params, _steps={})
     result["heldout_primary"], result["heldout_answers"] = accuracy(trained, params, inputs, family, r, val_recs)
     result["heldout_mean"] = float(np.mean(list(result["heldout_primary"].values())))
     result["seconds"]["eval"] = round(time.time() - t1, 1)
