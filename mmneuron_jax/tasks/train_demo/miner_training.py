@@ -22,14 +22,10 @@ import numpy as np
 from absl import logging
 
 import mmneuron_jax
-from mmneuron_jax.convert.export import hf_state
-from mmneuron_jax.convert.safetensors_reader import CheckpointReader
 from mmneuron_jax.data.inputs.batching import chunks, pad_2d, round_up
-from mmneuron_jax.data.synthetic import demo_checkpoint, miner_demo, miner_skills
-from mmneuron_jax.io.progress import Progress
-from mmneuron_jax.models.registry import family_for
+from mmneuron_jax.data.synthetic import miner_demo, miner_skills
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, inputs as miner_inputs
-from mmneuron_jax.tasks.train_demo import recipes, report, steps
+from mmneuron_jax.tasks.train_demo import loop, recipes, report
 from mmneuron_jax.tasks.train_demo.training import RECIPE_FILE, file_digest
 
 # The processor settings of the MINER demo configs (pixel bounds: the checkpoint's own).
@@ -105,30 +101,9 @@ def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
   logging.info("train_demo %s: %s train / %s val samples, %d batches of %d (length %d), data %.1fs", r["family"],
                {k: len(v) for k, v in train_set.items()}, {k: len(v) for k, v in val_set.items()}, len(batches),
                r["batch_size"], batches[0]["input_ids"].shape[1], t_data)
-  tx = steps.optimizer(r["lr"], r["steps"], r["warmup"])
-  params = model.params
-  opt_state = tx.init(params)
-  step = steps.make_train_step(model.module, tx)
-  device = [steps.device_batch(model, b) for b in batches]
-  order_rng = np.random.default_rng([r["seed"], 2])
-  order, losses = [], []
-  progress = Progress(r["steps"], "train_demo (steps)")
-  for k in range(r["steps"]):
-    if not order:
-      order = list(order_rng.permutation(len(device)))
-    params, opt_state, loss = step(params, opt_state, device[order.pop()])
-    losses.append(float(loss))
-    progress.update(1)
-    if (k + 1) % 50 == 0:
-      logging.info("train_demo step %d: loss %.4f (mean of last 50: %.4f)", k + 1, losses[-1], np.mean(losses[-50:]))
-  progress.close()
-  params = jax.device_get(params)
+  params, losses = loop.fit(model, batches, r)
   t_train = time.time() - t0 - t_data
-  fam = family_for(model.config)
-  reader = CheckpointReader(out_dir)
-  state = hf_state(params, fam.hf_rules(fam.Config.from_hf(model.config)), reader, fam.IGNORE)
-  reader.close()
-  demo_checkpoint.save_checkpoint(out_dir, state, model.config)
+  loop.save_trained(model, params, out_dir)
   result = {"recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in r.items()},
             "digest": recipes.digest(r), "weights_sha256": file_digest(os.path.join(out_dir, "model.safetensors")),
             "losses": losses, "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
