@@ -135,7 +135,10 @@ def write_json(path, obj, **dump_kwargs) -> None:
       json.dump(obj, f, **dump_kwargs)
 
 
-def read_json(path):
+def read_json(path, missing=KeyError):
+  """json.load of path; a missing file raises FileNotFoundError, or returns `missing` when given."""
+  if missing is not KeyError and not exists(path):
+    return missing
   with open(path) as f:
     return json.load(f)
 

@@ -40,26 +40,19 @@ def load_sets(runs, module: str, labels=()) -> list:
   return out
 
 
-def _read_json(path):
-  if not paths.exists(path):
-    return None
-  with paths.open(path) as f:
-    return json.load(f)
-
-
 def run_family(run: str) -> str | None:
   """The HF `model_type` of a run's model: its checkpoint's config.json (`model.path`, else the run's
   demo_checkpoint), else the config's `model.family` (MINER), else `model.demo` for a demo run; None
   when the run directory does not say."""
-  model = (_read_json(paths.join(run, "config.json")) or {}).get("model") or {}
+  model = (paths.read_json(paths.join(run, "config.json"), missing=None) or {}).get("model") or {}
   checkpoint = model.get("path") or paths.local_scratch(run, "demo_checkpoint")
-  config = _read_json(paths.join(checkpoint, "config.json")) or {}
+  config = paths.read_json(paths.join(checkpoint, "config.json"), missing=None) or {}
   return config.get("model_type") or model.get("family") or (None if model.get("path") else model.get("demo"))
 
 
 def run_deactivation(run: str) -> list:
   """The rows of `<run>/deactivation.json` ([] when the run has none)."""
-  return (_read_json(paths.join(run, "deactivation.json")) or {}).get("rows", [])
+  return (paths.read_json(paths.join(run, "deactivation.json"), missing=None) or {}).get("rows", [])
 
 
 def overlap_key(s, family) -> tuple:

@@ -8,7 +8,6 @@ logit_lens.json), so it works on runs made elsewhere. Layers are put on a relati
 COMMAND: python -m mmneuron_jax --config=mmneuron_compare --workdir=runs/compare \
   --config.compare_with="('runs/llava_next_demo','runs/instructblip_demo')"
 """
-import json
 import os
 
 import numpy as np
@@ -21,11 +20,6 @@ from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 
 
-def _read_json(path):
-  with paths.open(path) as f:
-    return json.load(f)
-
-
 def load_run(run_dir: str) -> dict:
   """-> {'dir', 'label', 'domains', 'sets' {module: NeuronSet}, 'rows' [...], 'lens' {domain: {...}}}.
   Missing deactivation / lens results are empty; a missing config or neuron sets is an error."""
@@ -33,7 +27,7 @@ def load_run(run_dir: str) -> dict:
   set_dir = paths.join(run_dir, "neurons")
   if not paths.exists(config_path) or not paths.isdir(set_dir):
     raise FileNotFoundError(f"{run_dir}: not a finished MMNeuron run (needs config.json and neurons/)")
-  config = _read_json(config_path)
+  config = paths.read_json(config_path)
   sets = {}
   for name in sorted(paths.listdir(set_dir)):
     if name.endswith(".json"):
@@ -45,8 +39,8 @@ def load_run(run_dir: str) -> dict:
   lens = paths.join(run_dir, "logit_lens.json")
   label = (config.get("model") or {}).get("id") or next(iter(sets.values())).model_id
   return {"dir": run_dir, "label": label, "domains": list(next(iter(sets.values())).group_names), "sets": sets,
-          "rows": _read_json(deact)["rows"] if paths.exists(deact) else [],
-          "lens": _read_json(lens) if paths.exists(lens) else {}}
+          "rows": paths.read_json(deact)["rows"] if paths.exists(deact) else [],
+          "lens": paths.read_json(lens) if paths.exists(lens) else {}}
 
 
 def _unique_labels(runs):

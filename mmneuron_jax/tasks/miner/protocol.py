@@ -14,23 +14,15 @@ max_pixels 1280*28*28, each checkpoint's generation_config.json, Qwen2-VL in its
 (bf16), Qwen2-Audio in float32 (their from_pretrained passed no dtype), MSVD left out of the
 aggregate (their default `text_vqa5000_coco_caption5000_mmlu14042` file).
 """
-import json
 import os
 
 import numpy as np
 
+from mmneuron_jax.io import paths
 from mmneuron_jax.models.sampling import Sampling
 
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "bf16": "bfloat16",
           "fp16": "float16", "fp32": "float32"}
-
-
-def _read_json(path: str, name: str) -> dict | None:
-  file = os.path.join(path, name)
-  if not os.path.exists(file):
-    return None
-  with open(file) as f:
-    return json.load(f)
 
 
 def resolve_dtype(dtype: str, path: str) -> str:
@@ -38,7 +30,7 @@ def resolve_dtype(dtype: str, path: str) -> str:
   from_pretrained(torch_dtype="auto")."""
   if dtype != "auto":
     return dtype
-  cfg = _read_json(path, "config.json") or {}
+  cfg = paths.read_json(os.path.join(path, "config.json"), missing=None) or {}
   found = cfg.get("torch_dtype") or cfg.get("dtype") or (cfg.get("text_config") or {}).get("torch_dtype")
   if found not in DTYPES:
     raise ValueError(f"config.model.dtype='auto' but {os.path.join(path, 'config.json')} names no known "
@@ -58,7 +50,7 @@ def generation(config, path: str) -> tuple:
   d = config.deactivate
   mode = d.get("generation", "config")
   if mode == "checkpoint":
-    gen = _read_json(path, "generation_config.json")
+    gen = paths.read_json(os.path.join(path, "generation_config.json"), missing=None)
     if gen is None:
       raise ValueError(f"config.deactivate.generation='checkpoint' but {path} has no generation_config.json; "
                        "use --config.deactivate.generation=config")

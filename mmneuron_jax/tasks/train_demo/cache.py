@@ -5,12 +5,12 @@ Bundled checkpoints live in `mmneuron_jax/data/synthetic/demo_assets/trained_<fa
 `train_demo.json` that names its recipe, digest, weights hash and held-out accuracy; the
 `mmneuron_jax/configs/train_demo_<family>.py` command rewrites them bit for bit on a CPU.
 """
-import json
 import os
 import shutil
 
 from absl import logging
 
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.train_demo import recipes
 from mmneuron_jax.tasks.train_demo.training import RECIPE_FILE
 from mmneuron_jax.tasks.train_demo.training import train
@@ -25,11 +25,7 @@ def bundled_path(family: str) -> str:
 
 def read_result(path: str) -> dict | None:
   """The train_demo.json of a checkpoint directory, or None."""
-  file = os.path.join(path, RECIPE_FILE)
-  if not os.path.isfile(file):
-    return None
-  with open(file) as f:
-    return json.load(f)
+  return paths.read_json(os.path.join(path, RECIPE_FILE), missing=None)
 
 
 def ensure(path: str, recipe: dict, train_fn=None) -> dict:
