@@ -1,11 +1,13 @@
-"""The five hub checkpoints as published, at full width and depth cut to 2 layers a stack: random
-weights saved in the hub's own layout (its sparse config.json, its tensor names and dtype, sharded
-safetensors with the index, generation / preprocessor configs) load through `load_hf` and match HF
-PyTorch fp32 (eager attention) on one realistic input: a 672x672 image for LLaVA-NeXT, 224x224 for
-InstructBLIP, 448x448 for Qwen2-VL, 2 s of audio for Qwen2-Audio.
+"""The five hub checkpoints as published, at full width with the language model cut to 1 layer and
+the other stacks (vision, Q-Former, audio) to 2: random weights saved in the hub's own layout (its
+sparse config.json, its tensor names and dtype, sharded safetensors with the index, generation /
+preprocessor configs) load through `load_hf` and match HF PyTorch fp32 (eager attention), which
+loads the same files with its own `from_pretrained`, on one realistic input: a 672x672 image for
+LLaVA-NeXT, 224x224 for InstructBLIP, 448x448 for Qwen2-VL, 2 s of audio for Qwen2-Audio.
 
 Tolerances: logits and every probe module's neurons max-abs <= 1e-4 (as the tiny parity tests).
-Heavy (vocab x width embeddings at full width): HF runs first and is freed before ours loads.
+Heavy (vocab x width embeddings at full width, GBs): the weights are written shard by shard from a
+pool of random values (no torch init), HF runs first and is freed before ours loads.
 """
 import copy
 import gc
@@ -44,21 +46,22 @@ HUB_NAMES = {
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def depth_cut(config: dict, layers: int = 2) -> dict:
-  """The hub's sparse config with every stack cut to `layers` (only those fields added)."""
+def depth_cut(config: dict, llm: int = 1, towers: int = 2) -> dict:
+  """The hub's sparse config with the language model cut to `llm` layers and every other stack
+  (vision / Q-Former / audio) to `towers` (only those fields added)."""
   c = copy.deepcopy(config)
   kind = c["model_type"]
   if kind == "qwen2_vl":
-    c["num_hidden_layers"] = layers
-    c["vision_config"]["depth"] = layers
+    c["num_hidden_layers"] = llm
+    c["vision_config"]["depth"] = towers
   else:
-    c["text_config"]["num_hidden_layers"] = layers
+    c["text_config"]["num_hidden_layers"] = llm
   if kind in ("llava_next", "instructblip"):
-    c["vision_config"]["num_hidden_layers"] = layers
+    c["vision_config"]["num_hidden_layers"] = towers
   if kind == "instructblip":
-    c["qformer_config"]["num_hidden_layers"] = layers
+    c["qformer_config"]["num_hidden_layers"] = towers
   if kind == "qwen2_audio":
-    c["audio_config"]["encoder_layers"] = layers
+    c["audio_config"]["encoder_layers"] = towers
   return c
 
 
@@ -69,25 +72,75 @@ def hub_name(kind: str, name: str) -> str:
   raise KeyError(f"{kind}: no hub name for {name!r}")
 
 
-def save_hub_layout(hf, config: dict, fixture_dir: str, path: str):
-  """hf's weights in the file's dtype under hub names, sharded (<= 1 GiB a shard) with the index;
-  the sparse `config` as config.json; the fixture's other JSON files copied."""
+def hf_class(config: dict):
+  return getattr(transformers, HF_CLASSES[config["model_type"]])
+
+
+def hub_tensors(config: dict) -> dict:
+  """{hub tensor name: shape} of the HF model of `config`, built on the meta device (no memory)."""
+  kind = config["model_type"]
+  hf_cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
+  with torch.device("meta"):
+    model = hf_class(config)(hf_cfg)
+  return {hub_name(kind, k): tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+class Pools:
+  """Random values for a whole checkpoint, fast: one pool of POOL (a prime) standard normals in the
+  checkpoint's dtype, per tensor a window at a random offset (wrapping around). Rows of a matrix are
+  then distinct shifted windows (the row length never divides POOL). Scales: norm weights 1 + 0.1 n,
+  Q-Former query tokens n, everything else (weights, biases, embeddings) 0.02 n."""
+  POOL = 4194301
+
+  def __init__(self, dtype, seed: int = 0):
+    self.rng = np.random.default_rng(seed)
+    n = torch.from_numpy(self.rng.standard_normal(self.POOL, np.float32))
+    self.pools = {"norm": (1.0 + 0.1 * n).to(dtype), "unit": n.to(dtype), "weight": (0.02 * n).to(dtype)}
+    self.dtype = dtype
+
+  @staticmethod
+  def kind(name: str, shape: tuple) -> str:
+    if name.endswith("query_tokens"):
+      return "unit"
+    lower = name.lower()
+    if len(shape) == 1 and name.endswith("weight") and ("norm" in lower or "ln_" in lower):
+      return "norm"
+    return "weight"
+
+  def tensor(self, name: str, shape: tuple) -> torch.Tensor:
+    pool = self.pools[self.kind(name, shape)]
+    out = torch.empty(shape, dtype=self.dtype)
+    flat, at, offset = out.view(-1), 0, int(self.rng.integers(self.POOL))
+    while at < flat.numel():
+      k = min(self.POOL - offset, flat.numel() - at)
+      flat[at:at + k] = pool[offset:offset + k]
+      at, offset = at + k, 0
+    return out
+
+
+def save_hub_layout(config: dict, fixture_dir: str, path: str):
+  """Random weights in the file's dtype under the hub's names, sharded (<= 1 GiB a shard) with the
+  index, written shard by shard; the sparse `config` as config.json; the fixture's other JSON files
+  copied. -> (number of tensors, torch dtype)."""
   dtype = DTYPES[config.get("torch_dtype", "float32")]
-  shards, current, size, weight_map, total = [], {}, 0, {}, 0
-  for name, tensor in hf.state_dict().items():
-    t = tensor.detach().to(dtype).contiguous().clone()
-    if current and size + t.numel() * t.element_size() > SHARD_BYTES:
-      shards.append(current)
-      current, size = {}, 0
-    current[hub_name(config["model_type"], name)] = t
-    size += t.numel() * t.element_size()
-    total += t.numel() * t.element_size()
-  shards.append(current)
-  for i, shard in enumerate(shards):
-    file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+  pools = Pools(dtype)
+  groups, current, size = [], [], 0
+  for name, shape in hub_tensors(config).items():
+    nbytes = int(np.prod(shape)) * pools.pools["weight"].element_size()
+    if current and size + nbytes > SHARD_BYTES:
+      groups.append(current)
+      current, size = [], 0
+    current.append((name, shape))
+    size += nbytes
+  groups.append(current)
+  weight_map, total = {}, 0
+  for i, group in enumerate(groups):
+    file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+    shard = {name: pools.tensor(name, shape) for name, shape in group}
     save_file(shard, os.path.join(path, file), metadata={"format": "pt"})
+    total += sum(t.numel() * t.element_size() for t in shard.values())
     weight_map.update({k: file for k in shard})
-  shards.clear()
+    del shard
   with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
     json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
   with open(os.path.join(path, "config.json"), "w") as f:
@@ -98,33 +151,13 @@ def save_hub_layout(hf, config: dict, fixture_dir: str, path: str):
   return len(weight_map), dtype
 
 
-def build_hf(config: dict, seed: int = 0):
-  """A random fp32 HF model of `config` (eager attention): non-trivial norms; InstructBLIP's vision
-  tower and Q-Former, which HF initialises near 0, redrawn at std 0.02."""
-  torch.manual_seed(seed)
-  kind = config["model_type"]
-  hf_cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
-  hf_cfg._attn_implementation = "eager"
-  model = getattr(transformers, HF_CLASSES[kind])(hf_cfg).eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if kind == "instructblip" and not name.startswith("language_model."):
-        if name == "query_tokens":
-          p.normal_()
-        elif "norm" in name.lower() and name.endswith("weight"):
-          p.copy_(1.0 + 0.1 * torch.randn_like(p))
-        else:
-          p.normal_(0.0, 0.02)
-      elif p.ndim == 1 and "norm" in name.lower() or name.endswith("ln_q.weight"):
-        p.add_(0.1 * torch.randn_like(p))
-  return model
-
-
-def round_to(model, dtype):
-  """The weights rounded to the checkpoint's dtype (what HF loads), kept in fp32."""
-  with torch.no_grad():
-    for p in model.parameters():
-      p.copy_(p.to(dtype).float())
+def load_hf_reference(config: dict, path: str):
+  """HF's own `from_pretrained` of the saved checkpoint, in fp32 with eager attention; every tensor
+  must be consumed and every weight found (HF would otherwise initialise it at random)."""
+  model, info = hf_class(config).from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                                 output_loading_info=True)
+  assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  return model.eval()
 
 
 # ---- realistic inputs --------------------------------------------------------------------------
@@ -238,12 +271,12 @@ def test_depth_cut_hub_checkpoint_matches_hf(name, tmp_path):
   kind = config["model_type"]
   clock = [time.time()]
   lap = lambda: clock.append(time.time()) or round(clock[-1] - clock[-2], 1)
-  hf = build_hf(config)
-  seconds = {"build": lap()}
-  n_tensors, dtype = save_hub_layout(hf, config, fixture_dir, str(tmp_path))
+  seconds = {}
+  n_tensors, dtype = save_hub_layout(config, fixture_dir, str(tmp_path))
   seconds["save"] = lap()
   assert len([f for f in os.listdir(tmp_path) if f.endswith(".safetensors")]) >= 2  # sharded, with the index
-  round_to(hf, dtype)
+  hf = load_hf_reference(config, str(tmp_path))
+  seconds["hf_load"] = lap()
   filled = read_config(str(tmp_path))
   batch = BATCHES[kind](filled, fixture_dir)
   modules = act_modules(kind, hf)
