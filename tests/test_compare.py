@@ -1,5 +1,6 @@
 """Cross-run neuron-set comparison (`analysis/compare.py`, `tasks/compare/`) against plain-numpy /
 plain-Python references: depth histograms from a fine grid of points, Jaccard from Python sets."""
+import csv
 import json
 import os
 
@@ -87,6 +88,14 @@ def test_compare_task_report(tmp_path):
   assert len(result["cross"]) == 1  # only the two sets of model m can be overlapped neuron by neuron
   np.testing.assert_allclose(result["cross"][0]["jaccard"], compare.cross_jaccard(miner_set.mask, dape_set.mask))
   np.testing.assert_allclose(result["runs"][1]["depth_histogram"], depth_reference(dape_set.mask, 5), atol=1e-12)
+  # the tables also as CSV beside compare.json, with its numbers exactly
+  depth = list(csv.DictReader(open(tmp_path / "out" / "compare.depth.csv")))
+  assert [[float(d[f"bin_{k}"]) for k in range(5)] for d in depth if d["run"] == result["runs"][1]["label"]] == \
+      result["runs"][1]["depth_histogram"]
+  cross = list(csv.DictReader(open(tmp_path / "out" / "compare.cross.csv")))
+  assert [float(c["jaccard"]) for c in cross] == [v for row in result["cross"][0]["jaccard"] for v in row]
+  runs = list(csv.DictReader(open(tmp_path / "out" / "compare.runs.csv")))
+  assert [int(r["sizes.image"] or 0) for r in runs] == [r["sizes"].get("image", 0) for r in result["runs"]]
   for name in os.listdir(tmp_path / "out" / "plots"):
     assert open(tmp_path / "out" / "plots" / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   config.compare.runs = (str(tmp_path / "missing"),)

@@ -2,7 +2,9 @@
 a smoke run through `tasks.run` whose outputs are checked against plain-numpy recomputations
 (stage 3 from the stored sums, stage 4 budgets per strategy), the affine 'min' deactivation, and
 a stage-2 run SIGKILLed midway that resumes to sums bit-identical to an uninterrupted run."""
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -309,3 +311,70 @@ def test_last_token_and_semantics(run_dir):
     np.testing.assert_allclose(np.nansum(shares, -1)[:, present], 1.0, atol=1e-12)
     assert np.isnan(shares[:, ~present]).all()
   assert sem["datasets"]["text_mc"]["tokens"]["image"] == 0 and sem["datasets"]["image_qa"]["tokens"]["image"] > 0
+
+
+# ----------------------------------------------------------------------------- CSV tables beside the JSON
+
+def same(cell: str, value) -> bool:
+  """A CSV cell holds the JSON value exactly (floats round-trip; None is empty; a list is its JSON text)."""
+  if value is None:
+    return cell == ""
+  if isinstance(value, (bool, str)):
+    return cell == str(value)
+  if isinstance(value, (int, float)):
+    return float(cell) == value or (math.isnan(value) and math.isnan(float(cell)))
+  return json.loads(cell) == value
+
+
+def read_csv(run_dir, name):
+  with open(os.path.join(run_dir, name), newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_tables_as_csv_hold_the_json_numbers(run_dir):
+  """Every table of the run's JSON results also as CSV beside it, cell for cell the JSON's values."""
+  rows = json.load(open(os.path.join(run_dir, "deactivation.json")))["rows"]
+  table = read_csv(run_dir, "deactivation.csv")
+  assert len(table) == len(rows) and all(same(t[k], v) for t, r in zip(table, rows) for k, v in r.items())
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  table = read_csv(run_dir, "miner_results.headline.csv")
+  assert len(table) == len(results["headline"])
+  assert all(same(t[k], v) for t, h in zip(table, results["headline"]) for k, v in h.items())
+  table = {t["dataset"]: t for t in read_csv(run_dir, "miner_results.datasets.csv")}
+  for d, v in results["datasets"].items():
+    assert same(table[d]["samples"], v["samples"]) and same(table[d]["bad"], v["bad"])
+    assert all(same(table[d][f"present.{m}"], x) and same(table[d][f"tokens.{m}"], v["tokens"][m])
+               for m, x in v["present"].items())
+  table = {t["strategy"]: t for t in read_csv(run_dir, "miner_results.strategies.csv")}
+  assert set(table) == set(results["strategies"])
+  for s, v in results["strategies"].items():
+    assert same(table[s]["union"], v["union"]) and all(same(table[s][f"sizes.{m}"], n) for m, n in v["sizes"].items())
+  table = read_csv(run_dir, "miner_results.overlap.csv")
+  combos = results["overlap"]["combinations"]
+  assert [int(t["layer"]) for t in table] == list(range(len(results["layer_min"])))
+  assert all(same(t[c], v[int(t["layer"])]) for t in table for c, v in combos.items())
+  sweep = json.load(open(os.path.join(run_dir, "sweep.json")))
+  table = read_csv(run_dir, "sweep.grid.csv")
+  assert len(table) == len(sweep["grid"])
+  for t, r in zip(table, sweep["grid"]):
+    assert same(t["key"], r["key"]) and same(t["K"], r["K"]) and same(t["jaccard_vs_chosen.union"],
+                                                                      r["jaccard_vs_chosen"]["union"])
+    assert all(same(t[f"deactivation.{d}.{k}"], x) for d, v in r["deactivation"].items() for k, x in v.items())
+  assert all(same(t[k], sweep["none"][t["dataset"]][k]) for t in read_csv(run_dir, "sweep.none.csv")
+             for k in sweep["none"][t["dataset"]])
+  assert [int(t["samples"]) for t in read_csv(run_dir, "sweep.samples.csv")] == [x["samples"] for x in sweep["samples"]]
+  res = json.load(open(os.path.join(run_dir, "last_token.json")))
+  table = read_csv(run_dir, "last_token.csv")
+  assert len(table) == sum(len(r["mass"][c]) for r in res["datasets"].values() for c in res["conditions"])
+  for t in table:
+    mass = res["datasets"][t["dataset"]]["mass"][t["condition"]][int(t["layer"])]
+    assert all(same(t[f"mass.{m}"], x) for m, x in zip(res["modalities"], mass))
+  sem = json.load(open(os.path.join(run_dir, "semantics.json")))
+  table = read_csv(run_dir, "semantics.csv")
+  mods = sem["modalities"]
+  assert len(table) == sum(len(r["shares"]) * len(mods) for r in sem["datasets"].values())
+  for t in table:
+    r, a = sem["datasets"][t["dataset"]], mods.index(t["modality"])
+    assert all(same(t[f"share.{b}"], r["shares"][int(t["layer"])][a][j]) and same(t[f"chance.{b}"], r["chance"][a][j])
+               for j, b in enumerate(mods))
+

@@ -1,6 +1,8 @@
 """The main job on the embedded default: a smoke run of the whole MMNeuron pipeline, and a
 statistics run SIGKILLed midway that resumes to totals identical to an uninterrupted run."""
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -55,6 +57,28 @@ def test_demo_pipeline_writes_report(tmp_path):
   assert len(rows) == len(DOMAINS) * (5 + 4)  # five conditions + four random controls per domain
   lens = json.load(open(os.path.join(workdir, "logit_lens.json")))
   assert set(lens) == set(DOMAINS) and all(np.isfinite(lens[d]["entropy"]).all() for d in DOMAINS)
+  # the report's tables also as CSV beside the JSON, with the JSON's numbers exactly
+  table = list(csv.DictReader(open(os.path.join(workdir, "deactivation.csv"))))
+  assert len(table) == len(rows) and all(same(t[k], v) for t, r in zip(table, rows) for k, v in r.items())
+  table = list(csv.DictReader(open(os.path.join(workdir, "logit_lens.csv"))))
+  n_layers = len(lens[DOMAINS[0]]["entropy"])
+  assert [(t["domain"], int(t["layer"])) for t in table] == [(d, l + 1) for d in lens for l in range(n_layers)]
+  for t in table:
+    r = lens[t["domain"]]
+    for k in ("entropy", "entropy_image", "top1_prob", "top1"):
+      assert same(t[k], r[k][int(t["layer"]) - 1]), (t, k)
+    assert same(t["positions"], r["positions"]) and same(t["image_positions"], r["image_positions"])
+
+
+def same(cell: str, value) -> bool:
+  """A CSV cell holds the JSON value exactly (floats round-trip; None is empty)."""
+  if value is None:
+    return cell == ""
+  if isinstance(value, (bool, str)):
+    return cell == str(value)
+  if isinstance(value, (int, float)):
+    return float(cell) == value or (math.isnan(value) and math.isnan(float(cell)))
+  return json.loads(cell) == value
 
 
 def stats_command(workdir):

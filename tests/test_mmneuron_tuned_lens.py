@@ -1,5 +1,6 @@
 """The MMNeuron task's optional 'tuned_lens' stage: off by default; when asked for, the tuned vs
 logit lens section and plot land in the MMNeuron report.md and the translators reload by name."""
+import csv
 import json
 import os
 
@@ -29,5 +30,7 @@ def test_mmneuron_report_gets_a_tuned_lens_section(tmp_path):
   res = json.load(open(os.path.join(workdir, "tuned_lens.json")))
   tuned, logit = np.asarray(res["tuned"]["image"]["kl"]), np.asarray(res["logit"]["image"]["kl"])
   assert tuned.shape == logit.shape == (4,) and abs(logit[-1]) < 1e-5
+  rows = list(csv.DictReader(open(os.path.join(workdir, "tuned_lens.csv"))))  # the table beside the JSON
+  assert [float(r["tuned.image.kl"]) for r in rows] == res["tuned"]["image"]["kl"] and rows[-1]["layer"] == "4"
   translators, meta = saved_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")
   assert meta["layers"] == 4 and np.asarray(translators["bias"]).shape == (4, 64)

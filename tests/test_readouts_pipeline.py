@@ -1,6 +1,7 @@
 """Smoke run of the "readouts" task through `mmneuron_jax.tasks.run` on the embedded demo (small
 overrides): tuned lens, probes and learned masks land in report.md with plots; translators reload
 by name; learned sets are compared with given DAPE sets."""
+import csv
 import json
 import os
 
@@ -67,5 +68,17 @@ def test_readouts_pipeline(tmp_path):
     g = domains.index(row["domain"])
     assert row["dape"] == dape[g].sum() and row["overlap"] == (learned.mask[g] & dape[g]).sum()
   assert {a["condition"] for a in res["masks"]["accuracy"]} == {"none", "learned", "random", "dape"}
+  # the tables also as CSV beside readouts.json, with its numbers exactly
+  rows = list(csv.DictReader(open(os.path.join(workdir, "readouts.tuned_lens.csv"))))
+  assert [float(r["logit.image.kl"]) for r in rows] == lens["logit"]["image"]["kl"]
+  assert [float(r["tuned.answer.mean_rank"]) for r in rows] == lens["tuned"]["answer"]["mean_rank"]
+  rows = list(csv.DictReader(open(os.path.join(workdir, "readouts.probes.csv"))))
+  assert [float(r["heldout_acc"]) for r in rows] == [a for s in c.probes.specs for a in res["probes"][s]["heldout_acc"]]
+  rows = list(csv.DictReader(open(os.path.join(workdir, "readouts.masks_effects.csv"))))
+  eff = res["masks"]["effects"]
+  assert [float(r["nll"]) for r in rows[:len(domains)]] == eff["none"]["nll"]
+  assert [float(r["nll"]) for r in rows if r["condition"] == "learned"] == [v for row in eff["learned"]["nll"] for v in row]
+  rows = list(csv.DictReader(open(os.path.join(workdir, "readouts.masks_accuracy.csv"))))
+  assert [float(r["primary"]) for r in rows] == [a["primary"] for a in res["masks"]["accuracy"]]
   translators, meta = saved_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")  # by name
   assert meta["layers"] == 4 and np.asarray(translators["weight"]).shape == (4, 64, 64) and not lens["loaded"]

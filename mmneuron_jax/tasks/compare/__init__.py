@@ -12,7 +12,7 @@ from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import plots
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def load_sets(runs, module: str, labels=()) -> list:
@@ -30,6 +30,21 @@ def load_sets(runs, module: str, labels=()) -> list:
     method = s.meta.get("method", "?")
     out.append((labels[i] if labels else f"{os.path.basename(os.path.normpath(run))} [{method}]", s))
   return out
+
+
+def tables(result: dict) -> dict:
+  """compare.json -> its tables as rows for CSV: runs (sizes as `sizes.<group>`), depth (each group's
+  fraction per relative-depth bin `bin_<k>`), jaccard (group pairs within a set), cross (group pairs
+  between two sets of the same model and module)."""
+  runs = [{k: r[k] for k in ("label", "model_id", "method", "layers", "width", "sizes")} for r in result["runs"]]
+  depth = [{"run": r["label"], "group": g, **{f"bin_{k}": v for k, v in enumerate(r["depth_histogram"][i])}}
+           for r in result["runs"] for i, g in enumerate(r["groups"])]
+  within = [{"run": r["label"], "group_a": a, "group_b": b, "jaccard": r["jaccard"][i][j]}
+            for r in result["runs"] for i, a in enumerate(r["groups"]) for j, b in enumerate(r["groups"])]
+  groups = {r["label"]: r["groups"] for r in result["runs"]}
+  cross = [{"a": c["a"], "b": c["b"], "group_a": ga, "group_b": gb, "jaccard": c["jaccard"][i][j]}
+           for c in result["cross"] for i, ga in enumerate(groups[c["a"]]) for j, gb in enumerate(groups[c["b"]])]
+  return {"runs": runs, "depth": depth, "jaccard": within, "cross": cross}
 
 
 def run(config, workdir: str) -> str:
@@ -85,6 +100,7 @@ def run(config, workdir: str) -> str:
       out += [f"{c['a']} vs {c['b']}:", "", f"![cross]({c['plot']})", ""]
   with open(os.path.join(workdir, "compare.json"), "w") as f:
     json.dump(result, f, indent=1)
+  write_tables(os.path.join(workdir, "compare.json"), tables(result))
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(out))

@@ -29,6 +29,7 @@ from mmneuron_jax.models import registry
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.atlas import miner_stage as atlas_miner_stage
+from mmneuron_jax.tasks.common import tables
 from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores, studies as miner_studies
 
 
@@ -185,8 +186,10 @@ def run(config, workdir: str) -> str:
     results["headline"] = miner_protocol.headline(rows)
     with open(os.path.join(workdir, "deactivation.json"), "w") as f:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
+    tables.write_tables(os.path.join(workdir, "deactivation.json"), {"": rows})
   with open(os.path.join(workdir, "miner_results.json"), "w") as f:
     json.dump(results, f, indent=1)
+  tables.write_tables(os.path.join(workdir, "miner_results.json"), miner_report.tables(results))
   if "atlas" in config.stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
     atlas_miner_stage.stage(config, workdir, model, params, inputs, samples, sets[strategy], ids, model_id)
   report = miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,

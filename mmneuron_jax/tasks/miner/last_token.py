@@ -17,7 +17,7 @@ from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation
 from mmneuron_jax.tasks.miner.inputs import pad_to
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def conditions(cfg_conditions, names) -> list:
@@ -56,6 +56,12 @@ def dataset_mass(model, params, inputs, samples, ids, stored, masks_by_condition
   return {**{c: s / max(len(samples), 1) for c, s in sums.items()}, "present": present}
 
 
+def table(res: dict) -> list:
+  """last_token.json as rows for CSV: one per (dataset, condition, layer (0-based)) with `mass.<modality>`."""
+  return [{"dataset": d, "condition": c, "layer": l, "n": r["n"], "mass": dict(zip(res["modalities"], m))}
+          for d, r in res["datasets"].items() for c in res["conditions"] for l, m in enumerate(r["mass"][c])]
+
+
 def run(workdir, config, *, model, params, inputs, samples, ids, stored, selected, names, layer_min) -> dict:
   """The stage -> its results (also written to last_token.json)."""
   cfg = config.last_token
@@ -74,6 +80,7 @@ def run(workdir, config, *, model, params, inputs, samples, ids, stored, selecte
                           "mass": {c: r[c].tolist() for c in conds}} for d, r in per.items()}}
   with open(os.path.join(workdir, "last_token.json"), "w") as f:
     json.dump(out, f, indent=1)
+  write_tables(os.path.join(workdir, "last_token.json"), {"": table(out)})
   return out
 
 

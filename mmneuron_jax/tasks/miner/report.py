@@ -94,6 +94,18 @@ def headline_section(head: list) -> list:
           md_table(header, table), ""]
 
 
+def tables(results: dict) -> dict:
+  """The report's tables from miner_results.json, as rows for CSV (`tables.write_tables`): headline
+  (per condition), datasets, strategies (nested fields as dotted columns), overlap (every modality
+  combination per layer, 0-based); the deactivation rows go to deactivation.csv."""
+  combos = results["overlap"].get("combinations") or {}
+  return {"headline": list(results.get("headline") or []),
+          "datasets": [{"dataset": d, **v} for d, v in results["datasets"].items()],
+          "strategies": [{"strategy": s, **v} for s, v in results["strategies"].items()],
+          "overlap": [{"layer": l, **{c: v[l] for c, v in combos.items()}} for l in range(len(results["layer_min"]))]
+          if combos else []}
+
+
 def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
   """Write plots and report.md from the run's results dict (see tasks/miner/); returns the path."""
   plots = os.path.join(workdir, "plots")
@@ -160,9 +172,11 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
              [f"{r['primary'] - base[r['dataset']]:+.3f}" if base.get(r["dataset"]) is not None
               and "primary" in r else ""] for r in rows]
     out += [md_table(header, table), "", "![deactivation](plots/deactivation.png)", ""]
-  out += ["## Files", "", "`miner_results.json` (everything above), `scores.npz` (aggregated scores, combined "
+  out += ["## Files", "", "`miner_results.json` (everything above; its tables also as CSV: "
+          "`miner_results.{headline,datasets,strategies,overlap}.csv`), `scores.npz` (aggregated scores, combined "
           "scores, per-dataset means), `stats/<dataset>/` (resumable stage-2 sums), `deactivation.json` "
-          "(answers). Reload with `mmneuron_jax.tasks.miner.load_results(workdir)`.", ""]
+          "(answers; rows also in `deactivation.csv`). Reload with `mmneuron_jax.tasks.miner.load_results(workdir)`.",
+          ""]
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(out))

@@ -17,7 +17,7 @@ from mmneuron_jax.analysis.logit_lens import positions_where
 from mmneuron_jax.nn.logit_lens import Lens
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.tasks.miner.inputs import pad_to
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 PARTITION = ("text", "special", "image", "video", "audio")
 MEDIA = ("image", "video", "audio")
@@ -64,6 +64,7 @@ def run(workdir, config, *, model, params, inputs, samples, ids) -> dict:
     pictures[d] = {l: miner_semantics.pca2(h[l]) for l in sorted({0, L // 2, L - 1})}, labels
   with open(os.path.join(workdir, "semantics.json"), "w") as f:
     json.dump(out, f, indent=1)
+  write_tables(os.path.join(workdir, "semantics.json"), {"": table(out)})
   plots = os.path.join(workdir, "plots")
   os.makedirs(plots, exist_ok=True)
   plot_shares(out, os.path.join(plots, "semantics_shares.png"))
@@ -79,6 +80,15 @@ def pairs(res, d) -> list:
 
 def _f(x):
   return "" if x is None else f"{x:.3f}"
+
+
+def table(res: dict) -> list:
+  """semantics.json as rows for CSV: one per (dataset, layer (0-based), modality a) with `share.<b>` (the
+  share of a's tokens whose nearest neighbour is a b token) and `chance.<b>` (empty where undefined)."""
+  mods = res["modalities"]
+  return [{"dataset": d, "layer": l, "modality": a, "share": dict(zip(mods, r["shares"][l][i])),
+           "chance": dict(zip(mods, r["chance"][i]))}
+          for d, r in res["datasets"].items() for l in range(len(r["shares"])) for i, a in enumerate(mods)]
 
 
 def section(workdir, res) -> list:

@@ -22,7 +22,7 @@ import numpy as np
 from mmneuron_jax.analysis import miner, miner_sweep
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.scores import parse_weights
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def _figure(w, h):
@@ -121,10 +121,18 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
       grad_weight=float(config.select.grad_weight), short=config.sweep.short)
   with open(os.path.join(workdir, "sweep.json"), "w") as f:
     json.dump(out, f, indent=1)
+  write_tables(os.path.join(workdir, "sweep.json"), tables(out))
   return section(workdir, out, final_names)
 
 
 # ----------------------------------------------------------------------------- report
+
+def tables(out: dict) -> dict:
+  """sweep.json's tables as rows for CSV: grid (one row per sweep point; nested fields as dotted columns,
+  e.g. `deactivation.<dataset>.primary`), none (per dataset, no neuron off), samples (snapshot Jaccards)."""
+  return {"grid": out["grid"], "none": [{"dataset": d, **v} for d, v in (out.get("none") or {}).items()],
+          "samples": out["samples"]}
+
 
 def _mean_primary(deact: dict):
   vals = [v.get("primary") for v in deact.values()]

@@ -25,7 +25,7 @@ from mmneuron_jax.errors import UserError
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import atlas, readouts
-from mmneuron_jax.tasks.common import data_checks, deactivation, sources
+from mmneuron_jax.tasks.common import data_checks, deactivation, sources, tables
 from mmneuron_jax.tasks.mmneuron import domain_stats, lens, report
 from mmneuron_jax.tasks.readouts import report as readouts_report
 
@@ -168,6 +168,7 @@ def stage_eval(study: Study, sets: dict) -> list:
   with open(os.path.join(study.workdir, "deactivation.json"), "w") as f:
     json.dump({"conditions": {k: list(v) for k, v in study.family.conditions.items()}, "rows": rows,
                "predictions": {"|".join(k): v for k, v in predictions.items()}}, f, indent=1)
+  tables.write_tables(os.path.join(study.workdir, "deactivation.json"), {"": rows})
   return rows
 
 
@@ -183,6 +184,7 @@ def stage_lens(study: Study) -> dict:
              for d, v in recs.items()}
   with open(os.path.join(study.workdir, "logit_lens.json"), "w") as f:
     json.dump({d: {k: np.asarray(v).tolist() for k, v in r.items()} for d, r in results.items()}, f, indent=1)
+  tables.write_tables(os.path.join(study.workdir, "logit_lens.json"), {"": lens.table(results)})
   return results
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from mmneuron_jax import loading
 from mmneuron_jax.data.synthetic import planted_llm
 from mmneuron_jax.io import run_dir
-from mmneuron_jax.tasks.common import families, sources
+from mmneuron_jax.tasks.common import families, sources, tables
 from mmneuron_jax.tasks.readouts import report as readouts_report
 from mmneuron_jax.tasks.readouts.lens import stage_tuned_lens
 from mmneuron_jax.tasks.readouts.masks import stage_masks
@@ -93,6 +93,7 @@ def run(config, workdir: str) -> str:
     results["masks"] = stage_masks(model, params, inputs, by_domain, domains, prompt_fn, config, workdir, model_id)
   with open(os.path.join(workdir, "readouts.json"), "w") as f:
     json.dump(_jsonable(results), f, indent=1)
+  tables.write_tables(os.path.join(workdir, "readouts.json"), readouts_report.tables(_jsonable(results), domains))
   return readouts_report.write(workdir, config=config, model_id=model_id, domains=domains, bad=bad,
                                model=model, results=results)
 
@@ -106,4 +107,6 @@ def mmneuron_tuned_lens(study) -> dict:
                             batch_size=c.eval.batch_size, heldout_frac=c.tuned_lens.heldout_frac, seed=c.seed)
   with open(os.path.join(study.workdir, "tuned_lens.json"), "w") as f:
     json.dump(_jsonable(result), f, indent=1)
+  tables.write_tables(os.path.join(study.workdir, "tuned_lens.json"),
+                     {"": readouts_report.tuned_lens_table(_jsonable(result))})
   return result

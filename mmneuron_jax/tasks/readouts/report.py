@@ -97,6 +97,53 @@ def plot_mask_effects(effects: dict, domains, path: str) -> str:
   return _save(fig, path)
 
 
+# --------------------------------------------------------------------------- CSV tables
+
+def _per_layer(tree: dict, layer: int) -> dict:
+  """The `layer`-th entry of every per-layer list in a nested dict (other leaves left out)."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out[k] = _per_layer(v, layer)
+    elif isinstance(v, list) and layer < len(v):
+      out[k] = v[layer]
+  return out
+
+
+def tuned_lens_table(r: dict) -> list:
+  """A tuned-lens result (JSON form) -> one row per LLM layer (1-based), columns `logit.<kind>.<metric>`
+  and `tuned.<kind>.<metric>` (kind image / text / answer)."""
+  return [{"layer": l + 1, "logit": _per_layer(r["logit"], l), "tuned": _per_layer(r["tuned"], l)}
+          for l in range(len(r["logit"]["image"]["kl"]))]
+
+
+def tables(results: dict, domains: list) -> dict:
+  """readouts.json (JSON form) and the run's domains -> its tables as rows for CSV: tuned_lens (per layer), probes (per spec and
+  layer), probes_summary, masks_comparison, masks_effects (answer NLL / top-1 per removed domain and
+  measured domain; condition `none`: nothing removed), masks_accuracy."""
+  out = {}
+  if results.get("tuned_lens"):
+    out["tuned_lens"] = tuned_lens_table(results["tuned_lens"])
+  probes = results.get("probes") or {}
+  out["probes"] = [{"spec": s, "layer": l + 1, **{k: r[k][l] for k in ("heldout_acc", "train_acc", "control_acc")}}
+                   for s, r in probes.items() for l in range(len(r["heldout_acc"]))]
+  out["probes_summary"] = [{"spec": s, **{k: r[k] for k in ("n_samples", "points", "best_layer",
+                                                             "first_layer_at_threshold", "majority") if k in r}}
+                           for s, r in probes.items()]
+  masks = results.get("masks") or {}
+  out["masks_comparison"] = list(masks.get("comparison") or [])
+  out["masks_accuracy"] = list(masks.get("accuracy") or [])
+  eff = masks.get("effects") or {}
+  if eff:
+    rows = [{"condition": "none", "removed": "", "domain": d, "neurons_off": 0, "nll": eff["none"]["nll"][e],
+             "top1": eff["none"]["top1"][e]} for e, d in enumerate(domains)]
+    rows += [{"condition": n, "removed": g_name, "domain": d, "neurons_off": e_["sizes"][g_name],
+              "nll": e_["nll"][g][e], "top1": e_["top1"][g][e]}
+             for n, e_ in eff.items() if n != "none" for g, g_name in enumerate(domains) for e, d in enumerate(domains)]
+    out["masks_effects"] = rows
+  return out
+
+
 # --------------------------------------------------------------------------- sections
 
 
