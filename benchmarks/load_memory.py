@@ -1,10 +1,12 @@
 """Host memory of `load_hf`: peak RSS over the checkpoint's bytes, for fp32 and bf16 targets.
 
-The checkpoint: LLaVA-NeXT (llava-v1.6-vicuna-7b-hf's hub config) at full width, 2 layers a stack,
-random fp16 weights under the hub's tensor names, sharded (1 GiB shards) with the index. Each load
-runs in a fresh process; "peak - base" is its peak RSS minus its RSS after the imports.
+The checkpoint: a preset's hub config (`--preset`, any of `models/presets.py`, i.e. every family;
+default llava-v1.6-vicuna-7b-hf) at full width, 2 layers a stack, random fp16 weights, sharded (1 GiB
+shards) with the index: LLaVA-NeXT under the hub's tensor names, the other presets under HF's
+transformers-v5 names (every family's rules read both). Each load runs in a fresh process; "peak -
+base" is its peak RSS minus its RSS after the imports.
 
-  python benchmarks/load_memory.py [--layers 2] [--dir /tmp/load_memory_ckpt]
+  python benchmarks/load_memory.py [--preset Qwen/Qwen2.5-VL-7B-Instruct] [--layers 2] [--dir /tmp/load_memory_ckpt]
 """
 import argparse
 import json
@@ -31,25 +33,48 @@ HUB_NAMES = (("model.language_model.", "language_model.model."), ("lm_head.", "l
              ("model.image_newline", "image_newline"))
 
 
-def write_checkpoint(path: str, layers: int, shard_bytes: int = 1 << 30) -> int:
-  """Random fp16 LLaVA-NeXT in the hub's layout; returns the tensor bytes."""
+DEFAULT_PRESET = "llava-hf/llava-v1.6-vicuna-7b-hf"
+DEPTH_FIELDS = ("num_hidden_layers", "depth", "encoder_layers")  # a stack's depth, in any (sub-)config
+
+
+def depth_cut(config: dict, layers: int) -> dict:
+  """Every stack of a sparse hub config cut to `layers`: the depth fields the file sets (top level or a
+  sub-config), then those a sub-config's defaults would leave deeper (written into that sub-config)."""
+  import transformers
+
+  def filled():
+    cls = transformers.CONFIG_MAPPING[config["model_type"]]
+    return cls(**{k: v for k, v in config.items() if k != "model_type"}).to_dict()
+
+  for target in [config] + [v for v in config.values() if isinstance(v, dict)]:
+    for field in DEPTH_FIELDS:
+      if isinstance(target.get(field), int) and target[field] > layers:
+        target[field] = layers
+  for sub, values in filled().items():
+    for field in DEPTH_FIELDS:
+      if isinstance(values, dict) and isinstance(values.get(field), int) and values[field] > layers:
+        config.setdefault(sub, {})[field] = layers
+  return config
+
+
+def write_checkpoint(path: str, layers: int, shard_bytes: int = 1 << 30, name: str = DEFAULT_PRESET) -> int:
+  """Random fp16 weights of preset `name`, depth-cut, in the hub's layout; returns the tensor bytes."""
   import numpy as np
   import torch
   import transformers
   from safetensors.numpy import save_file
   from mmneuron_jax.convert import hf_config
   from mmneuron_jax.models.presets import preset
-  config = preset("llava-hf/llava-v1.6-vicuna-7b-hf")
-  config["text_config"]["num_hidden_layers"] = layers
-  config["vision_config"]["num_hidden_layers"] = layers
-  hf_cfg = transformers.LlavaNextConfig(**{k: v for k, v in config.items() if k != "model_type"})
-  with torch.device("meta"):
-    shapes = {k: tuple(v.shape) for k, v in transformers.LlavaNextForConditionalGeneration(hf_cfg).state_dict().items()}
+  config = depth_cut(preset(name), layers)
+  hf_cfg = transformers.AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
+  with torch.device("meta"):  # the hub file names its HF class
+    shapes = {k: tuple(v.shape) for k, v in getattr(transformers, config["architectures"][0])(hf_cfg).state_dict().items()}
+  hub_names = HUB_NAMES if config["model_type"] == "llava_next" else (("", ""),)
   os.makedirs(path, exist_ok=True)
   rng = np.random.default_rng(0)
   shards, current, size, total = [], {}, 0, 0
   for name, shape in shapes.items():
-    hub = next(theirs + name[len(ours):] for ours, theirs in HUB_NAMES if name.startswith(ours))
+    hub = next(theirs + name[len(ours):] for ours, theirs in hub_names if name.startswith(ours))
     x = (0.02 * rng.standard_normal(shape, np.float32)).astype(np.float16)
     if current and size + x.nbytes > shard_bytes:
       shards.append(current)
@@ -72,6 +97,8 @@ def write_checkpoint(path: str, layers: int, shard_bytes: int = 1 << 30) -> int:
 
 def main():
   parser = argparse.ArgumentParser()
+  from mmneuron_jax.models.presets import PRESETS
+  parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
   parser.add_argument("--layers", type=int, default=2)
   parser.add_argument("--dir", default="/tmp/load_memory_ckpt")
   parser.add_argument("--code", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -82,9 +109,9 @@ def main():
     with open(index) as f:
       ckpt = json.load(f)["metadata"]["total_size"]
   else:
-    ckpt = write_checkpoint(args.dir, args.layers)
+    ckpt = write_checkpoint(args.dir, args.layers, name=args.preset)
   env = dict(os.environ, PYTHONPATH=args.code, JAX_PLATFORMS="cpu")
-  print(f"checkpoint: LLaVA-NeXT vicuna-7b config, {args.layers} layers a stack, fp16, {ckpt / 2**30:.2f} GiB")
+  print(f"checkpoint: {args.preset} config, {args.layers} layers a stack, fp16, {ckpt / 2**30:.2f} GiB")
   print("| target | params GiB | peak - base GiB | (peak - base) / checkpoint | seconds |")
   print("|---|---|---|---|---|")
   for dtype in ("float32", "bfloat16"):

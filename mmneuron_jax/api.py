@@ -5,6 +5,7 @@ import os
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.mapping import apply_rules
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
+from mmneuron_jax.data import inputs as data_inputs
 from mmneuron_jax.errors import MissingFile, read_json
 from mmneuron_jax.io.checkpoint import restore_params, save_params
 from mmneuron_jax.io.hub import resolve_checkpoint
@@ -32,16 +33,18 @@ def read_config(path: str) -> dict:
 
 
 def build_model(config: dict, params, dtype: str = "float32", compute_dtype: str | None = None,
-                **policy_options) -> Model:
-  """A `Model` around converted params for a HF config dict. `policy_options`: the other
-  `Policy` fields (`fp32_matmul`, `attention`)."""
+                source: str | None = None, **policy_options) -> Model:
+  """A `Model` around converted params for a HF config dict. `source`: the checkpoint directory
+  holding its tokenizer / processor files (`Model.inputs`; None: a model without them).
+  `policy_options`: the other `Policy` fields (`fp32_matmul`, `attention`)."""
   family = family_for(config)
   cfg = family.Config.from_hf(config)
   policy = Policy(dtype, compute_dtype or dtype, **policy_options)
   module = family.Module(cfg=cfg, policy=policy)
   return Model(family=family.NAME, module=module, params=params, config=config,
                probe_modules=dict(cfg.probe_modules), prepare_fn=lambda batch: family.prepare(cfg, batch),
-               groups_fn=lambda prepared, groups, media_only: family.token_groups(cfg, prepared, groups, media_only))
+               groups_fn=lambda prepared, groups, media_only: family.token_groups(cfg, prepared, groups, media_only),
+               source=source, inputs_fn=lambda path, **options: data_inputs.processor(family.NAME, path, **options))
 
 
 def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None, shardings=None,
@@ -59,17 +62,20 @@ def load_hf(path: str, dtype: str = "float32", compute_dtype: str | None = None,
   cfg = family.Config.from_hf(config, os.path.join(path, "config.json"))
   params = apply_rules(CheckpointReader(path), family.hf_rules(cfg), dtype, ignore=list(family.IGNORE),
                        shardings=shardings)
-  return build_model(config, params, dtype, compute_dtype, **policy_options)
+  return build_model(config, params, dtype, compute_dtype, source=os.path.abspath(path), **policy_options)
 
 
 def convert_checkpoint(path: str, out_dir: str, dtype: str = "float32") -> str:
-  """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`)."""
+  """HF checkpoint -> orbax checkpoint in `out_dir` (restore with `load`; its `Model.inputs` read the
+  tokenizer / processor files from `path`, recorded as `source`)."""
   model = load_hf(path, dtype)
-  save_params(out_dir, model.params, {"hf_config": model.config, "family": model.family, "dtype": dtype})
+  save_params(out_dir, model.params, {"hf_config": model.config, "family": model.family, "dtype": dtype,
+                                      "source": model.source})
   return out_dir
 
 
 def load(out_dir: str, compute_dtype: str | None = None, shardings=None, **policy_options) -> Model:
   """Restore a `convert_checkpoint` output. `policy_options`: `fp32_matmul`, `attention`."""
   params, meta = restore_params(out_dir, shardings=shardings)
-  return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, **policy_options)
+  return build_model(meta["hf_config"], params, meta["dtype"], compute_dtype, source=meta.get("source"),
+                     **policy_options)

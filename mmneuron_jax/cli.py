@@ -110,8 +110,9 @@ def run(argv):
     sys.exit(2)
   except KeyboardInterrupt:
     lines = run_dir.progress_lines(_WORKDIR.value)
-    print("interrupted. " + ("Progress committed: " + "; ".join(lines) if lines else "No statistics were committed")
-          + ". Rerun the same command to resume.", file=sys.stderr)
+    where = f" in {_WORKDIR.value}" if _WORKDIR.value else ""
+    print("interrupted. " + (f"Progress committed{where}: " + "; ".join(lines) if lines else
+                             "No statistics were committed") + ". Rerun the same command to resume.", file=sys.stderr)
     sys.exit(130)
 
 

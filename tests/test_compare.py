@@ -82,7 +82,7 @@ def test_compare_task_report(tmp_path):
   config.compare.bins = 5
   report = tasks.run(config, str(tmp_path / "out"))
   text = open(report).read()
-  assert "Distribution by relative depth" in text and "Overlap between sets of the same model and module" in text
+  assert "Distribution by relative depth" in text and "Overlap between sets of the same model family and module" in text
   result = json.load(open(tmp_path / "out" / "compare.json"))
   assert [r["layers"] for r in result["runs"]] == [6, 6, 9, 6]
   assert len(result["cross"]) == 1  # only the two sets of model m can be overlapped neuron by neuron
@@ -101,3 +101,56 @@ def test_compare_task_report(tmp_path):
   config.compare.runs = (str(tmp_path / "missing"),)
   with pytest.raises(FileNotFoundError, match="neurons/llm.json"):
     tasks.run(config, str(tmp_path / "out2"))
+
+
+SIX = ["llava_next", "instructblip", "qwen2_vl", "qwen2_audio", "qwen2_5_vl", "llava_onevision"]
+
+
+def test_six_families_side_by_side(tmp_path):
+  """Runs of six families (the family read from each run's checkpoint config.json, nothing per family
+  in the task): a row each with its mean relative depth, deactivation deltas of MMNeuron rows (with
+  controls) and MINER rows (datasets) against plain-Python means, and an overlap only between the two
+  runs of one family and shape (an MMNeuron and a MINER run of one qwen2_5_vl checkpoint)."""
+  runs, sets = [], []
+  for i, family in enumerate(SIX + ["qwen2_5_vl"]):
+    layers, width = (6, 64) if family == "qwen2_5_vl" else (4 + i, 32)
+    miner = i % 2 == 1 or i == len(SIX)
+    groups = ["text", "image"] if miner else ["medical", "documents"]
+    run, s = write_run(tmp_path, f"run{i}", groups, layers, width, "miner" if miner else "dape", i, model=family)
+    os.makedirs(os.path.join(run, "demo_checkpoint"))
+    with open(os.path.join(run, "demo_checkpoint", "config.json"), "w") as f:
+      json.dump({"model_type": family}, f)
+    with open(os.path.join(run, "config.json"), "w") as f:
+      json.dump({"model": {"path": "", "id": family}}, f)
+    if miner:
+      rows = [{"dataset": d, "condition": c, "primary": v} for d, base in (("a", 0.5), ("b", 0.75))
+              for c, v in (("none", base), ("image", base - 0.25 - i / 100), ("random", base - 0.05))]
+    else:
+      rows = [{"domain": g, "condition": c, "control": k, "primary": v} for g, base in (("medical", 1.0), ("documents", 2.0))
+              for c, k, v in (("none", "dape", base), ("medical", "dape", base - 0.5), ("medical", "random", base - 0.1))]
+    with open(os.path.join(run, "deactivation.json"), "w") as f:
+      json.dump({"rows": rows}, f)
+    runs.append(run)
+    sets.append(s)
+  config = compare_runs.get_config()
+  config.compare.runs = tuple(runs)
+  report = open(tasks.run(config, str(tmp_path / "out"))).read()
+  result = json.load(open(tmp_path / "out" / "compare.json"))
+  assert [r["family"] for r in result["runs"]] == SIX + ["qwen2_5_vl"]
+  for family in SIX:
+    assert f"| {family} |" in report
+  for r, s in zip(result["runs"], sets):
+    layer_of = [np.repeat(np.arange(s.layers), s.mask[g].sum(-1)) for g in range(len(s.group_names))]
+    np.testing.assert_allclose(r["mean_depth"], [np.mean((l + 0.5) / s.layers) for l in layer_of])
+  miner_deltas = {d["condition"]: d["delta"] for d in result["runs"][1]["deactivation_deltas"]}
+  assert miner_deltas == pytest.approx({"image": -0.26, "random": -0.05})
+  dape = {(d["condition"], d["control"]): d["delta"] for d in result["runs"][0]["deactivation_deltas"]}
+  assert dape == pytest.approx({("medical", "dape"): -0.5, ("medical", "random"): -0.1})
+  assert "Deactivation: change of the primary metric" in report and "-0.260" in report
+  assert [(c["a"], c["b"]) for c in result["cross"]] == [(result["runs"][4]["label"], result["runs"][6]["label"])]
+  assert result["cross"][0]["same_checkpoint"]
+  np.testing.assert_allclose(result["cross"][0]["jaccard"], compare.cross_jaccard(sets[4].mask, sets[6].mask))
+  rows = list(csv.DictReader(open(tmp_path / "out" / "compare.deactivation.csv")))
+  assert {(r["family"], r["condition"], r["control"], float(r["delta"])) for r in rows if r["run"] == result["runs"][0]["label"]} == \
+      {("llava_next", "medical", "dape", -0.5), ("llava_next", "medical", "random", dape[("medical", "random")])}
+  assert [r["family"] for r in csv.DictReader(open(tmp_path / "out" / "compare.runs.csv"))] == SIX + ["qwen2_5_vl"]

@@ -17,8 +17,6 @@ from mmneuron_jax.models.shapes import abstract_params, count_params
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 NAMES = sorted(PRESETS)
-HF_CLASSES = {"llava_next": "LlavaNextForConditionalGeneration", "instructblip": "InstructBlipForConditionalGeneration",
-              "qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_audio": "Qwen2AudioForConditionalGeneration"}
 # name: (text layers, width, intermediate, heads, kv heads, vocab, rms eps, rope theta, probe modules)
 EXPECTED = {
     "llava-hf/llava-v1.6-vicuna-7b-hf": (32, 4096, 11008, 32, 32, 32064, 1e-5, 1e4,
@@ -29,6 +27,7 @@ EXPECTED = {
                                           {"llm": (32, 11008), "vision": (39, 6144), "qformer_text": (12, 3072),
                                            "qformer_query": (12, 3072)}),
     "Qwen/Qwen2-VL-7B-Instruct": (28, 3584, 18944, 28, 4, 152064, 1e-6, 1e6, {"llm": (28, 18944), "vision": (32, 5120)}),
+    "Qwen/Qwen2.5-VL-7B-Instruct": (28, 3584, 18944, 28, 4, 152064, 1e-6, 1e6, {"llm": (28, 18944), "vision": (32, 3420)}),
     "Qwen/Qwen2-Audio-7B-Instruct": (32, 4096, 11008, 32, 32, 156032, 1e-5, 1e4,
                                      {"llm": (32, 11008), "audio": (32, 5120)}),
 }
@@ -119,7 +118,7 @@ def test_full_depth_param_count_equals_hf_meta(name):
   ours = count_params(abstract_params(config))
   hf_cfg = transformers.AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
   with torch.device("meta"):
-    hf = getattr(transformers, HF_CLASSES[config["model_type"]])(hf_cfg)
+    hf = getattr(transformers, config["architectures"][0])(hf_cfg)  # the hub file names its HF class
   assert ours == sum(p.numel() for p in hf.parameters())
   assert 7.0e9 < ours < 8.5e9
 
@@ -128,6 +127,7 @@ def test_eos_ids_come_from_generation_config_then_the_filled_config():
   from mmneuron_jax.api import read_config
   expected = {"llava-hf/llava-v1.6-vicuna-7b-hf": (2,), "llava-hf/llava-v1.6-mistral-7b-hf": (2,),
               "Salesforce/instructblip-vicuna-7b": (1,), "Qwen/Qwen2-VL-7B-Instruct": (151645, 151643),
+              "Qwen/Qwen2.5-VL-7B-Instruct": (151645, 151643),
               "Qwen/Qwen2-Audio-7B-Instruct": (151643, 151645)}
   for name, eos in expected.items():
     config = read_config(os.path.join(FIXTURES, name.replace("/", "__")))

@@ -1,9 +1,10 @@
-"""The five hub checkpoints as published, at full width with the language model cut to 1 layer and
+"""The hub checkpoints as published, at full width with the language model cut to 1 layer and
 the other stacks (vision, Q-Former, audio) to 2: random weights saved in the hub's own layout (its
 sparse config.json, its tensor names and dtype, sharded safetensors with the index, generation /
 preprocessor configs) load through `load_hf` and match HF PyTorch fp32 (eager attention), which
 loads the same files with its own `from_pretrained`, on one realistic input: a 672x672 image for
-LLaVA-NeXT, 224x224 for InstructBLIP, 448x448 for Qwen2-VL, 2 s of audio for Qwen2-Audio.
+LLaVA-NeXT, 224x224 for InstructBLIP, 448x448 for Qwen2-VL and Qwen2.5-VL (16 attention windows),
+2 s of audio for Qwen2-Audio.
 
 Tolerances: logits and every probe module's neurons max-abs <= 1e-4 (as the tiny parity tests).
 Heavy (vocab x width embeddings at full width, GBs): the weights are written shard by shard from a
@@ -31,8 +32,6 @@ from mmneuron_jax.models import anyres
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOL = 1e-4
 SHARD_BYTES = 1 << 29  # small enough for >= 2 shards at every depth cut
-HF_CLASSES = {"llava_next": "LlavaNextForConditionalGeneration", "instructblip": "InstructBlipForConditionalGeneration",
-              "qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_audio": "Qwen2AudioForConditionalGeneration"}
 # transformers-v5 in-memory names -> the names the hub's checkpoints hold (first matching prefix).
 HUB_NAMES = {
     "llava_next": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
@@ -40,6 +39,7 @@ HUB_NAMES = {
                    ("model.image_newline", "image_newline")),
     "instructblip": (("", ""),),
     "qwen2_vl": (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")),
+    "qwen2_5_vl": (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")),
     "qwen2_audio": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
                     ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector.")),
 }
@@ -51,11 +51,13 @@ def depth_cut(config: dict, llm: int = 1, towers: int = 2) -> dict:
   (vision / Q-Former / audio) to `towers` (only those fields added)."""
   c = copy.deepcopy(config)
   kind = c["model_type"]
-  if kind == "qwen2_vl":
+  if kind in ("qwen2_vl", "qwen2_5_vl"):
     c["num_hidden_layers"] = llm
     c["vision_config"]["depth"] = towers
   else:
     c["text_config"]["num_hidden_layers"] = llm
+  if kind == "qwen2_5_vl":  # window-attention blocks, then one full-attention block
+    c["vision_config"]["fullatt_block_indexes"] = [towers - 1]
   if kind in ("llava_next", "instructblip"):
     c["vision_config"]["num_hidden_layers"] = towers
   if kind == "instructblip":
@@ -73,7 +75,7 @@ def hub_name(kind: str, name: str) -> str:
 
 
 def hf_class(config: dict):
-  return getattr(transformers, HF_CLASSES[config["model_type"]])
+  return getattr(transformers, config["architectures"][0])  # the hub file names its HF class
 
 
 def hub_tensors(config: dict) -> dict:
@@ -170,6 +172,7 @@ def load_hf_reference(config: dict, path: str):
   model, info = hf_class(config).from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
                                                  output_loading_info=True)
   assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+  assert all(p.dtype == torch.float32 for p in model.parameters())  # every sub-model, whatever the file's dtype
   return model.eval()
 
 
@@ -221,6 +224,10 @@ def qwen2_vl_batch(config, fixture_dir):
   return qwen2_vl_inputs.build_batch([row], pix["pixel_values"], pix["image_grid_thw"], config, pad_id=151643)
 
 
+def qwen2_5_vl_batch(config, fixture_dir):
+  return qwen2_vl_batch(config, fixture_dir)  # the same processor and prompt layout
+
+
 def qwen2_audio_batch(config, fixture_dir):
   with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
     pre = json.load(f)
@@ -253,6 +260,9 @@ def act_modules(kind, hf):
   if kind == "qwen2_vl":
     return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
             "vision": [b.mlp.act for b in hf.model.visual.blocks]}
+  if kind == "qwen2_5_vl":
+    return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
+            "vision": [b.mlp.act_fn for b in hf.model.visual.blocks]}
   return {"llm": [l.mlp.act_fn for l in hf.model.language_model.layers],
           "audio": [l.activation_fn for l in hf.model.audio_tower.layers]}
 
@@ -261,13 +271,15 @@ def ours_like(kind, name, ours, theirs, prepared):
   """Our captured neurons in the layout of HF's recorded ones."""
   if kind == "llava_next" and name in ("vision", "projector"):
     return ours[:, prepared["tile_valid"]]
+  if kind == "qwen2_5_vl" and name == "vision":  # HF's blocks see the patches in window order
+    return ours[:, 0][:, np.argsort(prepared["vision_windows"], kind="stable")]
   return ours.reshape(theirs.shape)
 
 
 BATCHES = {"llava_next": llava_next_batch, "instructblip": instructblip_batch, "qwen2_vl": qwen2_vl_batch,
-           "qwen2_audio": qwen2_audio_batch}
+           "qwen2_5_vl": qwen2_5_vl_batch, "qwen2_audio": qwen2_audio_batch}
 NAMES = ["llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf", "Salesforce/instructblip-vicuna-7b",
-         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"]
+         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"]
 
 
 def peak_rss_gb() -> float:

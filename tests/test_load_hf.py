@@ -73,6 +73,7 @@ def test_convert_load_roundtrip_is_exact(checkpoint, tmp_path):
   restored = mmneuron_jax.load(out)
   assert_trees_equal(model.params, restored.params)
   assert restored.probe_modules == model.probe_modules
+  assert restored.source == model.source == os.path.abspath(path)  # Model.inputs reads its tokenizer there
   batch = hf_tiny.llava_next_batch(hf_tiny.llava_next_config(), [(40, 90)], [4])
   np.testing.assert_array_equal(np.asarray(model.apply(model.params, batch).logits),
                                 np.asarray(restored.apply(restored.params, batch).logits))

@@ -62,11 +62,11 @@ def test_demo_pipeline_writes_report(tmp_path):
   assert len(table) == len(rows) and all(same(t[k], v) for t, r in zip(table, rows) for k, v in r.items())
   table = list(csv.DictReader(open(os.path.join(workdir, "logit_lens.csv"))))
   n_layers = len(lens[DOMAINS[0]]["entropy"])
-  assert [(t["domain"], int(t["layer"])) for t in table] == [(d, l + 1) for d in lens for l in range(n_layers)]
+  assert [(t["domain"], int(t["layer"])) for t in table] == [(d, l) for d in lens for l in range(n_layers)]  # from 0
   for t in table:
     r = lens[t["domain"]]
     for k in ("entropy", "entropy_image", "top1_prob", "top1"):
-      assert same(t[k], r[k][int(t["layer"]) - 1]), (t, k)
+      assert same(t[k], r[k][int(t["layer"])]), (t, k)
     assert same(t["positions"], r["positions"]) and same(t["image_positions"], r["image_positions"])
 
 

@@ -31,6 +31,6 @@ def test_mmneuron_report_gets_a_tuned_lens_section(tmp_path):
   tuned, logit = np.asarray(res["tuned"]["image"]["kl"]), np.asarray(res["logit"]["image"]["kl"])
   assert tuned.shape == logit.shape == (4,) and abs(logit[-1]) < 1e-5
   rows = list(csv.DictReader(open(os.path.join(workdir, "tuned_lens.csv"))))  # the table beside the JSON
-  assert [float(r["tuned.image.kl"]) for r in rows] == res["tuned"]["image"]["kl"] and rows[-1]["layer"] == "4"
+  assert [float(r["tuned.image.kl"]) for r in rows] == res["tuned"]["image"]["kl"] and rows[-1]["layer"] == "3"  # 4 layers, from 0
   translators, meta = saved_lens.load(os.path.join(workdir, "tuned_lens"), "tuned_lens")
   assert meta["layers"] == 4 and np.asarray(translators["bias"]).shape == (4, 64)

@@ -148,7 +148,10 @@ def test_random_like_keeps_per_layer_sizes():
 def test_plot_layer_distribution(tmp_path):
   sets = [make_set(4), make_set(5, layers=1, width=30, module="projector")]
   path = str(tmp_path / "layers.png")
-  assert plot_layer_distribution(sets, path) == path
+  fig = plot_layer_distribution(sets, path)  # the Figure (a notebook shows it), the PNG written
+  from matplotlib.figure import Figure
+  assert isinstance(fig, Figure) and len(fig.axes) == 2 and fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
   assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  assert len(plot_layer_distribution(sets).axes) == 2  # no path: nothing written
   with pytest.raises(ValueError):
     plot_layer_distribution([], path)

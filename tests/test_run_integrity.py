@@ -4,8 +4,10 @@ model work, data checks, non-finite checks, readable one-line errors."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +228,47 @@ def test_non_finite_partials_name_module_layer_and_batch():
     finite.check_partial(partial, "batch 7")
 
 
+def test_probes_count_non_finite_activations_of_counted_tokens_only():
+  """NaN > 0 is False: without the counter a NaN neuron reads as "never active"."""
+  import jax.numpy as jnp
+  from mmneuron_jax.analysis.miner_probe import MinerScores
+  from mmneuron_jax.nn.probes import GroupStats
+  from mmneuron_jax.tasks.miner.scores import MinerStatsProbe
+  acts = np.ones((6, 4), np.float32)
+  acts[1, 2], acts[3, 0], acts[4, 1] = np.nan, np.inf, np.nan  # token 4 is padding (group -1)
+  groups = np.array([0, 0, 1, 1, -1, 1], np.int32)
+  for dtype in (jnp.float32, jnp.bfloat16):
+    out = GroupStats(jnp.asarray(groups), 2)(jnp.asarray(acts, dtype))
+    assert int(out["nonfinite"]) == 2  # tokens 1 and 3; not the padded token 4
+    assert int(out["count"][0, 2]) == 1  # the NaN token counted as inactive: why the counter is needed
+  rng = np.random.default_rng(0)
+  q, k = rng.normal(size=(1, 6, 2, 4)).astype(np.float32), rng.normal(size=(1, 6, 2, 4)).astype(np.float32)
+  valid = (groups >= 0)[None]
+  probe = MinerStatsProbe(MinerScores(np.ones((1, 2, 6), bool) & valid[:, None], valid))
+  assert int(probe(jnp.asarray(acts[None]), q=q, k=k)["nonfinite"]) == 2
+  from mmneuron_jax.nn.topk_probe import TopKProbe  # the atlas: only its columns (1, 2) are read
+  row = np.where(groups >= 0, np.arange(6), -1).astype(np.int32)
+  topk = TopKProbe(jnp.asarray(groups), jnp.arange(6, dtype=jnp.int32), jnp.zeros(6, jnp.int32), jnp.asarray(row),
+                   jnp.array([1, 2], jnp.int32), jnp.array([0.0], jnp.float32), 2, 2, 6)
+  assert int(topk(jnp.asarray(acts))["nonfinite"]) == 1  # token 1's column 2; token 3's Inf is in column 0
+
+
+def test_non_finite_counters_name_module_layer_and_batch_without_sums():
+  partial = {"count/llm": np.zeros((3, 2, 4), np.int32), "nonfinite/llm": np.array([0, 0, 0], np.int32),
+             "nonfinite/vision": np.array([0, 0], np.int32)}
+  finite.check_partial(partial, "batch 0")
+  partial["nonfinite/llm"] = np.array([0, 3, 5], np.int32)
+  with pytest.raises(finite.NonFinite, match=r"module 'llm', layer 1 \(3 values; 8 in all its layers\), first at batch 4"):
+    finite.check_partial(partial, "batch 4")
+  partial["nonfinite/vision"] = np.array([0, 2], np.int32)  # a tower feeds the LLM: named first
+  with pytest.raises(finite.NonFinite, match=r"module 'vision', layer 1 \(2 values; 2 in all its layers\); "
+                                             r"also module 'llm' from layer 1, first at batch 4"):
+    finite.check_partial(partial, "batch 4")
+  partial = {"nonfinite/llm": np.zeros(3, np.int32), "sumsq/llm": np.full((3, 2, 4), np.inf, np.float32)}
+  with pytest.raises(finite.NonFinite, match=r"non-finite sumsq .* layer 0 .*from finite activations: the float32 statistic overflowed"):
+    finite.check_partial(partial, "batch 0")
+
+
 def _nan_checkpoint(finished, tmp_path):
   from safetensors.numpy import load_file, save_file
   src = os.path.join(finished, "demo_checkpoint")
@@ -247,8 +290,9 @@ def test_nan_weights_are_refused_at_load_then_in_the_statistics(finished, tmp_pa
   with pytest.raises(finite.NonFinite, match=r"weight llm/layers/.* holds NaN/Inf values \(stacked per layer: layer 1 first\)"):
     tasks.run(c, workdir)
   c.model.check_weights = False
-  with pytest.raises(finite.NonFinite, match=r"non-finite activations \(NaN/Inf\) in module 'llm', layer 1 .*"
-                                             r"domain 'medical'"):
+  with pytest.raises(finite.NonFinite, match=r"non-finite activations \(NaN/Inf\) in module 'llm', layer 1 \(\d+ values; "
+                                             r"\d+ in all its layers\), first at batch 0 \(0-based\) of the statistics, "
+                                             r"domain 'medical', records \["):
     tasks.run(c, workdir)
   assert json.load(open(os.path.join(workdir, "stats", "state.json")))["cursor"] == 0  # nothing counted
 
@@ -323,3 +367,90 @@ def test_generate_takes_right_padded_prompts():
   np.testing.assert_array_equal(left["input_ids"], [[5, 6, 7], [0, 8, 9]])
   np.testing.assert_array_equal(left["attention_mask"], [[1, 1, 1], [0, 1, 1]])
   assert input_checks.left_padded(left) is left  # already left-padded: unchanged
+
+
+# The command line of `stats_config()` (4 batches; the `finished` fixture is the same run, uninterrupted).
+STATS_FLAGS = ["--config=llava_next_demo", "--config.model.demo_weights=random", "--config.data.source=demo",
+               "--config.stages=('stats',)", "--config.data.domains=('medical','documents')",
+               "--config.data.n_per_domain=3", "--config.stats.max_samples_per_domain=3",
+               "--config.stats.batch_size=2", "--config.stats.commit_every=1", "--config.stats.prefetch=0"]
+# The CLI, each batch's host addition slowed by 0.3 s (numbers unchanged): a window for Ctrl-C that does
+# not depend on the machine's speed.
+SLOW_CLI = ("import sys, time\n"
+            "from mmneuron_jax.io import accumulate as a\n"
+            "add = a.add_totals\n"
+            "a.add_totals = lambda t, p: (time.sleep(0.3), add(t, p))[1]\n"
+            "from mmneuron_jax.cli import main\n"
+            "sys.exit(main(['mmneuron'] + sys.argv[1:]))")
+
+
+def _cursor(workdir):
+  try:
+    return json.load(open(os.path.join(workdir, "stats", "state.json")))["cursor"]
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+def test_ctrl_c_says_where_progress_was_committed_and_the_rerun_resumes_bit_identical(finished, tmp_path):
+  env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  workdir = str(tmp_path / "interrupted")
+  command = [sys.executable, "-c", SLOW_CLI, *STATS_FLAGS, f"--workdir={workdir}"]
+  proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 1200
+  while _cursor(workdir) < 1 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert proc.poll() is None, "the statistics run ended before it could be interrupted: " + proc.communicate()[1][-2000:]
+  assert _cursor(workdir) >= 1, "no batch committed within 20 minutes"
+  proc.send_signal(signal.SIGINT)
+  err = proc.communicate(timeout=120)[1]
+  at_interrupt = _cursor(workdir)
+  assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+  assert 1 <= at_interrupt < 4
+  assert (f"interrupted. Progress committed in {workdir}: stats at batch {at_interrupt}. "
+          "Rerun the same command to resume.") in err
+  out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"resuming {os.path.join(workdir, 'stats')} at cursor {at_interrupt}" in out.stderr
+  a, b = snapshot(workdir), snapshot(finished)  # `finished`: the same run, uninterrupted, in this process
+  assert json.loads(a[0])["fingerprint_fields"] == json.loads(b[0])["fingerprint_fields"]
+  assert json.loads(a[0])["cursor"] == json.loads(b[0])["cursor"] == 4
+  assert sorted(a[1]) == sorted(b[1])
+  for name in a[1]:
+    assert a[1][name].dtype == b[1][name].dtype
+    np.testing.assert_array_equal(a[1][name], b[1][name], err_msg=name)  # bit-identical
+
+
+def test_miner_nan_activations_refuse_naming_module_layer_and_batch(tmp_path):
+  """MINER's stage-2 step: NaN weights in LLM layer 1 (0-based) stop the batch, naming where, though
+  the min-max scores would hide NaN activations."""
+  import jax
+  import mmneuron_jax
+  from mmneuron_jax.configs import miner_qwen2_vl_demo
+  from mmneuron_jax.data.synthetic import miner_demo
+  from mmneuron_jax.tasks.miner import inputs as miner_inputs, scores as miner_scores
+  samples = miner_demo.demo_dataset("image_qa", 2)
+  path = str(tmp_path / "qwen2_vl")
+  miner_inputs.demo_builder("qwen2_vl")(path, miner_demo.texts(samples), seed=0)
+  model, inputs = mmneuron_jax.load_hf(path), miner_inputs.family_inputs("qwen2_vl", path)
+
+  def poison(keys, x):
+    keys = [str(getattr(k, "key", k)) for k in keys]
+    if keys[:2] != ["llm", "layers"] or "gate" not in keys or keys[-1] != "kernel":
+      return x
+    x = np.array(x)  # [L, D, F]: layer 1's gate
+    x[1] = np.nan
+    return x
+
+  params = jax.tree_util.tree_map_with_path(poison, model.params)
+  assert sum(bool(np.isnan(np.asarray(x, np.float32)).any()) for x in jax.tree_util.tree_leaves(params)) == 1
+  cfg = miner_qwen2_vl_demo.get_config().scores
+  cfg.batch_size, cfg.grad = 2, False
+  batches = miner_scores.plan(len(samples), cfg.batch_size)
+  step = miner_scores.make_step_fn(model, params, inputs, samples, ("text", "special", "image", "video"),
+                                   inputs.token_ids(), cfg, len(batches), dataset="image_qa")
+  with pytest.raises(finite.NonFinite, match=r"module 'llm', layer 1 \(\d+ values; \d+ in all its layers\), "
+                                             r"first at batch 0 \(0-based\) of dataset 'image_qa'"):
+    step(batches[0])
+  step = miner_scores.make_step_fn(model, model.params, inputs, samples, ("text", "special", "image", "video"),
+                                   inputs.token_ids(), cfg, len(batches), dataset="image_qa")
+  assert np.isfinite(step(batches[0])["score_sum"]).all()  # the intact weights pass

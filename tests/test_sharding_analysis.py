@@ -1,7 +1,8 @@
 """Every analysis step on a mesh equals the single-device result: 8 fake CPU devices, meshes 2x4
 (data x tensor) and 8x1 (data), a tiny Qwen2-VL (M-RoPE position_ids [3, B, T], 8 rows with one
 image each) placed with `mmneuron_jax.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)); tiny
-InstructBLIP and Qwen2-Audio placed by the same rules (params equal, specs checked).
+InstructBLIP, Qwen2-Audio and Qwen2.5-VL placed by the same rules (params equal, specs checked; Qwen2.5-VL's
+masked forward with both probe modules captured, images and video, equal to its single-device one).
 
 Checked through the public calls on a model `on_mesh`: `model.apply` with masks + the MINER
 probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); sharded loading
@@ -34,7 +35,9 @@ OTHER_SPECS = {"instructblip:qformer/layers/ffn_query/fc1/kernel": [None, None, 
                "instructblip:vision/layers/attn/proj/kernel": [None, "tensor"],
                "qwen2_audio:audio/layers/mlp/fc1/kernel": [None, None, "tensor"],
                "qwen2_audio:audio/layers/attn/o/kernel": [None, "tensor"],
-               "qwen2_audio:llm/layers/mlp/down/kernel": [None, "tensor"]}
+               "qwen2_audio:llm/layers/mlp/down/kernel": [None, "tensor"],
+               "qwen2_5_vl:vision/layers/mlp/gate/kernel": [None, None, "tensor"],
+               "qwen2_5_vl:vision/layers/mlp/down/kernel": [None, "tensor"]}
 MINER_IDS = dict(special_ids=(1, START, END), image_ids=(IMAGE,), video_ids=(VIDEO,), audio_ids=())
 
 
@@ -191,12 +194,22 @@ def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
     model = mmneuron_jax.load_on_mesh(model_dir, mesh)
     got, logits_sharding = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
     specs = {}
-    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir)):
+    q25_dir = os.path.join(out_dir, "qwen2_5_vl")
+    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir), ("qwen2_5_vl", q25_dir)):
       other, other_ref = mmneuron_jax.load_on_mesh(path, mesh), mmneuron_jax.load_hf(path)
       same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), other.params,
                                     other_ref.params)
       meta[f"{family}_params_equal"] = all(jax.tree_util.tree_leaves(same))
       specs.update({f"{family}:{p}": _spec(s) for p, _, s in S.describe(other.params, mesh)})
+      if family == "qwen2_5_vl":  # the window-attention tower and M-RoPE decoder on the mesh
+        batch = dict(np.load(os.path.join(out_dir, "qwen2_5_vl_batch.npz")))
+        masks = {k: (np.arange(np.prod(v)).reshape(v) % 7 != 0).astype(np.float32)
+                 for k, v in other.probe_modules.items()}
+        run = lambda m: m.apply(m.params, batch, masks=masks, capture=("llm", "vision"))
+        got_q, want_q = run(other), run(other_ref)
+        meta["qwen2_5_vl_max_abs"] = max(_max_abs(np.asarray(got_q.logits), np.asarray(want_q.logits)),
+                                         *(_max_abs(np.asarray(got_q.aux[k]), np.asarray(want_q.aux[k]))
+                                           for k in ("llm", "vision")))
     meta.update({"logits_sharding": _spec(logits_sharding.spec),
             "gate_shard": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
                                .data.shape),
@@ -232,6 +245,9 @@ def report(tmp_path_factory):
   assert (hf.config.image_token_id, hf.config.video_token_id, hf.config.vision_start_token_id) == (IMAGE, VIDEO, START)
   ib.build_instructblip(blip_dir, "freq2_mha")
   _build_audio(audio_dir)
+  import test_qwen2_5_vl_parity as q25
+  q25_hf = q25.build_hf(str(root / "qwen2_5_vl"))
+  np.savez(root / "qwen2_5_vl_batch.npz", **q25.make_batch(q25_hf.config))
   config = hf.config.to_dict()
   np.savez(root / "batches.npz", **{f"{side}/{k}": np.asarray(v) for side in ("right", "left")
                                     for k, v in _batch(config, side).items()})  # workers need no transformers
@@ -280,7 +296,8 @@ def test_analysis_steps_equal_single_device(report):
     for m in ("llm", "vision"):
       assert r[f"grad/{m}"] <= 1e-6 + 1e-4 * scale[f"grad/{m}"], (name, m, r[f"grad/{m}"])
     assert r["tokens_equal"] and r["tokens_nonpad"] > 0, name
-    assert r["instructblip_params_equal"] and r["qwen2_audio_params_equal"], name
+    assert r["instructblip_params_equal"] and r["qwen2_audio_params_equal"] and r["qwen2_5_vl_params_equal"], name
+    assert r["qwen2_5_vl_max_abs"] <= 1e-5, (name, r["qwen2_5_vl_max_abs"])
 
 
 def test_params_and_outputs_are_really_split(report):

@@ -45,6 +45,33 @@ def depth_histogram(mask, bins: int = 10, normalize: bool = True) -> np.ndarray:
   return np.where(total > 0, counts / np.where(total > 0, total, 1.0), 0.0)
 
 
+def mean_depth(mask) -> np.ndarray:
+  """bool[G, L, F] (or a NeuronSet, or bool[L, F]) -> float64[G]: the mean relative depth of each
+  group's neurons (layer l at the centre of its interval, (l + 0.5) / L); NaN for an empty group."""
+  m = _as_mask(mask)
+  counts = m.sum(-1).astype(np.float64)  # [G, L]
+  centres = (np.arange(m.shape[1]) + 0.5) / m.shape[1]
+  total = counts.sum(-1)
+  return np.where(total > 0, counts @ centres / np.where(total > 0, total, 1.0), np.nan)
+
+
+def deactivation_deltas(rows: list, metric: str = "primary") -> dict:
+  """Deactivation rows of a finished run (MMNeuron: 'domain', 'condition', 'control'; MINER: 'dataset',
+  'condition') -> {(condition, control): float mean over domains / datasets of metric - metric(none)}.
+
+  The baseline of each domain is its 'none' row (control 'dape' where rows carry a control); rows
+  without the metric, or whose domain has no baseline, are left out. control is '' for MINER rows."""
+  key = lambda r: r.get("domain", r.get("dataset"))
+  base = {key(r): r[metric] for r in rows
+          if r.get("condition") == "none" and r.get("control", "dape") == "dape" and metric in r}
+  per = {}
+  for r in rows:
+    if r.get("condition") == "none" or metric not in r or key(r) not in base:
+      continue
+    per.setdefault((r["condition"], r.get("control", "")), []).append(float(r[metric]) - float(base[key(r)]))
+  return {k: float(np.mean(v)) for k, v in per.items()}
+
+
 def jaccard(a, b) -> float:
   """bool arrays of one shape -> |a & b| / |a | b| (0.0 when both are empty)."""
   a, b = np.asarray(a, bool), np.asarray(b, bool)

@@ -2,7 +2,9 @@
 
 `step(params, batch, groups)` returns, for every probe module m,
   count int32[L, G, F] (tokens with activation > 0), sum / sumsq float32[L, G, F],
-  tokens int32[G] (tokens counted; identical for every layer).
+  tokens int32[G] (tokens counted; identical for every layer),
+  nonfinite int32[L] (NaN / Inf activations of counted tokens; checked per batch by
+  `analysis.finite.check_partial`, never stored: `without_checks` drops it).
 Padded positions and padded tile slots carry group -1 and never count.
 """
 import functools
@@ -17,12 +19,14 @@ from mmneuron_jax.nn.probes import GroupStats
 
 def group_stats(module, num_groups, modules, params, batch, groups, masks=None):
   """Pure: the forward with a `GroupStats` probe on each of `modules` -> {module: {'count', 'sum',
-  'sumsq', 'tokens'}} (count int32[L, G, F], sum / sumsq float32[L, G, F], tokens int32[G])."""
+  'sumsq', 'tokens', 'nonfinite'}} (count int32[L, G, F], sum / sumsq float32[L, G, F], tokens int32[G],
+  nonfinite int32[L])."""
   probe = {m: GroupStats(groups[m], num_groups) for m in modules if m in groups}
   out = forward(module, params, batch, masks=masks, probe=probe)
   result = {}
   for m, r in out.probe.items():
-    result[m] = {"count": r["count"], "sum": r["sum"], "sumsq": r["sumsq"], "tokens": r["tokens"][0]}
+    result[m] = {"count": r["count"], "sum": r["sum"], "sumsq": r["sumsq"], "tokens": r["tokens"][0],
+                 "nonfinite": r["nonfinite"]}
   return result
 
 
@@ -51,6 +55,14 @@ def to_device_groups(groups: dict) -> dict:
 def flatten(stats: dict) -> dict:
   """{module: {field: array}} -> {'field/module': np.ndarray} (the StatsStore layout)."""
   return {f"{field}/{m}": np.asarray(v) for m, fields in stats.items() for field, v in fields.items()}
+
+
+CHECK_FIELDS = ("nonfinite",)  # per-batch checks, not statistics: not in the store
+
+
+def without_checks(flat: dict) -> dict:
+  """A flattened partial without the per-batch check fields (the StatsStore's names only)."""
+  return {k: v for k, v in flat.items() if k.split("/", 1)[0] not in CHECK_FIELDS}
 
 
 def unflatten(flat: dict) -> dict:

@@ -1,8 +1,9 @@
 """Neuron sets of finished runs side by side (MMNeuron domain sets and/or MINER modality sets, any
-models): distribution over relative depth, overlaps within and between sets.
+model families): each run's family, distribution over relative depth, overlaps within sets and between
+sets of one family and module shape, deactivation deltas vs `none`.
 
 COMMAND: python -m mmneuron_jax --config=compare_runs --workdir=runs/compare \
-  --config.compare.runs="('runs/miner_qwen2_vl_demo','runs/llava_next_demo')"
+  --config.compare.runs="('runs/miner_qwen2_vl_demo','runs/miner_qwen2_5_vl_demo','runs/llava_next_demo')"
 """
 import ml_collections
 

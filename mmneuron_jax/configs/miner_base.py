@@ -1,6 +1,6 @@
 """Shared MINER defaults (docs/ALGORITHMS.md, "MINER"); the experiment files override a few fields.
 
-The model family is ONE field (`model.family`: qwen2_vl | qwen2_audio); everything else (chat template,
+The model family is ONE field (`model.family`: qwen2_vl | qwen2_5_vl | qwen2_audio); everything else (chat template,
 token ids, demo model) follows from it. `arg` is parsed like `mmneuron_jax/configs/mmneuron_base.py`:
 `--config=miner_qwen2_vl_7b:select.ratio=0.01,select.strategy=adaptive`.
 """
@@ -10,6 +10,7 @@ from mmneuron_jax.configs.mmneuron_base import apply_arg  # noqa: F401  (re-expo
 
 # The six MINER benchmarks (data/sources/miner_benchmarks.py) and which families can take them.
 BENCHMARKS = {"qwen2_vl": ("text_vqa", "coco_caption", "mmlu", "msvd_qa"), "qwen2_audio": ("libri", "vocal_sound", "mmlu")}
+BENCHMARKS["qwen2_5_vl"] = BENCHMARKS["qwen2_vl"]
 
 
 def get_config():

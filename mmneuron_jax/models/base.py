@@ -26,6 +26,8 @@ class Model:
   probe_modules: dict
   prepare_fn: Callable[[dict], dict]
   groups_fn: Callable[..., dict]
+  source: str | None = None  # the checkpoint directory it was read from (its tokenizer / processor files)
+  inputs_fn: Callable[..., Any] | None = None  # (**options) -> a `data.inputs.Processor` (set by api.build_model)
   mesh: Any = None   # a jax.sharding.Mesh after `on_mesh`; None: plain single-device jits
   rules: Any = None  # the param sharding rules on `mesh` (sharding.DEFAULT_RULES by default)
   _steps: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -58,6 +60,28 @@ class Model:
     """Host-side preprocessing (anyres indices etc.): the family's `prepare`, idempotent by the
     family's own rule."""
     return self.prepare_fn(batch)
+
+  def processor(self, **options):
+    """The family's input builder (`data/inputs/<family>.py`, found by model_type) read from the
+    checkpoint's own tokenizer / processor files in `source`, built once per `options` (the family's
+    `Inputs.from_pretrained` options, e.g. Qwen2-VL's `min_pixels`). Refuses a model without them."""
+    if self.inputs_fn is None:
+      raise ValueError(f"{self.family}: this Model was built without an input builder; use mmneuron_jax.load_hf / "
+                       "load / build_model")
+    return self.cached(("processor", tuple(sorted(options.items()))), lambda: self.inputs_fn(self.source, **options))
+
+  def inputs(self, texts, images=None, videos=None, audios=None, padding_side: str = "right", **options) -> dict:
+    """Prompts (+ media) -> the HF-named numpy batch `apply` and `generate` take, for any family.
+
+    texts: a prompt or a list of prompts with the family's media markers (`<image>`; Qwen2-VL also
+    `<video>`; Qwen2-Audio `<audio>`); images: PIL images, videos: uint8[n, H, W, 3] frames, audios: 16 kHz
+    float waveforms, one entry per prompt (a list where a prompt takes several). padding_side: 'right'
+    (default) or 'left'; `generate` takes either. options: see `processor`."""
+    return self.processor(**options)(texts, images=images, videos=videos, audios=audios, padding_side=padding_side)
+
+  def decode(self, token_ids, **options) -> list[str]:
+    """int[B, N] tokens (e.g. `generate`'s) -> strings, special tokens and padding dropped."""
+    return self.processor(**options).decode(token_ids)
 
   def token_groups(self, batch: dict, sample_groups, media_only: bool = False) -> dict:
     """{module: int32[...tokens]} group of every token each probe module sees (-1 = skip);

@@ -6,8 +6,8 @@ then (sampling only) temperature, top-k, top-p.
 Prompts must be left-padded (as HF generation expects). Positions follow HF generate:
 cumsum(attention_mask) - 1 for the prompt, then one more per new token. Family hook: a module
 with `generation_keeps_position_ids = True` prefills with its prepared `position_ids` (e.g.
-Qwen2-VL M-RoPE int[3, B, T]); each new token then takes the last prompt position + 1 + i on
-every stream (HF's rope deltas).
+Qwen2-VL M-RoPE int[3, B, T]); each new token then takes the row's largest prompt position + 1 + i
+on every stream (HF's rope deltas: a video's temporal positions may pass the last token's).
 
 On a model `on_mesh`, the same function runs as a jit with explicit in/out shardings (params per
 the model's rules, prompts split on the batch axis, masks replicated, tokens split on B).
@@ -43,6 +43,9 @@ def _generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_i
   key = jax.random.PRNGKey(seed)
   llm_mask = None if masks is None else {k: v for k, v in masks.items() if k == "llm"}
   seen = sampling_lib.seen_tokens(ids, am.astype(bool), logits.shape[-1])
+  top = positions.max(axis=-1)  # int[B] (left-padded: the last position), or int[3, B] (M-RoPE streams)
+  if positions.ndim == 3:
+    top = jnp.broadcast_to(top.max(axis=0), top.shape)
 
   def step(carry, i):
     last_logits, cache, kv_valid, done, key, seen = carry
@@ -54,7 +57,7 @@ def _generate_impl(module, params, batch, max_new_tokens, sampling, masks, eos_i
     index = t + i
     kv_valid = kv_valid.at[:, index].set(True)
     bias = mask_to_bias(causal_allowed(kv_valid, index[None], window))
-    pos = (positions[..., -1] + 1 + i)[..., None]
+    pos = (top + 1 + i)[..., None]
     logits, aux = module.apply({"params": params}, jnp.maximum(token, 0)[:, None], pos, bias, masks=llm_mask,
                                cache=cache, cache_index=index)
     return (logits[:, -1], aux["llm"]["cache"], kv_valid, done, key, seen), token

@@ -18,12 +18,15 @@ class QKProbe:
 
 @flax.struct.dataclass
 class GroupStats:
-  """Per-group neuron statistics: counts of act > 0, sums, sums of squares, token counts.
+  """Per-group neuron statistics: counts of act > 0, sums, sums of squares, token counts, and
+  the number of non-finite activations (NaN / Inf) among the counted tokens.
 
   groups: int32[...tokens] group id of each token (domain, modality...); -1 = not counted
     (padding, positions outside the chosen scope).
-  Returns {'count': int32[G, F], 'sum': float32[G, F], 'sumsq': float32[G, F], 'tokens': int32[G]}.
-  Counts are exact as long as a batch holds < 2**24 tokens of one group.
+  Returns {'count': int32[G, F], 'sum': float32[G, F], 'sumsq': float32[G, F], 'tokens': int32[G],
+  'nonfinite': int32[]}. Counts are exact as long as a batch holds < 2**24 tokens of one group.
+  A NaN compares false with 0, so it would count as "never active": `analysis.finite` refuses a
+  batch whose `nonfinite` is not 0 (the sums alone would miss it when they are not kept).
   """
   groups: jax.Array
   num_groups: int = flax.struct.field(pytree_node=False)
@@ -32,8 +35,10 @@ class GroupStats:
     f = acts.shape[-1]
     onehot = self.groups.reshape(-1)[:, None] == jnp.arange(self.num_groups)[None]
     tokens = jnp.sum(onehot, axis=0, dtype=jnp.int32)
+    counted = jnp.any(onehot, axis=1)[:, None]
+    nonfinite = jnp.sum(counted & ~jnp.isfinite(acts.reshape(-1, f)), dtype=jnp.int32)
     if acts.dtype == jnp.bfloat16:
-      return dict(_bf16_sums(acts.reshape(-1, f), onehot), tokens=tokens)
+      return dict(_bf16_sums(acts.reshape(-1, f), onehot), tokens=tokens, nonfinite=nonfinite)
     a = acts.reshape(-1, f).astype(jnp.float32)
     onehot = onehot.astype(jnp.float32)
     hi = jax.lax.Precision.HIGHEST
@@ -43,6 +48,7 @@ class GroupStats:
         "sum": jnp.einsum("ng,nf->gf", onehot, a, precision=hi),
         "sumsq": jnp.einsum("ng,nf->gf", onehot, a * a, precision=hi),
         "tokens": tokens,
+        "nonfinite": nonfinite,
     }
 
 

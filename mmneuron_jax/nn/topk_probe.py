@@ -21,7 +21,9 @@ class TopKProbe:
   neuron columns; edges float32[E] histogram edges.
   __call__(acts float[...tokens, F]) -> {'value': float32[G, K, k] (-inf where fewer than k
   samples), 'sample' / 'position': int32[G, K, k] (-1 there), 'above': int32[G, K, E] (tokens
-  with act > edge), 'tokens': int32[G]}. Ties: the first token of a sample, the lower row.
+  with act > edge), 'tokens': int32[G], 'nonfinite': int32[] (NaN / Inf among the counted tokens'
+  columns: a NaN is never "above" an edge nor a top value; `analysis.finite` refuses it)}.
+  Ties: the first token of a sample, the lower row.
   """
   groups: jax.Array
   sample: jax.Array
@@ -62,7 +64,8 @@ class TopKProbe:
             "sample": jnp.pad(jnp.stack(samples), pad, constant_values=-1),
             "position": jnp.pad(jnp.stack(positions), pad, constant_values=-1),
             "above": jnp.round(above).astype(jnp.int32),
-            "tokens": jnp.sum(onehot, axis=0).astype(jnp.int32)}
+            "tokens": jnp.sum(onehot, axis=0).astype(jnp.int32),
+            "nonfinite": jnp.sum((onehot.sum(1) > 0)[:, None] & ~jnp.isfinite(a), dtype=jnp.int32)}
 
 
 @flax.struct.dataclass

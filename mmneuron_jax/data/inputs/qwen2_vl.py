@@ -203,7 +203,8 @@ class Qwen2VLInputs:
     return video_inputs(videos, patch_size=v.get("patch_size", 14), temporal_patch_size=v.get("temporal_patch_size", 2),
                         merge_size=v.get("spatial_merge_size", 2), **self.video_pixels)
 
-  def __call__(self, prompts, images, padding_side="right", videos=None):
+  def __call__(self, prompts, images=None, padding_side="right", videos=None):
+    images = [[] for _ in prompts] if images is None else images
     videos = [[] for _ in prompts] if videos is None else videos
     if not len(prompts) == len(images) == len(videos):
       raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists and {len(videos)} video lists")

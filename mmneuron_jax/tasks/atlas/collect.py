@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from mmneuron_jax.analysis import finite
 from mmneuron_jax.io.accumulate import Step
 from mmneuron_jax.io import prefetch as prefetching
 from mmneuron_jax.io.progress import Progress
@@ -179,11 +180,14 @@ def make_step(model, params, batcher, targets: dict, num_groups: int, k: int, ed
     row_of[sid[sid >= 0]] = np.arange(int((sid >= 0).sum()))
     probes = {m: TopKProbe(jnp.asarray(groups[m], jnp.int32), jnp.asarray(sample[m]), jnp.asarray(position[m]),
                            jnp.asarray(row_of[sample[m]]), cols[m], edges, num_groups, k, len(sid)) for m in targets}
-    return model.device_batch(batch), probes
+    return model.device_batch(batch), probes, tuple(int(i) for i in ids)
 
   def run(prepared):
-    batch, probes = prepared
-    return host_partial(fn(params, batch, probes), targets)
+    batch, probes, ids = prepared
+    out = fn(params, batch, probes)
+    finite.check_partial({f"nonfinite/{m}": np.asarray(out[m]["nonfinite"]) for m in targets},
+                         f"the atlas batch of samples {list(ids)}")
+    return host_partial(out, targets)
 
   return Step(prepare, run)
 

@@ -1,12 +1,19 @@
 """Cross-architecture view of neuron sets from finished runs (MMNeuron domain sets and/or MINER
-modality sets): distribution over relative depth, overlaps inside each set, and overlaps between
-sets of the same model and module (e.g. MMNeuron domains vs MINER modalities of one model).
+modality sets), any model families side by side: each run's family (its checkpoint's HF
+`model_type`), distribution over relative depth and each group's mean depth, overlaps inside each
+set, overlaps between sets of the same model family and module shape (e.g. MMNeuron domains vs MINER
+modalities of one model; two checkpoints of one family are marked as such), and deactivation deltas
+(each condition's primary metric minus `none`, averaged over domains / datasets).
 
-Reads `<run>/neurons/<module>.json` from each run of `config.compare.runs`; writes compare.json,
-plots/ and report.md into the work directory.
+Reads `<run>/neurons/<module>.json` (required), `<run>/config.json` and the checkpoint's config.json
+(the family; `model.path`, else `<run>/demo_checkpoint`, else the config's `model.family` /
+`model.demo`) and `<run>/deactivation.json` (optional) from each run of `config.compare.runs`; writes
+compare.json, plots/ and report.md into the work directory. Nothing here is per family.
 """
 import json
 import os
+
+import numpy as np
 
 from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
@@ -32,19 +39,51 @@ def load_sets(runs, module: str, labels=()) -> list:
   return out
 
 
+def _read_json(path):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_family(run: str) -> str | None:
+  """The HF `model_type` of a run's model: its checkpoint's config.json (`model.path`, else the run's
+  demo_checkpoint), else the config's `model.family` (MINER), else `model.demo` for a demo run; None
+  when the run directory does not say."""
+  model = (_read_json(os.path.join(run, "config.json")) or {}).get("model") or {}
+  checkpoint = model.get("path") or os.path.join(run, "demo_checkpoint")
+  config = _read_json(os.path.join(checkpoint, "config.json")) or {}
+  return config.get("model_type") or model.get("family") or (None if model.get("path") else model.get("demo"))
+
+
+def run_deactivation(run: str) -> list:
+  """The rows of `<run>/deactivation.json` ([] when the run has none)."""
+  return (_read_json(os.path.join(run, "deactivation.json")) or {}).get("rows", [])
+
+
+def overlap_key(s, family) -> tuple:
+  """Sets with one key are overlapped neuron by neuron: same family (the model id when the family is
+  unknown), module, layers and width."""
+  return (family or s.model_id, s.module, s.layers, s.width)
+
+
 def tables(result: dict) -> dict:
   """compare.json -> its tables as rows for CSV: runs (sizes as `sizes.<group>`), depth (each group's
   fraction per relative-depth bin `bin_<k>`), jaccard (group pairs within a set), cross (group pairs
-  between two sets of the same model and module)."""
-  runs = [{k: r[k] for k in ("label", "model_id", "method", "layers", "width", "sizes")} for r in result["runs"]]
-  depth = [{"run": r["label"], "group": g, **{f"bin_{k}": v for k, v in enumerate(r["depth_histogram"][i])}}
+  between two sets of one model family and module), deactivation (each run's delta per condition)."""
+  runs = [{k: r[k] for k in ("label", "family", "model_id", "method", "layers", "width", "sizes")}
+          for r in result["runs"]]
+  depth = [{"run": r["label"], "group": g, "mean_depth": r["mean_depth"][i],
+            **{f"bin_{k}": v for k, v in enumerate(r["depth_histogram"][i])}}
            for r in result["runs"] for i, g in enumerate(r["groups"])]
   within = [{"run": r["label"], "group_a": a, "group_b": b, "jaccard": r["jaccard"][i][j]}
             for r in result["runs"] for i, a in enumerate(r["groups"]) for j, b in enumerate(r["groups"])]
   groups = {r["label"]: r["groups"] for r in result["runs"]}
   cross = [{"a": c["a"], "b": c["b"], "group_a": ga, "group_b": gb, "jaccard": c["jaccard"][i][j]}
            for c in result["cross"] for i, ga in enumerate(groups[c["a"]]) for j, gb in enumerate(groups[c["b"]])]
-  return {"runs": runs, "depth": depth, "jaccard": within, "cross": cross}
+  deactivation = [{"run": r["label"], "family": r["family"], **d} for r in result["runs"]
+                  for d in r["deactivation_deltas"]]
+  return {"runs": runs, "depth": depth, "jaccard": within, "cross": cross, "deactivation": deactivation}
 
 
 def run(config, workdir: str) -> str:
@@ -54,14 +93,18 @@ def run(config, workdir: str) -> str:
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
   run_dir.accept(config, workdir)
   entries = load_sets(list(cfg.runs), cfg.module, cfg.labels)
+  families = [run_family(r) for r in cfg.runs]
+  deactivation = [compare.deactivation_deltas(run_deactivation(r)) for r in cfg.runs]
   bins = int(cfg.bins)
   result = {"module": cfg.module, "bins": bins, "runs": [], "cross": []}
   out = [f"# Neuron sets compared ({cfg.module})", "",
          "Relative depth: layer l of L covers [l/L, (l+1)/L); histograms give each group's fraction of neurons "
          "per depth bin. Jaccard = |A & B| / |A | B|.", ""]
-  header = ["run", "model", "method", "L x F", "groups (sizes)"]
-  out += [md_table(header, [[label, s.model_id, s.meta.get("method", "?"), f"{s.layers} x {s.width}",
-                             ", ".join(f"{g} {n}" for g, n in s.sizes().items())] for label, s in entries]), ""]
+  header = ["run", "family", "model", "method", "L x F", "groups (sizes)", "mean relative depth"]
+  out += [md_table(header, [[label, fam or "?", s.model_id, s.meta.get("method", "?"), f"{s.layers} x {s.width}",
+                             ", ".join(f"{g} {n}" for g, n in s.sizes().items()),
+                             ", ".join(f"{g} {d:.2f}" for g, d in zip(s.group_names, compare.mean_depth(s)))]
+                            for (label, s), fam in zip(entries, families)]), ""]
   plots.plot_depth(entries, os.path.join(workdir, "plots", "depth.png"), bins)
   out += ["## Distribution by relative depth", "", "![depth](plots/depth.png)", ""]
   edges = [f"{k / bins:.1f}-{(k + 1) / bins:.1f}" for k in range(bins)]
@@ -69,9 +112,13 @@ def run(config, workdir: str) -> str:
   for i, (label, s) in enumerate(entries):
     hist = compare.depth_histogram(s, bins)
     within = compare.pairwise_jaccard(s)
-    result["runs"].append({"label": label, "model_id": s.model_id, "method": s.meta.get("method"),
-                           "groups": s.group_names, "layers": s.layers, "width": s.width, "sizes": s.sizes(),
-                           "depth_histogram": hist.tolist(), "jaccard": within.tolist(),
+    result["runs"].append({"label": label, "family": families[i], "model_id": s.model_id,
+                           "method": s.meta.get("method"), "groups": s.group_names, "layers": s.layers,
+                           "width": s.width, "sizes": s.sizes(), "depth_histogram": hist.tolist(),
+                           "mean_depth": [None if np.isnan(d) else float(d) for d in compare.mean_depth(s)],
+                           "deactivation_deltas": [{"condition": c, "control": k, "delta": v}
+                                                   for (c, k), v in deactivation[i].items()],
+                           "jaccard": within.tolist(),
                            "jaccard_per_layer": compare.pairwise_jaccard(s, per_layer=True).tolist()})
     rows += [[label, g] + [f"{v:.2f}" for v in hist[k]] for k, g in enumerate(s.group_names)]
     if len(s.group_names) > 1:
@@ -86,18 +133,27 @@ def run(config, workdir: str) -> str:
       out += [f"![{r['label']}]({r['plot']})", ""]
   for i, (la, a) in enumerate(entries):
     for j, (lb, b) in enumerate(entries[i + 1:], i + 1):
-      if not compare.compatible(a, b):
+      if overlap_key(a, families[i]) != overlap_key(b, families[j]):
         continue
       mat = compare.cross_jaccard(a.mask, b.mask)
       name = f"cross_{i}_{j}.png"
       plots.plot_matrix(mat, [f"{la}: {g}" for g in a.group_names], [f"{lb}: {g}" for g in b.group_names],
                           os.path.join(workdir, "plots", name), "overlap between sets (Jaccard)")
-      result["cross"].append({"a": la, "b": lb, "jaccard": mat.tolist(), "plot": f"plots/{name}",
+      result["cross"].append({"a": la, "b": lb, "same_checkpoint": a.model_id == b.model_id,
+                              "jaccard": mat.tolist(), "plot": f"plots/{name}",
                               "jaccard_per_layer": compare.cross_jaccard(a.mask, b.mask, per_layer=True).tolist()})
   if result["cross"]:
-    out += ["## Overlap between sets of the same model and module", ""]
+    out += ["## Overlap between sets of the same model family and module", ""]
     for c in result["cross"]:
-      out += [f"{c['a']} vs {c['b']}:", "", f"![cross]({c['plot']})", ""]
+      what = "" if c["same_checkpoint"] else " (two checkpoints of one family: the same neuron positions)"
+      out += [f"{c['a']} vs {c['b']}{what}:", "", f"![cross]({c['plot']})", ""]
+  out += ["## Deactivation: change of the primary metric vs `none`", "",
+          "Mean over the run's domains / datasets of each condition's primary metric minus the same domain's "
+          "`none` (MMNeuron controls: `dape` = its selected neurons, `random` = as many random ones).", ""]
+  rows = [[label, fam or "?", cond, control or "-", f"{delta:+.3f}"]
+          for (label, _), fam, d in zip(entries, families, deactivation) for (cond, control), delta in d.items()]
+  out += [md_table(["run", "family", "condition", "control", "delta primary"], rows) if rows
+          else "_No deactivation results._", ""]
   with open(os.path.join(workdir, "compare.json"), "w") as f:
     json.dump(result, f, indent=1)
   write_tables(os.path.join(workdir, "compare.json"), tables(result))

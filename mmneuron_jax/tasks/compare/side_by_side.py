@@ -15,6 +15,8 @@ import numpy as np
 
 from mmneuron_jax.analysis.dape import budget
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.tasks.common import plots
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 
 
@@ -84,37 +86,38 @@ def mean_entropy(lens: dict) -> np.ndarray:
   return np.mean([np.asarray(v.get("entropy_image", v["entropy"]), np.float64) for v in lens.values()], axis=0)
 
 
-def plot_neurons(runs, labels, path: str):
+def plot_neurons(runs, labels, path: str | None = None):
   """One panel per module (union over runs): unique selected neurons per relative depth, a line per run."""
-  from matplotlib.figure import Figure
   modules = list(dict.fromkeys(m for r in runs for m in r["sets"]))
-  fig = Figure(figsize=(4.2 * len(modules), 3.6))
+  fig = new_figure(4.2 * len(modules), 3.6)
   axes = fig.subplots(1, len(modules), squeeze=False)[0]
   for ax, module in zip(axes, modules):
     have = [(j, run["sets"][module], label) for j, (run, label) in enumerate(zip(runs, labels))
             if module in run["sets"]]
+    values = []
     for k, (j, s, label) in enumerate(have):
       per_layer = s.mask.any(axis=0).sum(axis=1)
+      values.append(per_layer)
       if s.layers > 1:
-        ax.plot(depth(s.layers), per_layer, marker="o", markersize=3, color=f"C{j}",
-                label=f"{label} ({s.layers}x{s.width})")
+        ax.plot(depth(s.layers), per_layer, color=f"C{j}", label=f"{label} ({s.layers}x{s.width})",
+                **plots.series_style(k, len(have)))
       else:  # a one-layer module (LLaVA's projector): a bar per run
         ax.bar(k, per_layer[0], 0.5, color=f"C{j}", label=f"{label} (1x{s.width})")
     if all(s.layers == 1 for _, s, _ in have):
       ax.set_xticks(range(len(have)), [label for _, _, label in have], fontsize=7)
-    ax.set(title=module, xlabel="relative depth" if any(s.layers > 1 for _, s, _ in have) else "run",
+    ax.set(title=module + plots.flat_note(np.concatenate(values)),
+           xlabel="relative depth" if any(s.layers > 1 for _, s, _ in have) else "run",
            ylabel="# domain-specific neurons")
-    ax.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+    plots.integer_ticks(ax, x=False, y=True)
+    ax.legend(fontsize=6, **plots.LEGEND)
+  return finish(fig, path, dpi=110)
 
 
-def plot_lens(runs, labels, path: str):
+def plot_lens(runs, labels, path: str | None = None):
   """Mean image-token entropy per relative depth: a thick line per run, thin ones per domain."""
-  from matplotlib.figure import Figure
-  fig = Figure(figsize=(6.5, 4))
+  fig = new_figure(6.5, 4)
   ax = fig.subplots()
+  curves = []
   for j, (run, label) in enumerate(zip(runs, labels)):
     if not run["lens"]:
       continue
@@ -122,12 +125,13 @@ def plot_lens(runs, labels, path: str):
       e = v.get("entropy_image", v["entropy"])
       ax.plot(depth(len(e)), e, color=f"C{j}", alpha=0.25, linewidth=0.8)
     curve = mean_entropy(run["lens"])
-    ax.plot(depth(len(curve)), curve, color=f"C{j}", linewidth=2.2, marker="o", markersize=3, label=label)
-  ax.set(xlabel="relative LLM depth", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+    curves.append(curve)
+    ax.plot(depth(len(curve)), curve, color=f"C{j}", linewidth=2.2, label=label,
+            **plots.series_style(j, len(runs)))
+  ax.set(xlabel="relative LLM depth", ylabel="mean entropy (nats)",
+         title="Logit lens at image tokens" + (plots.flat_note(np.concatenate(curves)) if curves else " (no results)"))
+  ax.legend(fontsize=7, **plots.LEGEND)
+  return finish(fig, path, dpi=110)
 
 
 def section(runs: list, plots_dir: str, md_table) -> list[str]:
@@ -162,8 +166,8 @@ def section(runs: list, plots_dir: str, md_table) -> list[str]:
     if run["lens"]:
       curve = mean_entropy(run["lens"])
       lens_rows.append([label, len(curve), float(curve[0]), float(curve[len(curve) // 2]), float(curve[-1]),
-                        int(np.argmin(curve)) + 1])
-  out += [md_table(["run", "LLM layers", "H first", "H middle", "H last", "argmin layer"], lens_rows)
+                        int(np.argmin(curve))])
+  out += [md_table(["run", "LLM layers", "H first", "H middle", "H last", "argmin layer (from 0)"], lens_rows)
           if lens_rows else "_No logit-lens results._", ""]
   return out
 

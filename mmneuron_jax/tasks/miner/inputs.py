@@ -28,7 +28,7 @@ def spec_for(family: str) -> ChatSpec:
   chat = _inputs_module(family).CHAT
   if chat is None:
     raise ValueError(f"config.model.family={family!r}; MINER supports the families whose data/inputs/<family>.py "
-                     "declares a CHAT spec (qwen2_vl, qwen2_audio)")
+                     "declares a CHAT spec (e.g. qwen2_vl, qwen2_5_vl, qwen2_audio)")
   return chat
 
 

@@ -17,6 +17,7 @@ from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.progress import Progress
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation
 from mmneuron_jax.tasks.miner.inputs import pad_to
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
@@ -107,11 +108,10 @@ def section(workdir, res) -> list:
   return lines
 
 
-def plot(res, path) -> str:
-  from matplotlib.figure import Figure
+def plot(res, path=None):
   datasets = list(res["datasets"])
   width = max(len(shown_modalities(res, d)) for d in datasets)
-  fig = Figure(figsize=(3.4 * width, 2.8 * len(datasets)))
+  fig = new_figure(3.4 * width, 2.8 * len(datasets))
   axes = fig.subplots(len(datasets), width, squeeze=False)
   for i, d in enumerate(datasets):
     r = res["datasets"][d]
@@ -129,6 +129,4 @@ def plot(res, path) -> str:
       ax.set(title=f"{d}: to {m} tokens", xlabel="layer", ylabel="attention mass", ylim=(0, 1.02))
       if i == 0 and j == 0:
         ax.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

@@ -5,18 +5,13 @@ import numpy as np
 
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
-from mmneuron_jax.tasks.common.plots import plot_layer_distribution
+from mmneuron_jax.tasks.common.plots import finish, new_figure, plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.common import model_card
 
 
-def _figure(w, h):
-  from matplotlib.figure import Figure
-  return Figure(figsize=(w, h))
-
-
-def plot_scores_by_layer(agg_scores, combined, names, path, agg_grad=None) -> str:
+def plot_scores_by_layer(agg_scores, combined, names, path=None, agg_grad=None):
   """Mean over neurons of each aggregated score, per layer, one line per modality.
   agg_scores float[5, M, L, F]; combined float[M, L, F]; agg_grad float[M, L, F] or None."""
   from matplotlib.ticker import MaxNLocator
@@ -24,7 +19,7 @@ def plot_scores_by_layer(agg_scores, combined, names, path, agg_grad=None) -> st
   if agg_grad is not None:
     panels.append(("grad (beyond the paper)", np.asarray(agg_grad)))
   panels.append(("combined", np.asarray(combined)))
-  fig = _figure(3.2 * len(panels), 3.2)
+  fig = new_figure(3.2 * len(panels), 3.2)
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (title, x) in zip(axes, panels):
     layers = np.arange(x.shape[1])
@@ -33,16 +28,14 @@ def plot_scores_by_layer(agg_scores, combined, names, path, agg_grad=None) -> st
     ax.set(title=title, xlabel="layer", ylabel="mean score over neurons")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_overlap(selected, names, path) -> str:
+def plot_overlap(selected, names, path=None):
   """Heat maps: overlap counts summed over layers, and Jaccard, between modality sets."""
   counts = miner.overlap_table(selected).sum(-1)
   jac = pairwise_jaccard(np.asarray(selected, bool))
-  fig = _figure(4.2 * 2, 3.6)
+  fig = new_figure(4.2 * 2, 3.6)
   axes = fig.subplots(1, 2)
   for ax, mat, title, fmt in ((axes[0], counts, "shared neurons", "{:d}"), (axes[1], jac, "Jaccard", "{:.2f}")):
     im = ax.imshow(mat, cmap="viridis")
@@ -54,18 +47,16 @@ def plot_overlap(selected, names, path) -> str:
         ax.text(j, i, fmt.format(mat[i, j].item()), ha="center", va="center", color="k" if bright else "w", fontsize=8)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str:
+def plot_deactivation(rows, path=None, metrics=("primary", "changed_vs_none")):
   """Grouped bars, datasets x conditions, one panel per metric present in the rows (default: the
   dataset's primary metric, and the fraction of answers that changed vs no deactivation)."""
   metrics = [m for m in metrics if any(m in r for r in rows)]
   datasets = list(dict.fromkeys(r["dataset"] for r in rows))
   conditions = list(dict.fromkeys(r["condition"] for r in rows))
-  fig = _figure(max(6.0, 1.8 * len(datasets)) * len(metrics), 3.8)
+  fig = new_figure(max(6.0, 1.8 * len(datasets)) * len(metrics), 3.8)
   axes = fig.subplots(1, len(metrics), squeeze=False)[0]
   width = 0.8 / max(len(conditions), 1)
   for ax, metric in zip(axes, metrics):
@@ -76,9 +67,7 @@ def plot_deactivation(rows, path, metrics=("primary", "changed_vs_none")) -> str
     ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
     ax.set(ylabel=metric, ylim=(0, 1.05), title=f"Deactivation: {metric}")
     ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
 def headline_section(head: list) -> list:

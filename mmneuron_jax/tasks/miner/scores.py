@@ -37,14 +37,16 @@ from mmneuron_jax.tasks.miner.inputs import pad_to
 
 @flax.struct.dataclass
 class MinerStatsProbe(QKProbe):
-  """`MinerScores` plus the minimum of the layer's activation tensor over valid tokens.
-  Call: acts float[B, T, F], q, k -> {'scores': float32[B, 5, M, F], 'min': float32[]}."""
+  """`MinerScores` plus the minimum of the layer's activation tensor over valid tokens and the number
+  of its non-finite values (NaN / Inf, which the scores' comparisons would hide; `analysis.finite`).
+  Call: acts float[B, T, F], q, k -> {'scores': float32[B, 5, M, F], 'min': float32[], 'nonfinite': int32[]}."""
   scores: MinerScores
 
   def __call__(self, acts, q=None, k=None):
     valid = self.scores.attention_mask != 0
     amin = jnp.min(jnp.where(valid[..., None], acts.astype(jnp.float32), jnp.inf))
-    return {"scores": self.scores(acts, q, k), "min": amin}
+    nonfinite = jnp.sum(valid[..., None] & ~jnp.isfinite(acts), dtype=jnp.int32)
+    return {"scores": self.scores(acts, q, k), "min": amin, "nonfinite": nonfinite}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Prepared(NamedTuple):
   answers: tuple
 
 
-def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches: int) -> Step:
+def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches: int, dataset: str = "") -> Step:
   """PlannedBatch -> {name: partial sums} of one dataset's batch (see the module docstring), as a
   `Step`: `prepare(planned) -> Prepared` builds the batches on the host, `run(prepared)` is the
   probed forward (and the gradients). Calling the Step does both."""
@@ -130,7 +132,8 @@ def make_step_fn(model, params, inputs, samples, modalities, ids, cfg, n_batches
     n = len(prepared.masks)
     out = model.apply(params, prepared.batch, probe={"llm": prepared.probe})
     scores = np.asarray(out.probe["llm"]["scores"][:, :n], np.float64).sum(axis=1)   # [L, 5, M, F]
-    finite.check_partial({"sum/llm": scores}, f"batch {prepared.number} (0-based) of this dataset")
+    finite.check_partial({"nonfinite/llm": np.asarray(out.probe["llm"]["nonfinite"]), "sum/llm": scores},
+                         f"batch {prepared.number} (0-based) of dataset {dataset or '(unnamed)'!r}")
     present = prepared.masks.any(-1)                                    # [n, M]
     layer_min = np.zeros((n_batches, layers))
     layer_min[prepared.number] = np.asarray(out.probe["llm"]["min"], np.float64)
@@ -225,7 +228,7 @@ def run_dataset(store, model, params, inputs, name, samples, modalities, ids, cf
   snaps = snapshot_counts(cfg, len(samples))
   batches = plan(len(samples), cfg.batch_size, snaps)
   fp, workdir = store.fingerprint, os.path.dirname(os.path.dirname(store.path))  # <workdir>/stats/<name>
-  step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches))
+  step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches), dataset=name)
   stop = miner_snapshots.writer(workdir, name, snaps, fp) if snaps else None
   return accumulate(store, ((b.number + 1, b) for b in batches), step.run, commit_every=cfg.commit_every,
                     total=len(batches), desc=f"MINER scores {name} (batches)", prepare=step.prepare,

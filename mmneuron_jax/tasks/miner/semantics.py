@@ -17,6 +17,7 @@ from mmneuron_jax.analysis.logit_lens import positions_where
 from mmneuron_jax.nn.logit_lens import Lens
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.tasks.miner.inputs import pad_to
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 PARTITION = ("text", "special", "image", "video", "audio")
@@ -110,11 +111,10 @@ def section(workdir, res) -> list:
   return lines
 
 
-def plot_shares(res, path) -> str:
-  from matplotlib.figure import Figure
+def plot_shares(res, path=None):
   datasets = [d for d in res["datasets"] if pairs(res, d)] or list(res["datasets"])
   idx = {m: i for i, m in enumerate(res["modalities"])}
-  fig = Figure(figsize=(3.8 * len(datasets), 3.2))
+  fig = new_figure(3.8 * len(datasets), 3.2)
   axes = fig.subplots(1, len(datasets), squeeze=False)[0]
   for ax, d in zip(axes, datasets):
     r = res["datasets"][d]
@@ -126,16 +126,13 @@ def plot_shares(res, path) -> str:
         ax.axhline(ch, ls="--", lw=0.8, color=line.get_color())
     ax.set(title=d, xlabel="layer", ylabel="nearest-neighbour share (dashed: chance)", ylim=(0, 1.02))
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_pca(pictures, path) -> str:
-  from matplotlib.figure import Figure
+def plot_pca(pictures, path=None):
   rows = list(pictures)
   cols = max(len(p[0]) for p in pictures.values())
-  fig = Figure(figsize=(3.2 * cols, 3.0 * len(rows)))
+  fig = new_figure(3.2 * cols, 3.0 * len(rows))
   axes = fig.subplots(len(rows), cols, squeeze=False)
   for i, d in enumerate(rows):
     by_layer, labels = pictures[d]
@@ -148,6 +145,4 @@ def plot_pca(pictures, path) -> str:
       ax.set(title=f"{d}: layer {layer}", xticks=[], yticks=[])
       if i == 0 and j == 0:
         ax.legend(fontsize=6, markerscale=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

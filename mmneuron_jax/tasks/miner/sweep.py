@@ -22,12 +22,8 @@ import numpy as np
 from mmneuron_jax.analysis import miner, miner_sweep
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.scores import parse_weights
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
-
-
-def _figure(w, h):
-  from matplotlib.figure import Figure
-  return Figure(figsize=(w, h))
 
 
 def store_fingerprint(workdir: str, dataset: str) -> str:
@@ -195,11 +191,11 @@ def section(workdir, out, final_names) -> list:
   return lines
 
 
-def plot_grid(out, path) -> str:
+def plot_grid(out, path=None):
   """Mean primary metric under deactivation per sweep point, one panel per axis (dashed: none)."""
   base = _mean_primary(out["none"])
   axes_names = [a for a in miner_sweep.AXES if any(r["axis"] == a for r in out["grid"])]
-  fig = _figure(4.2 * len(axes_names), 3.4)
+  fig = new_figure(4.2 * len(axes_names), 3.4)
   axes = fig.subplots(1, len(axes_names), squeeze=False)[0]
   for ax, name in zip(axes, axes_names):
     rows = [r for r in out["grid"] if r["axis"] == name]
@@ -213,13 +209,11 @@ def plot_grid(out, path) -> str:
       ax.legend(fontsize=7)
     ax.set_xticks(range(len(rows)), labels, rotation=45, fontsize=7, ha="right")
     ax.set(title=f"sweep: {name}", ylabel="mean primary (sets off)", ylim=(0, 1.05))
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)
 
 
-def plot_samples(rows, mods, path) -> str:
-  fig = _figure(5.0, 3.4)
+def plot_samples(rows, mods, path=None):
+  fig = new_figure(5.0, 3.4)
   ax = fig.subplots()
   x = [r["samples"] for r in rows]
   for m in mods:
@@ -229,6 +223,4 @@ def plot_samples(rows, mods, path) -> str:
   ax.set(xlabel="samples per dataset", ylabel="Jaccard with the final set", ylim=(0, 1.05),
          title="Convergence of the selected sets")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100, format="png")
-  return path
+  return finish(fig, path, dpi=100)

@@ -144,12 +144,15 @@ def stage_select(study: Study, totals: dict):
   sets = select_sets(totals, study.model, study.model_id, study.domains, study.config.dape)
   set_dir = os.path.join(study.workdir, "neurons")
   os.makedirs(set_dir, exist_ok=True)
+  skipped = []
   for module, s in sets.items():
     s.save(os.path.join(set_dir, f"{module}.json"))
     try:
       s.export_torch(os.path.join(set_dir, f"{module}.pt"))
     except ImportError:
-      logging.warning("torch not installed: skipped the PyTorch export of %s", module)
+      skipped.append(module)
+  if skipped:
+    logging.warning("torch not installed: skipped the PyTorch export (.pt) of %s", ", ".join(skipped))
   return sets, {m: dape.summary(s.mask, study.domains) for m, s in sets.items()}
 
 

@@ -21,9 +21,11 @@ from mmneuron_jax.tasks.common import families
 
 @dataclasses.dataclass(frozen=True)
 class PlannedBatch:
-  """One batch: the domain index and the records (by position in that domain's list)."""
+  """One batch: the domain index, the records (by position in that domain's list) and the batch's
+  position in the plan (0-based; -1 when built outside `plan`)."""
   domain: int
   indices: tuple[int, ...]
+  number: int = -1
 
 
 def _cost_fn(cost):
@@ -52,7 +54,7 @@ def plan(records_by_domain: dict, sizes_by_domain: dict, cost, batch_size: int,
       taken.append(i)
       tokens += cost(size)
     summary[domain] = {"samples": len(taken), "vision_tokens": tokens}
-    batches += [PlannedBatch(d, tuple(c)) for c in chunks(taken, batch_size)]
+    batches += [PlannedBatch(d, tuple(c), len(batches) + k) for k, c in enumerate(chunks(taken, batch_size))]
   return batches, summary
 
 
@@ -100,11 +102,12 @@ def make_step_fn(model, params, inputs, records_by_domain, prompt_fn, load_image
   def run(prepared):
     device_batch, groups, planned = prepared
     partial = stats.flatten(step(params, device_batch, groups))
-    finite.check_partial(partial, f"the batch of domain {domains[planned.domain]!r} records "
-                                  f"{[recs_id(planned, i) for i in planned.indices]}")
-    return partial
+    finite.check_partial(partial, where(planned))
+    return stats.without_checks(partial)
 
-  def recs_id(planned, i):
-    return records_by_domain[domains[planned.domain]][i].id
+  def where(planned):
+    ids = [records_by_domain[domains[planned.domain]][i].id for i in planned.indices]
+    number = "" if planned.number < 0 else f"batch {planned.number} (0-based) of the statistics, "
+    return f"{number}domain {domains[planned.domain]!r}, records {ids}"
 
   return Step(prepare, run)

@@ -52,13 +52,13 @@ def domain_lens(model, params, inputs, records, prompt_fn, load_image, batch_siz
 
 
 def table(results: dict) -> list:
-  """{domain: `domain_lens` result} -> rows {domain, layer (1-based, as in the report), entropy,
+  """{domain: `domain_lens` result} -> rows {domain, layer (from 0, as in the report), entropy,
   entropy_image, top1, top1_prob, positions, image_positions}, one per domain and LLM layer."""
   rows = []
   for domain, r in results.items():
     per_layer = [k for k in ("entropy", "entropy_image", "top1", "top1_prob") if k in r]
     for layer in range(len(r["entropy"])):
-      rows.append({"domain": domain, "layer": layer + 1,
+      rows.append({"domain": domain, "layer": layer,
                    **{k: np.asarray(r[k]).tolist()[layer] for k in per_layer},
                    **{k: r[k] for k in ("positions", "image_positions") if k in r}})
   return rows

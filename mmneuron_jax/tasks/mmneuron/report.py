@@ -3,44 +3,46 @@ import os
 
 import numpy as np
 
-from mmneuron_jax.tasks.common.plots import plot_layer_distribution
+from mmneuron_jax.tasks.common.plots import (LEGEND, finish, flat_note, integer_ticks, new_figure,
+                                             plot_layer_distribution, series_style)
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.compare import side_by_side
 from mmneuron_jax.tasks.common import model_card
 
 
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def plot_lens(lens_results: dict, path: str, where: str = "all positions"):
-  plt = _plt()
+def plot_lens(lens_results: dict, path: str | None = None, where: str = "all positions"):
+  """Logit lens per LLM layer, a line per domain: mean entropy (also at image tokens when the
+  results hold it) and mean top-1 probability -> Figure (PNG to `path`). `lens_results`:
+  {domain: {'entropy': [L], 'top1_prob': [L], 'entropy_image': [L] (optional)}}."""
   with_image = all("entropy_image" in r for r in lens_results.values())
-  fig, axes = plt.subplots(1, 3 if with_image else 2, figsize=(16 if with_image else 11, 4))
-  for domain, r in lens_results.items():
-    layers = np.arange(1, len(r["entropy"]) + 1)
-    axes[0].plot(layers, r["entropy"], marker="o", label=domain)
-    axes[-1].plot(layers, r["top1_prob"], marker="o", label=domain)
+  fig = new_figure(16 if with_image else 11, 4)
+  axes = fig.subplots(1, 3 if with_image else 2)
+  n = len(lens_results)
+  for i, (domain, r) in enumerate(lens_results.items()):
+    layers = np.arange(len(r["entropy"]))  # from 0, like every table
+    axes[0].plot(layers, r["entropy"], label=domain, **series_style(i, n))
+    axes[-1].plot(layers, r["top1_prob"], label=domain, **series_style(i, n))
     if with_image:
-      axes[1].plot(layers, r["entropy_image"], marker="o", label=domain)
-  axes[0].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title=f"Logit lens, {where}")
+      axes[1].plot(layers, r["entropy_image"], label=domain, **series_style(i, n))
+  note = lambda key: flat_note([r[key] for r in lens_results.values()])
+  axes[0].set(xlabel="LLM layer (from 0)", ylabel="mean entropy (nats)", title=f"Logit lens, {where}{note('entropy')}")
   if with_image:
-    axes[1].set(xlabel="LLM layer", ylabel="mean entropy (nats)", title="Logit lens at image tokens")
-  axes[-1].set(xlabel="LLM layer", ylabel="mean top-1 probability", title=f"Top-1 confidence, {where}")
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+    axes[1].set(xlabel="LLM layer (from 0)", ylabel="mean entropy (nats)",
+                title=f"Logit lens at image tokens{note('entropy_image')}")
+  axes[-1].set(xlabel="LLM layer (from 0)", ylabel="mean top-1 probability",
+               title=f"Top-1 confidence, {where}{note('top1_prob')}")
+  for ax in axes:
+    integer_ticks(ax)
+  axes[0].legend(fontsize=8, **LEGEND)
+  return finish(fig, path, dpi=110)
 
 
-def plot_deactivation(rows: list, metric: str, path: str):
-  plt = _plt()
+def plot_deactivation(rows: list, metric: str, path: str | None = None):
+  """`metric` per domain, a bar per (condition, control) -> Figure (PNG to `path`)."""
   domains = sorted({r["domain"] for r in rows}, key=[r["domain"] for r in rows].index)
   keys = sorted({(r["condition"], r["control"]) for r in rows}, key=[(r["condition"], r["control"]) for r in rows].index)
-  fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(domains)), 4))
+  fig = new_figure(max(6, 1.6 * len(domains)), 4)
+  ax = fig.subplots()
   width = 0.8 / max(len(keys), 1)
   for j, key in enumerate(keys):
     vals = [next((r[metric] for r in rows if r["domain"] == d and (r["condition"], r["control"]) == key), np.nan)
@@ -53,9 +55,7 @@ def plot_deactivation(rows: list, metric: str, path: str):
          + (f"\n(every value is {values[0]:.3f}: nothing to compare)" if same else ""))
   # beside the axes: the bars reach 1.0, where a legend inside would hide them
   ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
+  return finish(fig, path, dpi=110, bbox_inches="tight")
 
 
 METRICS = ("primary", "authors", "standard", "vqa_accuracy", "anls", "anls_1.0", "letter_accuracy", "exact_match")
@@ -194,11 +194,11 @@ def lens_section(workdir, domains, lens_results, config=None, **_) -> list[str]:
   with_image = where == "all positions" and all("entropy_image" in lens_results[d] for d in domains)
   header = (["layer"] + [f"{d} H" for d in domains] + ([f"{d} H image" for d in domains] if with_image else []) +
             [f"{d} top-1" for d in domains])
-  table = [[layer + 1] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
+  table = [[layer] + [float(lens_results[d]["entropy"][layer]) for d in domains] +
            ([float(lens_results[d]["entropy_image"][layer]) for d in domains] if with_image else []) +
            [f"{lens_results[d]['top1'][layer]} ({lens_results[d]['top1_prob'][layer]:.2f})" for d in domains]
            for layer in range(n_layers)]
-  return [f"## Logit lens, {where}", "", f"Mean entropy (nats) per layer at {where}"
+  return [f"## Logit lens, {where}", "", f"Mean entropy (nats) per LLM layer (numbered from 0) at {where}"
           + (" and at image tokens (`H image`)" if with_image else "") + "; top-1 token and its mean probability.",
           "", "![logit lens](plots/logit_lens.png)", "", md_table(header, table), ""]
 

@@ -125,9 +125,9 @@ def probe_dataset(model, params, batches, domains, spec: str, per_sample: int, s
 
 
 def first_layer_at(acc, threshold):
-  """1-based first layer with accuracy >= threshold, or None."""
+  """First layer (numbered from 0, like every report) with accuracy >= threshold, or None."""
   hits = np.flatnonzero(np.asarray(acc) >= threshold)
-  return int(hits[0]) + 1 if len(hits) else None
+  return int(hits[0]) if len(hits) else None
 
 
 def stage_probes(model, params, inputs, by_domain, domains, prompt_fn, config):
@@ -149,7 +149,7 @@ def stage_probes(model, params, inputs, by_domain, domains, prompt_fn, config):
     proj, ratio = layer_probes.pca_2d(data["x"][:, show])
     results[spec] = {**{k: v for k, v in r.items() if k != "heldout"}, "classes": data["classes"],
                      "n_samples": int(len(np.unique(data["sample"]))), "points": int(data["x"].shape[1]),
-                     "best_layer": int(np.argmax(r["heldout_acc"])) + 1,
+                     "best_layer": int(np.argmax(r["heldout_acc"])),
                      "first_layer_at_threshold": first_layer_at(r["heldout_acc"], cfg.threshold),
                      "projection": proj, "explained": ratio, "projection_labels": data["y"][show]}
     logging.info("probe %s: held-out accuracy per layer %s (control %s)", spec,

@@ -3,13 +3,13 @@ import os
 
 import numpy as np
 
+from mmneuron_jax.tasks.common.plots import LEGEND, finish, flat_note, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.common import model_card
 
 
 def _figure(rows=1, cols=1, size=(5.0, 3.6)):
-  from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas for savefig
-  fig = Figure(figsize=(size[0] * cols, size[1] * rows))
+  fig = new_figure(size[0] * cols, size[1] * rows)
   return fig, fig.subplots(rows, cols, squeeze=False)
 
 
@@ -18,48 +18,59 @@ def _save(fig, path, integer_x=False):
     from matplotlib.ticker import MaxNLocator
     for a in fig.axes:
       a.xaxis.set_major_locator(MaxNLocator(integer=True))
-  fig.tight_layout()
-  fig.savefig(path, dpi=110, format="png")
-  return path
+  return finish(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def plot_tuned_lens(r: dict, path: str) -> str:
+def plot_tuned_lens(r: dict, path: str | None = None):
   """KL to the final distribution (image / text positions), answer rank and top-k, per layer."""
   fig, ax = _figure(2, 2)
-  layers = np.arange(1, len(r["logit"]["image"]["kl"]) + 1)
-  for lens, style in (("logit", "--"), ("tuned", "-")):
+  layers = np.arange(len(r["logit"]["image"]["kl"]))  # from 0, like every table
+  k = r["top_k"]
+  # the lenses differ by dash AND marker (logit: hollow squares, larger, drawn first; tuned: filled dots on
+  # top), so where the curves coincide (the last layer) both stay visible
+  styles = {"logit": dict(linestyle="--", marker="s", ms=6, mfc="none", zorder=2),
+            "tuned": dict(linestyle="-", marker="o", ms=3, zorder=3)}
+  for lens, style in styles.items():
     for kind, colour in (("image", "C0"), ("text", "C1")):
-      ax[0, 0].plot(layers, r[lens][kind]["kl"], style, color=colour, marker="o", ms=3, label=f"{lens} lens, {kind}")
-      ax[0, 1].plot(layers, r[lens][kind]["entropy"], style, color=colour, marker="o", ms=3, label=f"{lens}, {kind}")
-    ax[1, 0].plot(layers, r[lens]["answer"]["mean_rank"] + 1, style, marker="o", ms=3, label=f"{lens} lens")
-    ax[1, 1].plot(layers, r[lens]["answer"][f"top{r['top_k']}"], style, marker="o", ms=3, label=f"{lens} top-{r['top_k']}")
-    ax[1, 1].plot(layers, r[lens]["answer"]["top1"], style, marker="x", ms=4, label=f"{lens} top-1")
-  ax[0, 0].set(xlabel="LLM layer", ylabel="KL(final || layer) (nats)", title="Held-out KL to the final distribution")
-  ax[0, 1].set(xlabel="LLM layer", ylabel="entropy (nats)", title="Entropy")
-  ax[1, 0].set(xlabel="LLM layer", ylabel="answer rank (1 = top)", title="Rank of the answer token", yscale="log")
-  ax[1, 1].set(xlabel="LLM layer", ylabel="fraction", title="Answer token in top-k", ylim=(-0.05, 1.05))
+      ax[0, 0].plot(layers, r[lens][kind]["kl"], color=colour, label=f"{lens} lens, {kind}", **style)
+      ax[0, 1].plot(layers, r[lens][kind]["entropy"], color=colour, label=f"{lens}, {kind}", **style)
+    ax[1, 0].plot(layers, r[lens]["answer"]["mean_rank"] + 1, color="C2", label=f"{lens} lens", **style)
+    ax[1, 1].plot(layers, r[lens]["answer"][f"top{k}"], color="C3", label=f"{lens} top-{k}", **style)
+    ax[1, 1].plot(layers, r[lens]["answer"]["top1"], color="C4", label=f"{lens} top-1", **style)
+  both = lambda get: flat_note([get(r[lens]) for lens in styles])
+  ax[0, 0].set(xlabel="LLM layer (from 0)", ylabel="KL(final || layer) (nats)",
+               title="Held-out KL to the final distribution" + both(lambda x: [x["image"]["kl"], x["text"]["kl"]]))
+  ax[0, 1].set(xlabel="LLM layer (from 0)", ylabel="entropy (nats)",
+               title="Entropy" + both(lambda x: [x["image"]["entropy"], x["text"]["entropy"]]))
+  ax[1, 0].set(xlabel="LLM layer (from 0)", ylabel="answer rank (1 = top)", yscale="log",
+               title="Rank of the answer token" + both(lambda x: x["answer"]["mean_rank"] + 1))
+  ax[1, 1].set(xlabel="LLM layer (from 0)", ylabel="fraction", ylim=(-0.05, 1.05),
+               title="Answer token in top-k" + both(lambda x: [x["answer"][f"top{k}"], x["answer"]["top1"]]))
   for a in ax.ravel():
-    a.legend(fontsize=7)
+    a.legend(fontsize=7, **LEGEND)
   return _save(fig, path, integer_x=True)
 
 
-def plot_probe_accuracy(results: dict, path: str) -> str:
+def plot_probe_accuracy(results: dict, path: str | None = None):
   fig, ax = _figure(1, 1, (7.0, 4.0))
   a = ax[0, 0]
   for i, (spec, r) in enumerate(results.items()):
-    layers = np.arange(1, len(r["heldout_acc"]) + 1)
-    a.plot(layers, r["heldout_acc"], "-", marker="o", ms=4, color=f"C{i}", label=f"{spec} (held-out)")
-    a.plot(layers, r["control_acc"], ":", marker=".", color=f"C{i}", label=f"{spec} (permuted-label control)")
+    layers = np.arange(len(r["heldout_acc"]))  # from 0
+    a.plot(layers, r["heldout_acc"], "-", marker="o", ms=5, color=f"C{i}", zorder=3, label=f"{spec} (held-out)")
+    a.plot(layers, r["control_acc"], ":", marker="x", ms=5, color=f"C{i}", zorder=4,
+           label=f"{spec} (permuted-label control)")
     a.axhline(r["majority"], color=f"C{i}", lw=0.7, alpha=0.5)
-  a.set(xlabel="layer", ylabel="accuracy", ylim=(-0.02, 1.02), title="Linear probes per layer (thin lines: majority class)")
-  a.legend(fontsize=7)
+  values = [[r["heldout_acc"], r["control_acc"]] for r in results.values()]
+  a.set(xlabel="layer (from 0)", ylabel="accuracy", ylim=(-0.02, 1.02),
+        title="Linear probes per layer (thin lines: majority class)" + flat_note(values))
+  a.legend(fontsize=7, **LEGEND)
   return _save(fig, path, integer_x=True)
 
 
-def plot_projection(r: dict, spec: str, path: str) -> str:
+def plot_projection(r: dict, spec: str, path: str | None = None):
   """One PCA panel per layer, points coloured by label."""
   proj, labels, classes = r["projection"], r["projection_labels"], r["classes"]
   n = proj.shape[0]
@@ -73,7 +84,7 @@ def plot_projection(r: dict, spec: str, path: str) -> str:
     for c, name in enumerate(classes):
       sel = labels == c
       a.scatter(proj[layer, sel, 0], proj[layer, sel, 1], s=6, alpha=0.7, label=name)
-    a.set_title(f"layer {layer + 1}: acc {r['heldout_acc'][layer]:.2f} "
+    a.set_title(f"layer {layer}: acc {r['heldout_acc'][layer]:.2f} "
                 f"({100 * r['explained'][layer].sum():.0f}% var)", fontsize=8)
     a.tick_params(labelsize=6)
   ax.ravel()[0].legend(fontsize=6, markerscale=2)
@@ -81,7 +92,7 @@ def plot_projection(r: dict, spec: str, path: str) -> str:
   return _save(fig, path)
 
 
-def plot_mask_effects(effects: dict, domains, path: str) -> str:
+def plot_mask_effects(effects: dict, domains, path: str | None = None):
   """Answer NLL change vs no removal: rows = whose neurons are removed, columns = evaluated domain."""
   names = [k for k in effects if k != "none"]
   fig, ax = _figure(1, len(names), (4.2, 3.8))
@@ -92,7 +103,7 @@ def plot_mask_effects(effects: dict, domains, path: str) -> str:
     im = a.imshow(delta, cmap="RdBu_r", vmin=-lim, vmax=lim)
     a.set_xticks(range(len(domains)), domains, rotation=45, ha="right", fontsize=7)
     a.set_yticks(range(len(domains)), domains, fontsize=7)
-    a.set(xlabel="evaluated domain", ylabel="neurons removed", title=f"{name}: answer NLL change")
+    a.set(xlabel="evaluated domain", ylabel="neurons removed", title=f"{name}: answer NLL change{flat_note(delta)}")
     fig.colorbar(im, ax=a, shrink=0.8)
   return _save(fig, path)
 
@@ -111,9 +122,9 @@ def _per_layer(tree: dict, layer: int) -> dict:
 
 
 def tuned_lens_table(r: dict) -> list:
-  """A tuned-lens result (JSON form) -> one row per LLM layer (1-based), columns `logit.<kind>.<metric>`
+  """A tuned-lens result (JSON form) -> one row per LLM layer (from 0, as in the report), columns `logit.<kind>.<metric>`
   and `tuned.<kind>.<metric>` (kind image / text / answer)."""
-  return [{"layer": l + 1, "logit": _per_layer(r["logit"], l), "tuned": _per_layer(r["tuned"], l)}
+  return [{"layer": l, "logit": _per_layer(r["logit"], l), "tuned": _per_layer(r["tuned"], l)}
           for l in range(len(r["logit"]["image"]["kl"]))]
 
 
@@ -125,7 +136,7 @@ def tables(results: dict, domains: list) -> dict:
   if results.get("tuned_lens"):
     out["tuned_lens"] = tuned_lens_table(results["tuned_lens"])
   probes = results.get("probes") or {}
-  out["probes"] = [{"spec": s, "layer": l + 1, **{k: r[k][l] for k in ("heldout_acc", "train_acc", "control_acc")}}
+  out["probes"] = [{"spec": s, "layer": l, **{k: r[k][l] for k in ("heldout_acc", "train_acc", "control_acc")}}
                    for s, r in probes.items() for l in range(len(r["heldout_acc"]))]
   out["probes_summary"] = [{"spec": s, **{k: r[k] for k in ("n_samples", "points", "best_layer",
                                                              "first_layer_at_threshold", "majority") if k in r}}
@@ -167,13 +178,13 @@ def tuned_lens_section(r: dict) -> list:
   rows = []
   lo, tu = r["logit"], r["tuned"]
   for layer in range(len(lo["image"]["kl"])):
-    rows.append([layer + 1, _fmt(lo["image"]["kl"][layer]), _fmt(tu["image"]["kl"][layer]), _fmt(lo["text"]["kl"][layer]),
+    rows.append([layer, _fmt(lo["image"]["kl"][layer]), _fmt(tu["image"]["kl"][layer]), _fmt(lo["text"]["kl"][layer]),
                  _fmt(tu["text"]["kl"][layer]), _fmt(lo["image"]["entropy"][layer]), _fmt(tu["image"]["entropy"][layer]),
                  _fmt(lo["answer"]["mean_rank"][layer] + 1, 1), _fmt(tu["answer"]["mean_rank"][layer] + 1, 1),
                  _fmt(lo["answer"][f"top{k}"][layer], 2), _fmt(tu["answer"][f"top{k}"][layer], 2)])
   out += [md_table(header, rows), ""]
   final_loss = f"; final training loss (mean KL over all layers) {r['losses'][-1]:.3f}" if len(r["losses"]) else ""
-  out += [f"Mean held-out KL over layers 1..L-1: logit {np.nanmean(lo['image']['kl'][:-1]):.3f} -> tuned "
+  out += [f"Mean held-out KL over every layer but the last (layers are numbered from 0): logit {np.nanmean(lo['image']['kl'][:-1]):.3f} -> tuned "
           f"{np.nanmean(tu['image']['kl'][:-1]):.3f} at image positions, {np.nanmean(lo['text']['kl'][:-1]):.3f} -> "
           f"{np.nanmean(tu['text']['kl'][:-1]):.3f} at text positions{final_loss}.", ""]
   return out
@@ -192,14 +203,15 @@ def probes_section(results: dict, threshold: float) -> list:
          "Multinomial logistic regression per layer (optax, full batch, L2), trained on features of the training "
          "samples and scored on held-out samples; the control permutes the labels across samples (chance). "
          "Spec = `features:pool:label` (features `hidden` = LLM residual stream, else a module's neurons; pool "
-         "`token` or per-sample `mean`).", "", "![probe accuracy](plots/probe_accuracy.png)", ""]
+         "`token` or per-sample `mean`). Layers are numbered from 0.", "", "![probe accuracy](plots/probe_accuracy.png)", ""]
+  never = lambda layer: "never" if layer is None else layer  # layer 0 is a layer
   summary = [[f"`{s}`", r["n_samples"], r["points"], r["n_heldout"], r["best_layer"], _fmt(max(r["heldout_acc"])),
-              r["first_layer_at_threshold"] or "never", _fmt(r["majority"]), _fmt(float(np.mean(r["control_acc"])))]
+              never(r["first_layer_at_threshold"]), _fmt(r["majority"]), _fmt(float(np.mean(r["control_acc"])))]
              for s, r in results.items()]
   out += [md_table(["spec", "samples", "points", "held-out points", "best layer", "best acc",
                     f"first layer >= {threshold}", "majority", "control (mean)"], summary), ""]
   for s, r in results.items():
-    rows = [[layer + 1, _fmt(r["heldout_acc"][layer]), _fmt(r["train_acc"][layer]), _fmt(r["control_acc"][layer])]
+    rows = [[layer, _fmt(r["heldout_acc"][layer]), _fmt(r["train_acc"][layer]), _fmt(r["control_acc"][layer])]
             for layer in range(len(r["heldout_acc"]))]
     out += [f"### `{s}`", "", md_table(["layer", "held-out acc", "train acc", "control acc"], rows), "",
             f"![pca {s}](plots/{probe_plot_name(s)})", ""]
@@ -221,7 +233,7 @@ def masks_section(r: dict, domains) -> list:
   out += [md_table(["module", "unique"] + list(domains), sizes), ""]
   if r.get("planted"):
     p = r["planted"]
-    out += [f"Planted ground truth ({p['module']}, layer {p['layer'] + 1}, {p['per_domain']} neurons per domain): "
+    out += [f"Planted ground truth ({p['module']}, layer {p['layer']}, {p['per_domain']} neurons per domain): "
             f"precision **{p['precision']:.3f}**, recall **{p['recall']:.3f}**.", ""]
   if r["comparison"]:
     out += [f"Compared with the DAPE sets of `{r['compare_sets_dir']}`:", "",

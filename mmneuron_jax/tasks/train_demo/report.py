@@ -3,15 +3,16 @@ import os
 
 import numpy as np
 
+from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
-from mmneuron_jax.tasks.mmneuron.report import _plt
 from mmneuron_jax.data.synthetic import skills as demo_skills
 
 
-def plot_losses(losses, path: str, window: int = 20):
-  plt = _plt()
+def plot_losses(losses, path: str | None = None, window: int = 20):
+  """Training loss per step and its running mean -> Figure (PNG to `path`)."""
   from matplotlib.ticker import MaxNLocator
-  fig, ax = plt.subplots(figsize=(7, 3.6))
+  fig = new_figure(7, 3.6)
+  ax = fig.subplots()
   steps = np.arange(1, len(losses) + 1)
   ax.plot(steps, losses, color="0.7", lw=0.8, label="per step")
   if len(losses) >= window:
@@ -21,9 +22,7 @@ def plot_losses(losses, path: str, window: int = 20):
          title="train_demo: training loss")
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return finish(fig, path, dpi=110)
 
 
 def write(workdir: str, out_dir: str, result: dict) -> str:

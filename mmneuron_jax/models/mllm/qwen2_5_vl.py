@@ -1,0 +1,233 @@
+"""Qwen2.5-VL: Qwen2.5-VL ViT (window attention, SwiGLU, RMSNorm; + PatchMerger) -> merged image /
+video features spliced into a Qwen2 decoder with M-RoPE (3-D positions: temporal / height / width).
+
+Probe modules: `llm` (decoder MLPs, neuron = silu(gate_proj(x))), `vision` (ViT MLPs, neuron =
+act(gate_proj(x)), before the gate product; token layout `[1, N_patches]` in the processor's order:
+the images' patches, then the videos'). As Qwen2-VL (`qwen2_vl`, whose host-side layout this family
+shares) except the ViT and the video positions: a video's temporal M-RoPE stream steps by
+`tokens_per_second * second_per_grid_ts[v]` per temporal patch (absolute time), truncated to int.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from mmneuron_jax.convert import hf_config
+from mmneuron_jax.convert.checks import reject_unsupported
+from mmneuron_jax.models import llama, qwen2_5_vit
+from mmneuron_jax.models.llama import Decoder, DecoderConfig
+from mmneuron_jax.models.mllm import qwen2_vl
+from mmneuron_jax.models.mllm.qwen2_vl import IMAGE, MEDIA, TEXT, VIDEO
+from mmneuron_jax.models.qwen2_5_vit import Qwen25VisionConfig, Qwen25VisionTransformer
+from mmneuron_jax.nn.policy import Policy
+
+HF_FIELDS = ("model_type", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+             "tie_word_embeddings")
+HF_IGNORED = ("vision_token_id",)  # a tokenizer id the model never reads
+TEXT_TYPES = ("qwen2_5_vl", "qwen2_5_vl_text")  # a Qwen2-VL text decoder (Qwen2 + M-RoPE)
+
+# The Qwen2-VL tokenizer's ids (Qwen2.5-VL keeps them): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`.
+TOKEN_IDS = qwen2_vl.TOKEN_IDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen25VLConfig:
+  text: DecoderConfig
+  vision: Qwen25VisionConfig
+  image_token_id: int = 151655
+  video_token_id: int = 151656
+  vision_start_token_id: int = 151652
+  vision_end_token_id: int = 151653
+
+  @classmethod
+  def from_hf(cls, c: dict, where: str = "config.json") -> "Qwen25VLConfig":
+    """From a HF Qwen2.5-VL config: hub layout (text fields at the top level, `rope_scaling`
+    {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`); read as HF
+    reads it, with HF's class defaults filled in; unknown non-default fields raise."""
+    c, defaults = hf_config.fill(c, where)
+    if "text_config" in c:  # transformers >= 4.53: a text sub-config
+      hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
+      text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
+      text_where, flat = f"{where}: text_config", ()
+    else:  # older transformers: text fields at the top level
+      text = {k: v for k, v in c.items() if k != "vision_config"}
+      text_defaults, text_where, flat = defaults, where, HF_FIELDS + HF_IGNORED
+    heads = text["num_attention_heads"]
+    reject_unsupported(where, {
+        "text_config.model_type": (text.get("model_type"), set(TEXT_TYPES)),
+        "text_config.head_dim": (text.get("head_dim"), {None, text["hidden_size"] // heads}),
+    })
+    tie = bool(c.get("tie_word_embeddings", False) or text.get("tie_word_embeddings", False))
+    # the decoder parser knows this text model by Qwen2-VL's name (same layers, biases and M-RoPE)
+    text = dict(text, tie_word_embeddings=tie, model_type="qwen2_vl_text")
+    text_defaults = dict(text_defaults, model_type="qwen2_vl_text")
+    decoder = DecoderConfig.from_hf(text, text_where, allow_mrope=True, defaults=text_defaults, ignored=flat)
+    if decoder.mrope_section is None or len(decoder.mrope_section) != 3:
+      reject_unsupported(where, {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
+    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
+    vision = Qwen25VisionConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
+    if vision.out_size != decoder.hidden_size:
+      raise ValueError(f"{where}: vision_config.out_hidden_size={vision.out_size} must equal the text hidden_size "
+                       f"{decoder.hidden_size}")
+    return cls(text=decoder, vision=vision, image_token_id=c["image_token_id"], video_token_id=c["video_token_id"],
+               vision_start_token_id=c["vision_start_token_id"], vision_end_token_id=c["vision_end_token_id"])
+
+  @property
+  def probe_modules(self) -> dict[str, tuple[int, int]]:
+    return {"llm": (self.text.num_layers, self.text.intermediate_size),
+            "vision": (self.vision.depth, self.vision.intermediate_size)}
+
+
+class Qwen25VL(nn.Module):
+  """Full model. `capture`: module names whose neurons come back in aux[name]['neurons']."""
+  cfg: Qwen25VLConfig
+  policy: Policy = Policy()
+  capture: tuple[str, ...] = ()
+  return_kv: bool = False
+  remat: bool = False
+  extra_inputs = ("pixel_values", "feature_index", "vision_positions", "vision_segments", "vision_windows")
+  generation_keeps_position_ids = True  # generate.py: prefill with the prepared M-RoPE positions
+
+  @nn.compact
+  def __call__(self, input_ids, positions, attn_mask, *, pixel_values=None, feature_index=None, vision_positions=None,
+               vision_segments=None, vision_windows=None, masks=None, probe=None, lens=None, cache=None,
+               cache_index=None):
+    """input_ids int[B, T]; positions int[3, B, T] (or int[B, T], used on all three streams);
+    pixel_values float[N, C*Tp*p*p] (the images' then the videos' patches); feature_index int32[B, T];
+    vision_positions int[N, 2]; vision_segments int[N] (frames); vision_windows int[N] (see `prepare`).
+
+    Returns (logits float32[B, T, V], aux {'llm': ..., 'vision': ...}).
+    """
+    c, p = self.cfg, self.policy
+    masks, probe = masks or {}, probe or {}
+    if positions.ndim == 2:
+      positions = jnp.broadcast_to(positions[None], (3,) + positions.shape)
+    aux, features = {}, None
+    if pixel_values is not None:
+      vision = Qwen25VisionTransformer(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")
+      features, aux["vision"] = vision(pixel_values, vision_positions, vision_segments, vision_windows,
+                                       masks.get("vision"), probe.get("vision"))
+    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
+                      name="llm")
+    logits, aux["llm"] = decoder(
+        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
+        probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+    return logits, aux
+
+
+def init_inputs(cfg: Qwen25VLConfig, tokens: int = 8) -> tuple[tuple, dict]:
+  """Dummy (args, kwargs) for `Qwen25VL.init` (e.g. under jax.eval_shape): one 2x2-patch image."""
+  args, kwargs = qwen2_vl.init_inputs(cfg, tokens)
+  m = cfg.vision.spatial_merge_size
+  kwargs["vision_windows"] = jnp.asarray(qwen2_5_vit.patch_windows(np.array([[1, m, m]]), m, cfg.vision.merge_window))
+  return args, kwargs
+
+
+# -- host-side preparation (numpy) ----------------------------------------------------------
+
+def video_position_ids(grid_thw, start: int, merge: int, interval) -> np.ndarray:
+  """3-D positions of one video's merged tokens: int64[3, t*h*w/merge**2]; the temporal stream is
+  start + int(k * interval) for temporal patch k (float32 arithmetic, truncated, as HF)."""
+  pos = qwen2_vl.image_position_ids(grid_thw, start, merge)
+  t = int(grid_thw[0])
+  steps = (np.arange(t, dtype=np.float32) * np.float32(interval)).astype(np.int64)
+  pos[0] = np.repeat(steps, pos.shape[1] // t) + start
+  return pos
+
+
+def rope_index(cfg: Qwen25VLConfig, input_ids, mm_types, image_grid_thw=None, video_grid_thw=None,
+               second_per_grid_ts=None, attention_mask=None):
+  """HF Qwen2.5-VL `get_rope_index` on the host -> (position_ids int32[3, B, T], rope_deltas int32[B]).
+
+  As `qwen2_vl.rope_index`, except a video's temporal positions step by tokens_per_second *
+  second_per_grid_ts[v] (videos in batch order; 1 s per temporal patch when not given).
+  """
+  ids = np.asarray(input_ids)
+  types = np.asarray(mm_types)
+  am = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+  grids = {IMAGE: qwen2_vl._grid(image_grid_thw), VIDEO: qwen2_vl._grid(video_grid_thw)}
+  seconds = np.ones(len(grids[VIDEO]), np.float32) if second_per_grid_ts is None else \
+      np.asarray(second_per_grid_ts, np.float32).reshape(-1)
+  if len(seconds) != len(grids[VIDEO]):
+    raise ValueError(f"second_per_grid_ts has {len(seconds)} entries but video_grid_thw {len(grids[VIDEO])} videos")
+  merge = cfg.vision.spatial_merge_size
+  pos = np.zeros((3,) + ids.shape, np.int64)
+  deltas, used = np.zeros(ids.shape[0], np.int64), {IMAGE: 0, VIDEO: 0}
+  for b in range(ids.shape[0]):
+    chunks, cur = [], 0
+    for key, start, end in qwen2_vl._runs(types[b][am[b]]):
+      if key == TEXT:
+        chunks.append(np.broadcast_to(np.arange(end - start) + cur, (3, end - start)))
+        cur += end - start
+        continue
+      name, field = MEDIA[key]
+      k, grid = used[key], grids[key]
+      if k >= len(grid):
+        raise ValueError(f"input_ids has more {name}-token spans than {field} has rows ({len(grid)})")
+      if key == VIDEO:
+        vis = video_position_ids(grid[k], cur, merge, np.float32(cfg.vision.tokens_per_second) * seconds[k])
+      else:
+        vis = qwen2_vl.image_position_ids(grid[k], cur, merge)
+      if vis.shape[1] != end - start:
+        raise ValueError(f"input_ids row {b}: a {name}-token span of {end - start} tokens does not match "
+                         f"{field}[{k}]={grid[k].tolist()} ({vis.shape[1]} tokens)")
+      chunks.append(vis)
+      used[key] += 1
+      cur += int(max(grid[k][1], grid[k][2])) // merge
+    if chunks:
+      llm = np.concatenate(chunks, axis=1)
+      pos[:, b, am[b]] = llm
+      deltas[b] = llm.max() + 1 - am[b].sum()
+  return pos.astype(np.int32), deltas.astype(np.int32)
+
+
+def prepare(cfg: Qwen25VLConfig, batch: dict) -> dict:
+  """Host-side: HF processor outputs -> arrays for the jitted forward.
+
+  `qwen2_vl.prepare` (same keys in and out: the patch sequence, `feature_index`, `vision_positions`,
+  `vision_segments`, `patch_image`, `image_rows`), with this family's M-RoPE `position_ids` (unless
+  given) and `rope_deltas` (reads `second_per_grid_ts` float[V] when given), and `vision_windows`
+  int32[N] (the attention window of every patch, `qwen2_5_vit.patch_windows`).
+  """
+  if "feature_index" in batch or (batch.get("pixel_values") is None and batch.get("pixel_values_videos") is None):
+    return dict(batch)  # prepared already / text only
+  ids = np.asarray(batch["input_ids"])
+  types = batch.get("mm_token_type_ids")
+  types = qwen2_vl.token_types(cfg, ids) if types is None else np.asarray(types)
+  image_grid = qwen2_vl._grid(batch.get("image_grid_thw") if batch.get("pixel_values") is not None else None)
+  video_grid = qwen2_vl._grid(batch.get("video_grid_thw") if batch.get("pixel_values_videos") is not None else None)
+  out = qwen2_vl.prepare(cfg, batch)  # checks shapes and spans; Qwen2-VL's positions are replaced below
+  positions, deltas = rope_index(cfg, ids, types, image_grid, video_grid, batch.get("second_per_grid_ts"),
+                                 batch.get("attention_mask"))
+  if batch.get("position_ids") is None:
+    out["position_ids"] = positions
+  out["rope_deltas"] = deltas
+  v = cfg.vision
+  out["vision_windows"] = qwen2_5_vit.patch_windows(np.concatenate([image_grid, video_grid]), v.spatial_merge_size,
+                                                    v.merge_window)
+  return out
+
+
+token_groups = qwen2_vl.token_groups  # the same token layout (`[B, T]` decoder, `[1, N]` patches)
+
+
+def hf_rules(cfg: Qwen25VLConfig):
+  """Param path <- HF name, accepting both layouts (hub / v5-saved 'model.layers.*', 'visual.*'
+  and v5 in-memory 'model.language_model.*', 'model.visual.*'); 'lm_head.weight' unless tied."""
+
+  def nest(prefix, rules):
+    return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
+
+  rules = nest("llm", llama.hf_rules(cfg.text, ("model.language_model.", "model."), ("lm_head.",)))
+  rules += nest("vision", qwen2_5_vit.hf_rules(cfg.vision, ("visual.", "model.visual.")))
+  return rules
+
+
+# -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------
+NAME = "qwen2_5_vl"
+Config = Qwen25VLConfig
+Module = Qwen25VL
+PROBE_MODULES = ("llm", "vision")
+# A tied checkpoint may still hold a copy of the embedding as lm_head.weight; HF discards it too.
+IGNORE = (r"^lm_head\.weight$",)
