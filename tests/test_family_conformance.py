@@ -15,7 +15,7 @@ FAMILIES = registry.names()
 
 
 def test_the_families_are_the_mllm_modules():
-  assert FAMILIES == ["instructblip", "llava_next", "qwen2_5_vl", "qwen2_audio", "qwen2_vl"]
+  assert FAMILIES == ["instructblip", "llava_next", "llava_onevision", "qwen2_5_vl", "qwen2_audio", "qwen2_vl"]
   with pytest.raises(ValueError, match="model_type='gpt2' is not supported"):
     registry.family_for({"model_type": "gpt2"})
 

@@ -30,6 +30,8 @@ EXPECTED = {
     "Qwen/Qwen2.5-VL-7B-Instruct": (28, 3584, 18944, 28, 4, 152064, 1e-6, 1e6, {"llm": (28, 18944), "vision": (32, 3420)}),
     "Qwen/Qwen2-Audio-7B-Instruct": (32, 4096, 11008, 32, 32, 156032, 1e-5, 1e4,
                                      {"llm": (32, 11008), "audio": (32, 5120)}),
+    "llava-hf/llava-onevision-qwen2-7b-ov-hf": (28, 3584, 18944, 28, 4, 152128, 1e-6, 1e6,
+                                                {"llm": (28, 18944), "vision": (26, 4304), "projector": (1, 3584)}),
 }
 
 
@@ -128,7 +130,7 @@ def test_eos_ids_come_from_generation_config_then_the_filled_config():
   expected = {"llava-hf/llava-v1.6-vicuna-7b-hf": (2,), "llava-hf/llava-v1.6-mistral-7b-hf": (2,),
               "Salesforce/instructblip-vicuna-7b": (1,), "Qwen/Qwen2-VL-7B-Instruct": (151645, 151643),
               "Qwen/Qwen2.5-VL-7B-Instruct": (151645, 151643),
-              "Qwen/Qwen2-Audio-7B-Instruct": (151643, 151645)}
+              "Qwen/Qwen2-Audio-7B-Instruct": (151643, 151645), "llava-hf/llava-onevision-qwen2-7b-ov-hf": (151645,)}
   for name, eos in expected.items():
     config = read_config(os.path.join(FIXTURES, name.replace("/", "__")))
     assert hf_config.eos_token_ids(config, config.get(hf_config.GENERATION_CONFIG)) == eos, name

@@ -4,7 +4,7 @@ sparse config.json, its tensor names and dtype, sharded safetensors with the ind
 preprocessor configs) load through `load_hf` and match HF PyTorch fp32 (eager attention), which
 loads the same files with its own `from_pretrained`, on one realistic input: a 672x672 image for
 LLaVA-NeXT, 224x224 for InstructBLIP, 448x448 for Qwen2-VL and Qwen2.5-VL (16 attention windows),
-2 s of audio for Qwen2-Audio.
+2 s of audio for Qwen2-Audio, 768x768 for LLaVA-OneVision.
 
 Tolerances: logits and every probe module's neurons max-abs <= 1e-4 (as the tiny parity tests).
 Heavy (vocab x width embeddings at full width, GBs): the weights are written shard by shard from a
@@ -28,6 +28,7 @@ import mmneuron_jax
 from mmneuron_jax.api import read_config
 from mmneuron_jax.data.inputs import qwen2_audio as qwen2_audio_inputs, qwen2_vl as qwen2_vl_inputs
 from mmneuron_jax.models import anyres
+from mmneuron_jax.models.mllm import llava_onevision
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOL = 1e-4
@@ -42,6 +43,9 @@ HUB_NAMES = {
     "qwen2_5_vl": (("model.language_model.", "model."), ("model.visual.", "visual."), ("lm_head.", "lm_head.")),
     "qwen2_audio": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
                     ("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector.")),
+    "llava_onevision": (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                        ("model.vision_tower.", "vision_tower.vision_model."),
+                        ("model.multi_modal_projector.", "multi_modal_projector."), ("model.image_newline", "image_newline")),
 }
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -58,7 +62,7 @@ def depth_cut(config: dict, llm: int = 1, towers: int = 2) -> dict:
     c["text_config"]["num_hidden_layers"] = llm
   if kind == "qwen2_5_vl":  # window-attention blocks, then one full-attention block
     c["vision_config"]["fullatt_block_indexes"] = [towers - 1]
-  if kind in ("llava_next", "instructblip"):
+  if kind in ("llava_next", "instructblip", "llava_onevision"):
     c["vision_config"]["num_hidden_layers"] = towers
   if kind == "instructblip":
     c["qformer_config"]["num_hidden_layers"] = towers
@@ -200,6 +204,20 @@ def llava_next_batch(config, fixture_dir):
           "image_sizes": pix["image_sizes"]}
 
 
+def llava_onevision_batch(config, fixture_dir):
+  with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
+    pre = json.load(f)
+  pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
+  pix = transformers.LlavaOnevisionImageProcessorPil(**pre)(image(768), return_tensors="np")
+  v = config["vision_config"]
+  n = llava_onevision.num_image_tokens(pix["image_sizes"][0], config["image_grid_pinpoints"], v["image_size"],
+                                       v["image_size"] // v["patch_size"], 9)
+  rng = np.random.default_rng(1)
+  ids = np.array([[151644] + [config["image_token_index"]] * n + list(rng.integers(3, 150000, 24))])
+  return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values": pix["pixel_values"].astype(np.float32),
+          "image_sizes": pix["image_sizes"]}
+
+
 def instructblip_batch(config, fixture_dir):
   with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
     pre = json.load(f)
@@ -247,7 +265,7 @@ def qwen2_audio_batch(config, fixture_dir):
 # ---- probe modules ---------------------------------------------------------------------------
 def act_modules(kind, hf):
   """HF modules whose forward output is each probe module's neuron activation, per layer."""
-  if kind == "llava_next":
+  if kind in ("llava_next", "llava_onevision"):
     inner = hf.model
     return {"llm": [l.mlp.act_fn for l in inner.language_model.layers],
             "vision": [l.mlp.activation_fn for l in inner.vision_tower.encoder.layers],
@@ -269,7 +287,7 @@ def act_modules(kind, hf):
 
 def ours_like(kind, name, ours, theirs, prepared):
   """Our captured neurons in the layout of HF's recorded ones."""
-  if kind == "llava_next" and name in ("vision", "projector"):
+  if kind in ("llava_next", "llava_onevision") and name in ("vision", "projector"):
     return ours[:, prepared["tile_valid"]]
   if kind == "qwen2_5_vl" and name == "vision":  # HF's blocks see the patches in window order
     return ours[:, 0][:, np.argsort(prepared["vision_windows"], kind="stable")]
@@ -277,9 +295,10 @@ def ours_like(kind, name, ours, theirs, prepared):
 
 
 BATCHES = {"llava_next": llava_next_batch, "instructblip": instructblip_batch, "qwen2_vl": qwen2_vl_batch,
-           "qwen2_5_vl": qwen2_5_vl_batch, "qwen2_audio": qwen2_audio_batch}
+           "qwen2_5_vl": qwen2_5_vl_batch, "qwen2_audio": qwen2_audio_batch, "llava_onevision": llava_onevision_batch}
 NAMES = ["llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf", "Salesforce/instructblip-vicuna-7b",
-         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct"]
+         "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2-Audio-7B-Instruct",
+         "llava-hf/llava-onevision-qwen2-7b-ov-hf"]
 
 
 def peak_rss_gb() -> float:

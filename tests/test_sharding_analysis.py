@@ -1,8 +1,10 @@
 """Every analysis step on a mesh equals the single-device result: 8 fake CPU devices, meshes 2x4
 (data x tensor) and 8x1 (data), a tiny Qwen2-VL (M-RoPE position_ids [3, B, T], 8 rows with one
 image each) placed with `mmneuron_jax.load_on_mesh` (= load_hf(shardings=...).on_mesh(mesh)); tiny
-InstructBLIP, Qwen2-Audio and Qwen2.5-VL placed by the same rules (params equal, specs checked; Qwen2.5-VL's
-masked forward with both probe modules captured, images and video, equal to its single-device one).
+InstructBLIP, Qwen2-Audio, Qwen2.5-VL and LLaVA-OneVision placed by the same rules (params equal, specs
+checked; Qwen2.5-VL's masked forward with both probe modules captured, images and video, and
+LLaVA-OneVision's (8 rows, anyres-max packing with the bilinear shrink) with all three captured, equal
+to their single-device ones).
 
 Checked through the public calls on a model `on_mesh`: `model.apply` with masks + the MINER
 probe + the logit lens, `grad_importance` and `model.generate` (masked, greedy); sharded loading
@@ -38,6 +40,7 @@ OTHER_SPECS = {"instructblip:qformer/layers/ffn_query/fc1/kernel": [None, None, 
                "qwen2_audio:llm/layers/mlp/down/kernel": [None, "tensor"],
                "qwen2_5_vl:vision/layers/mlp/gate/kernel": [None, None, "tensor"],
                "qwen2_5_vl:vision/layers/mlp/down/kernel": [None, "tensor"]}
+OV_SIZES = [(60, 64), (30, 100), (28, 28), (56, 56), (90, 88), (40, 90), (28, 56), (50, 50)]  # one image a row
 MINER_IDS = dict(special_ids=(1, START, END), image_ids=(IMAGE,), video_ids=(VIDEO,), audio_ids=())
 
 
@@ -63,6 +66,12 @@ def _build_audio(path):
                encoder_ffn_dim=72, d_model=40, max_source_positions=50)
   config = transformers.Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=IMAGE)
   transformers.Qwen2AudioForConditionalGeneration(config).save_pretrained(path)
+
+
+def _onevision_batch(config):
+  """8 right-padded rows, one image each (test_llava_onevision_parity's tiny config), as numpy."""
+  import test_llava_onevision_parity as ov
+  return ov.batch_for(config, OV_SIZES, [2 + i % 4 for i in range(len(OV_SIZES))])
 
 
 def _max_abs(a, b) -> float:
@@ -194,8 +203,9 @@ def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
     model = mmneuron_jax.load_on_mesh(model_dir, mesh)
     got, logits_sharding = _results(model, *_inputs(model, os.path.join(out_dir, "batches.npz")))
     specs = {}
-    q25_dir = os.path.join(out_dir, "qwen2_5_vl")
-    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir), ("qwen2_5_vl", q25_dir)):
+    q25_dir, ov_dir = os.path.join(out_dir, "qwen2_5_vl"), os.path.join(out_dir, "llava_onevision")
+    for family, path in (("instructblip", blip_dir), ("qwen2_audio", audio_dir), ("qwen2_5_vl", q25_dir),
+                         ("llava_onevision", ov_dir)):
       other, other_ref = mmneuron_jax.load_on_mesh(path, mesh), mmneuron_jax.load_hf(path)
       same = jax.tree_util.tree_map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), other.params,
                                     other_ref.params)
@@ -210,6 +220,16 @@ def run_worker(model_dir, blip_dir, audio_dir, out_dir, name):
         meta["qwen2_5_vl_max_abs"] = max(_max_abs(np.asarray(got_q.logits), np.asarray(want_q.logits)),
                                          *(_max_abs(np.asarray(got_q.aux[k]), np.asarray(want_q.aux[k]))
                                            for k in ("llm", "vision")))
+      if family == "llava_onevision":  # anyres-max packing: the bilinear taps gather across the data axis
+        batch = dict(np.load(os.path.join(out_dir, "llava_onevision_batch.npz")))
+        masks = {k: (np.arange(np.prod(v)).reshape(v) % 5 != 0).astype(np.float32)
+                 for k, v in other.probe_modules.items()}
+        modules = tuple(other.probe_modules)
+        run = lambda m: m.apply(m.params, batch, masks=masks, capture=modules)
+        got_o, want_o = run(other), run(other_ref)
+        meta["llava_onevision_max_abs"] = max(_max_abs(np.asarray(got_o.logits), np.asarray(want_o.logits)),
+                                              *(_max_abs(np.asarray(got_o.aux[k]), np.asarray(want_o.aux[k]))
+                                                for k in modules))
     meta.update({"logits_sharding": _spec(logits_sharding.spec),
             "gate_shard": list(model.params["llm"]["layers"]["mlp"]["gate"]["kernel"].addressable_shards[0]
                                .data.shape),
@@ -238,6 +258,7 @@ def _compare(got, want, valid) -> dict:
 def report(tmp_path_factory):
   """Runs the reference and mesh workers concurrently, then compares -> {'meshes', 'scale', 'reads'}."""
   import test_instructblip_parity as ib
+  import test_llava_onevision_parity as ov
   import test_qwen2_vl_parity as q
   root = tmp_path_factory.mktemp("sharding_analysis")
   model_dir, blip_dir, audio_dir = str(root / "qwen2_vl"), str(root / "instructblip"), str(root / "qwen2_audio")
@@ -248,6 +269,8 @@ def report(tmp_path_factory):
   import test_qwen2_5_vl_parity as q25
   q25_hf = q25.build_hf(str(root / "qwen2_5_vl"))
   np.savez(root / "qwen2_5_vl_batch.npz", **q25.make_batch(q25_hf.config))
+  ov_hf = ov.build(str(root / "llava_onevision"), aspect="anyres_max_1", kv_heads=2)
+  np.savez(root / "llava_onevision_batch.npz", **_onevision_batch(ov_hf.config))
   config = hf.config.to_dict()
   np.savez(root / "batches.npz", **{f"{side}/{k}": np.asarray(v) for side in ("right", "left")
                                     for k, v in _batch(config, side).items()})  # workers need no transformers
@@ -298,6 +321,8 @@ def test_analysis_steps_equal_single_device(report):
     assert r["tokens_equal"] and r["tokens_nonpad"] > 0, name
     assert r["instructblip_params_equal"] and r["qwen2_audio_params_equal"] and r["qwen2_5_vl_params_equal"], name
     assert r["qwen2_5_vl_max_abs"] <= 1e-5, (name, r["qwen2_5_vl_max_abs"])
+    assert r["llava_onevision_params_equal"], name
+    assert r["llava_onevision_max_abs"] <= 1e-5, (name, r["llava_onevision_max_abs"])
 
 
 def test_params_and_outputs_are_really_split(report):

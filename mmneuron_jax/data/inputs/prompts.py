@@ -5,6 +5,8 @@ Evaluation: a body (question + the domain's instruction) inside a template:
 - `vicuna_v1`: LLaVA's `conv_vicuna_v1`, the one the authors used for LLaVA-NeXT:
   `"{system} USER: <image>\\n{body} ASSISTANT:"` with the "curious user" system line.
 - `llava_v1`: the same with LLaVA's `conv_llava_v1` "curious human" system line (the HF model card's).
+- `qwen_chatml`: Qwen2's ChatML turn as LLaVA-OneVision's chat template writes it, no system turn:
+  `"<|im_start|>user\\n<image>\\n{body}<|im_end|>\\n<|im_start|>assistant\\n"`.
 - `raw`: `"<image>\\n{body}"` (no chat template).
 - `plain`: the body alone (InstructBLIP: the image enters through the Q-Former, not a text token).
 Body styles: `llava` renders choices as LLaVA's multiple-choice format ("A. ..." lines), puts the
@@ -33,7 +35,7 @@ SYSTEMS = {
     "llava_v1": ("A chat between a curious human and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the human's questions."),
 }
-TEMPLATES = ("vicuna_v1", "llava_v1", "raw", "plain")
+TEMPLATES = ("vicuna_v1", "llava_v1", "qwen_chatml", "raw", "plain")
 STYLES = ("llava", "authors")
 LETTERS = "ABCDEFGH"
 
@@ -80,6 +82,8 @@ def eval_prompt(record: VQARecord, template: str = "vicuna_v1", style: str = "ll
   body = eval_body(record, style)
   if template in SYSTEMS:
     return f"{SYSTEMS[template]} USER: <image>\n{body} ASSISTANT:"
+  if template == "qwen_chatml":
+    return f"<|im_start|>user\n<image>\n{body}<|im_end|>\n<|im_start|>assistant\n"
   if template == "raw":
     return f"<image>\n{body}"
   if template == "plain":

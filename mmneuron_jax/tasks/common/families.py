@@ -7,7 +7,7 @@ prompt format. The pipeline looks the family up by the checkpoint's `model_type`
 `config.model.demo` for the embedded demo) and never branches on it.
 
 Conditions (docs/ALGORITHMS.md), each evaluated on domain d with d's own neurons off in the listed modules:
-- LLaVA-NeXT: none, llm, vision (+ projector, as the authors' code), projector, all.
+- LLaVA-NeXT and LLaVA-OneVision: none, llm, vision (+ projector, as the authors' code), projector, all.
 - InstructBLIP: none, llm, vision, qformer (text + query paths), vision+qformer, all.
 """
 import dataclasses
@@ -103,6 +103,8 @@ KNOBS = {
     "llava_next": Knobs(LLAVA_NEXT_CONDITIONS, "vicuna_v1", "authors", prompt_image_tokens=1),
     # The authors' generate.py rewrites the LLaVA prompt for BLIP: no chat template, "Short Answer:".
     "instructblip": Knobs(INSTRUCTBLIP_CONDITIONS, "plain", "authors", _instructblip_inputs, prompt_image_tokens=0),
+    # LLaVA-NeXT's modules and conditions; the authors' prompt body in the Qwen2 ChatML turn of its chat template.
+    "llava_onevision": Knobs(LLAVA_NEXT_CONDITIONS, "qwen_chatml", "authors", prompt_image_tokens=1),
 }
 
 

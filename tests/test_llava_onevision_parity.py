@@ -1,0 +1,188 @@
+"""LLaVA-OneVision parity with HF PyTorch on tiny random configs (fp32).
+
+The configs exercise anyres-max packing with the bilinear shrink (`vision_aspect_ratio`
+'anyres_max_1' / '_2': a 2x2 or 3x3 tile grid holds more than 1.1x the budget) and without it.
+Tolerances: logits and activations max-abs <= 1e-4; lens entropies <= 1e-4 nats;
+top-k ids and greedy tokens exactly equal.
+"""
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import hf_hooks
+import hf_tiny
+import mmneuron_jax
+from mmneuron_jax.analysis.logit_lens import Lens, positions_where
+from mmneuron_jax.data.inputs.batching import pad_rows
+from mmneuron_jax.models.mllm import llava_onevision as ov
+
+TOL = 1e-4
+IMAGE_TOKEN = 300
+PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56], [28, 84], [84, 84]]
+VARIANTS = {
+    # name: (config kwargs, image sizes (h, w), text lengths, greedy decoding under random masks);
+    # (28, 28) fits one tile: no shrink
+    "max1_gqa": (dict(aspect="anyres_max_1", kv_heads=2), [(60, 64), (30, 100)], [5, 9], False),
+    "max2_two_layers_tied": (dict(aspect="anyres_max_2", kv_heads=1, feature_layer=[-1, -2], tie=True),
+                             [(90, 88), (28, 28)], [7, 3], True),
+}
+
+
+def tiny_config(aspect, kv_heads, feature_layer=-1, tie=False):
+  """A tiny LLaVA-OneVision: 28 px tiles of 7 px patches (16 patches a tile), odd MLP widths,
+  a Qwen2 decoder (q/k/v biases)."""
+  text = transformers.Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=88, num_hidden_layers=3,
+                                  num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=512,
+                                  rms_norm_eps=1e-5, rope_theta=1e6, tie_word_embeddings=tie, bos_token_id=1,
+                                  eos_token_id=2, pad_token_id=0)
+  vision = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=52, num_hidden_layers=3,
+                                           num_attention_heads=4, image_size=28, patch_size=7, vision_use_head=False)
+  return transformers.LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
+                                           video_token_index=301, image_grid_pinpoints=PINPOINTS,
+                                           vision_feature_layer=feature_layer, vision_aspect_ratio=aspect,
+                                           vision_feature_select_strategy="full", tie_word_embeddings=tie)
+
+
+def build(path, seed=0, **kwargs):
+  """Save a random tiny LLaVA-OneVision to `path`; returns the HF model (fp32, eval, eager attention)."""
+  torch.manual_seed(seed)
+  config = tiny_config(**kwargs)
+  config._attn_implementation = "eager"
+  model = transformers.LlavaOnevisionForConditionalGeneration(config).eval()
+  with torch.no_grad():  # make norms and biases non-trivial
+    for name, p in model.named_parameters():
+      if ("norm" in name or name.endswith("bias")) and p.ndim == 1:
+        p.add_(0.1 * torch.randn_like(p))
+  model.save_pretrained(path)
+  return model
+
+
+def image_processor():
+  return transformers.LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
+                                                      image_grid_pinpoints=PINPOINTS)
+
+
+def batch_for(config, sizes_hw, text_lens, pad_side="right", seed=0):
+  """One image per row: [BOS] <image>*n [text tokens]; padded to a common length. Returns numpy dict."""
+  pix = image_processor()(hf_tiny.random_images(sizes_hw, seed), return_tensors="np")
+  rng = np.random.default_rng(seed + 1)
+  aspect = int(config.vision_aspect_ratio[len("anyres_max_"):])
+  rows = []
+  for size, n_text in zip(pix["image_sizes"], text_lens):
+    n_img = ov.num_image_tokens(size, PINPOINTS, 28, 4, aspect)
+    rows.append([1] + [IMAGE_TOKEN] * n_img + list(rng.integers(3, 299, n_text)))
+  ids, mask = pad_rows(rows, 0, pad_side)
+  return {"input_ids": ids, "attention_mask": mask, "pixel_values": pix["pixel_values"].astype(np.float32),
+          "image_sizes": pix["image_sizes"]}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def pair(request, tmp_path_factory):
+  kwargs, sizes, text_lens, _ = VARIANTS[request.param]
+  path = str(tmp_path_factory.mktemp(request.param))
+  hf = build(path, **kwargs)
+  model = mmneuron_jax.load_hf(path)
+  batch = batch_for(hf.config, sizes, text_lens)
+  return hf, model, batch, sizes, text_lens, VARIANTS[request.param][3]
+
+
+def act_modules(hf):
+  """HF modules whose forward output is each probe module's neuron activation, per layer."""
+  inner = hf.model
+  return {
+      "llm": [layer.mlp.act_fn for layer in inner.language_model.layers],
+      "vision": [layer.mlp.activation_fn for layer in inner.vision_tower.encoder.layers],
+      "projector": [inner.multi_modal_projector.act],
+  }
+
+
+def run_hf(hf, batch, masks=None, output_hidden_states=False):
+  return hf_hooks.run_hf(hf, act_modules(hf), batch, masks, output_hidden_states=output_hidden_states)
+
+
+def test_token_count_equals_hf_processor():
+  """Our image-token count per image size equals HF's processor (`_get_number_of_features`)."""
+  count = transformers.LlavaOnevisionProcessor._get_number_of_features
+  for aspect in (1, 2, 9):
+    fake = type("P", (), {"image_processor": image_processor(), "num_image_tokens": 16,
+                          "vision_aspect_ratio": f"anyres_max_{aspect}",
+                          "_get_unpadded_features": transformers.LlavaOnevisionProcessor._get_unpadded_features})()
+    for h, w in [(60, 64), (30, 100), (90, 88), (40, 90), (50, 50), (20, 77), (300, 17), (17, 300)]:
+      assert ov.num_image_tokens((h, w), PINPOINTS, 28, 4, aspect) == count(fake, h, w, 28, 28), (aspect, h, w)
+
+
+def test_shrink_path_is_exercised(pair):
+  """Both configs shrink some image with the bilinear weights (fractional weights appear)."""
+  _, model, batch, *_ = pair
+  assert (model.prepare(batch)["feature_weights"] % 1 != 0).any()
+
+
+def test_logits_match(pair):
+  hf, model, batch, *_ = pair
+  out = model.apply(model.params, batch)
+  ref, _ = run_hf(hf, batch)
+  valid = batch["attention_mask"].astype(bool)
+  assert out.logits.shape == ref.logits.shape
+  assert np.abs(np.asarray(out.logits)[valid] - ref.logits.numpy()[valid]).max() <= TOL
+
+
+def test_captured_activations_match(pair):
+  hf, model, batch, *_ = pair
+  out = model.apply(model.params, batch, capture=("llm", "vision", "projector"))
+  _, rec = run_hf(hf, batch)
+  valid = batch["attention_mask"].astype(bool)
+  ours = np.asarray(out.aux["llm"])
+  assert ours.shape[:3] == (model.probe_modules["llm"][0],) + valid.shape
+  assert np.abs(ours[:, valid] - rec["llm"][:, valid]).max() <= TOL
+  tiles = model.prepare(batch)["tile_valid"]
+  for name in ("vision", "projector"):
+    mine = np.asarray(out.aux[name])[:, tiles]
+    assert mine.shape == rec[name].shape, name
+    assert mine.shape[-1] == model.probe_modules[name][1]
+    assert np.abs(mine - rec[name]).max() <= TOL, name
+
+
+def test_masked_forward_matches_hook_zeroing(pair):
+  hf, model, batch, *_ = pair
+  masks = hf_hooks.random_masks(model.probe_modules)
+  out = model.apply(model.params, batch, masks=masks)
+  ref, _ = run_hf(hf, batch, masks=masks)
+  plain = model.apply(model.params, batch)
+  valid = batch["attention_mask"].astype(bool)
+  assert np.abs(np.asarray(out.logits)[valid] - ref.logits.numpy()[valid]).max() <= TOL
+  assert np.abs(np.asarray(out.logits) - np.asarray(plain.logits))[valid].max() > 1e-3  # the mask did something
+
+
+def test_logit_lens_matches_hf_hidden_states(pair):
+  hf, model, batch, *_ = pair
+  positions = positions_where(batch["input_ids"] == IMAGE_TOKEN)
+  targets = np.where(positions >= 0, 7, 0).astype(np.int32)
+  out = model.apply(model.params, batch, lens=Lens(positions, targets, top_k=5))
+  ref, _ = run_hf(hf, batch, output_hidden_states=True)
+  lm = hf.model.language_model
+  hs = ref.hidden_states  # embeddings, layers 1..L-1, final (already normed)
+  n_layers = len(lm.layers)
+  rows, cols = np.nonzero(positions >= 0)
+  for layer in range(n_layers):
+    h = hs[layer + 1]
+    with torch.no_grad():
+      logits = hf.lm_head(h if layer == n_layers - 1 else lm.norm(h)).numpy()
+    sel = logits[rows, positions[rows, cols]].astype(np.float64)
+    logp = sel - np.log(np.exp(sel - sel.max(-1, keepdims=True)).sum(-1, keepdims=True)) - sel.max(-1, keepdims=True)
+    entropy = -(np.exp(logp) * logp).sum(-1)
+    assert np.abs(np.asarray(out.lens["entropy"][layer])[rows, cols] - entropy).max() <= TOL, layer
+    top = np.argsort(-logp, axis=-1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(np.asarray(out.lens["top_ids"][layer])[rows, cols], top)
+    assert np.abs(np.asarray(out.lens["target_logprob"][layer])[rows, cols] - logp[:, 7]).max() <= TOL
+
+
+def test_greedy_generation_matches_hf(pair):
+  """Left-padded greedy decoding, plain in one config and under random masks in the other."""
+  hf, model, _, sizes, text_lens, masked = pair
+  batch = batch_for(hf.config, sizes, text_lens, pad_side="left")
+  masks = hf_hooks.random_masks(model.probe_modules, seed=3) if masked else None
+  new = 6
+  ours = model.generate(model.params, batch, max_new_tokens=new, masks=masks, eos_token_id=-1)
+  ref = hf_hooks.generate(hf, act_modules(hf), batch, new, masks, pad_token_id=0)
+  np.testing.assert_array_equal(ours, ref[:, batch["input_ids"].shape[1]:])
