@@ -14,7 +14,7 @@ pip install -q --upgrade pip
 pip install -q -e '.[test]'
 export HF_HUB_OFFLINE=1
 if [ "$#" -gt 0 ]; then exec python -m pytest -q tests "$@"; fi
-# The default run: the suite, then the full-width hub-checkpoint parity tests (-m heavy: the six
+# The default run: the suite, then the full-width hub-checkpoint parity tests (-m heavy: the seven
 # published configs at full width, 1 language-model layer; GBs each) in a pytest process of their
 # own, so that they start from a clean heap (docs/PERFORMANCE.md: time and peak RSS per case).
 python -m pytest -q tests -m "not heavy"
