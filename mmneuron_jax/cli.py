@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from mmneuron_jax import distributed, tasks
 from mmneuron_jax.errors import UserError
-from mmneuron_jax.io import run_dir
+from mmneuron_jax.io import paths, run_dir
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -128,7 +128,7 @@ def run_task(argv):
   index, count = distributed.initialize_from_env(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.info("process %d of %d", index, count)
   # Every process runs the same steps on the global mesh; only process 0 writes the run directory.
-  workdir = _WORKDIR.value if index == 0 else os.path.join(_WORKDIR.value, f".process_{index}")
+  workdir = _WORKDIR.value if index == 0 else paths.join(_WORKDIR.value, f".process_{index}")
   report = tasks.run(config, workdir)
   logging.info("report: %s", report)
 

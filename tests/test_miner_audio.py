@@ -20,7 +20,7 @@ def test_family_switch_is_one_field():
 
 
 def test_audio_demo_stages_1_to_4(tmp_path):
-  c = miner_qwen2_audio_demo.get_config()
+  c = miner_qwen2_vl_demo.random_demo(miner_qwen2_audio_demo.get_config())
   c.stages = ("scores", "select")
   c.data.n_per_dataset = 2
   c.scores.batch_size = 2

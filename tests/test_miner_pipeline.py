@@ -30,7 +30,7 @@ OVERRIDES = {"data.datasets": ("image_qa", "caption", "text_mc"), "data.n_per_da
 
 
 def small_config():
-  c = miner_qwen2_vl_demo.get_config()
+  c = miner_qwen2_vl_demo.random_demo(miner_qwen2_vl_demo.get_config())
   for key, value in OVERRIDES.items():
     node, leaf = key.split(".")
     c[node][leaf] = value
@@ -42,7 +42,8 @@ def scores_command(workdir):
   flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items() if k.startswith(("data.", "scores."))]
   return [sys.executable, "-m", "mmneuron_jax",
           "--config=miner_qwen2_vl_demo", f"--workdir={workdir}",
-          "--config.stages=('scores',)", *flags]
+          "--config.stages=('scores',)", "--config.model.demo_weights=random", "--config.data.source=demo",
+          "--config.select.ratio=0.05", *flags]
 
 
 def cursor(workdir, dataset):

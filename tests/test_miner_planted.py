@@ -27,6 +27,7 @@ def run_dir(tmp_path_factory):
                                                    edit_state=planted_qwen2_vl.edit_state_fn(PER_LAYER))
   c = miner_qwen2_vl_demo.get_config()
   c.model.path = path
+  c.data.source = "demo"
   c.stages = ("scores", "select")
   c.data.datasets = datasets
   c.data.n_per_dataset = 4

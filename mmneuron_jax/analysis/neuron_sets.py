@@ -9,10 +9,13 @@ A `NeuronSet` holds a bool mask[G, L, F] plus enough context to be read on its o
   read by its mask_model.py): a `torch.save`d list[group][layer] of sorted LongTensor indices.
 """
 import dataclasses
+import io
 import json
 import os
 
 import numpy as np
+
+from mmneuron_jax.io import paths
 
 FORMAT = "mmneuron_jax.neuron_set"
 VERSION = 1
@@ -127,6 +130,9 @@ class NeuronSet:
   def save(self, path: str) -> str:
     """Write the JSON file (see the module docstring); returns `path`."""
     text = self.to_json()
+    if paths.is_url(path):  # gs://, file://, memory:// (io/paths.py)
+      paths.write_bytes(path, text.encode("utf-8"))
+      return path
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
@@ -157,8 +163,8 @@ class NeuronSet:
 
   @classmethod
   def load(cls, path: str) -> "NeuronSet":
-    with open(path, encoding="utf-8") as f:
-      return cls.from_json(f.read(), source=str(path))
+    with paths.open(path, "rb") as f:
+      return cls.from_json(f.read().decode("utf-8"), source=str(path))
 
   # -------------------------------------------------------------------------- PyTorch format
 
@@ -172,6 +178,11 @@ class NeuronSet:
     Unlike the authors' identify.py, a group with no neurons is written (as empty tensors) rather than
     dropped, so positions always match `group_names`."""
     torch = _import_torch("NeuronSet.export_torch")
+    if paths.is_url(path):
+      buf = io.BytesIO()
+      torch.save(self.to_torch_lists(), buf)
+      paths.write_bytes(path, buf.getvalue())
+      return path
     torch.save(self.to_torch_lists(), path)
     return path
 

@@ -27,16 +27,20 @@ def get_config():
   # attention: 'xla' | 'cudnn' (GPU flash attention, bf16) | 'fused' (XLA's kernel choice);
   # fp32_matmul: 'highest' | 'bf16_3x' | 'bf16_6x' | 'bf16_9x' (see nn/policy.py).
   c.model = ml_collections.ConfigDict(dict(family="qwen2_vl", path="", id="", dtype="float32", compute_dtype="",
-                                           seed=0, attention="xla", fp32_matmul="highest", check_weights=True))
+                                           seed=0, attention="xla", fp32_matmul="highest", check_weights=True,
+                                           demo_weights="random"))
   # Device mesh 'data,fsdp,tensor' sizes (one may be -1) or '2x1x4'; '' = no mesh (plain jit).
   c.mesh = "-1,1,1"
-  # source: 'demo' (bundled synthetic samples) or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));
+  # model.demo_weights (no model.path): 'random' = a tiny random-weight demo built in the workdir, 'trained' =
+  # the family's trained demo (tasks/train_demo: bundled, or trained on first use).
+  # source: 'demo' (bundled synthetic samples), 'skills' (the learnable set the trained demos answer,
+  # data/synthetic/miner_skills.py, split data.split: 'train' | 'val') or 'benchmarks' (data/miner_benchmarks.load_dataset(name, path));
   # a dataset's path is data.paths.<name>, else <data.root>/<name>. n_per_dataset 0 = all (the authors' full sets).
   # Qwen2-VL processor: images within [min_pixels, max_pixels] (the authors' 256*28*28 / 1280*28*28; 0 = the
   # checkpoint's preprocessor_config.json); video_frames 'authors' = frames sized by qwen_vl_utils, then again
   # within those bounds (transformers 4.45-4.47 sized video frames with the image processor), 'once' = not again.
   c.data = ml_collections.ConfigDict(dict(source="demo", root="", datasets=("image_qa", "caption", "text_mc"),
-                                          n_per_dataset=0, seed=0, min_pixels=256 * 28 * 28,
+                                          n_per_dataset=0, seed=0, split="val", min_pixels=256 * 28 * 28,
                                           max_pixels=1280 * 28 * 28, video_frames="authors"))
   c.data.paths = ml_collections.ConfigDict()
   # Stages 1-2: batched prefill with the in-scan MinerScores probe. grad: the sixth score (beyond the paper).

@@ -1,6 +1,7 @@
-"""MINER on the embedded demo for audio: a tiny Qwen2-Audio (built deterministically through the HF
-conversion path) and bundled synthetic samples (tone questions, text-only multiple choice). The
-same study as mmneuron_jax/configs/miner_qwen2_vl_demo.py with `model.family` switched. ~1-2 min on a CPU.
+"""MINER on the embedded demo for audio: a tiny Qwen2-Audio trained to answer a learnable synthetic set
+(data/synthetic/miner_skills.py: which sound, how many beeps, high or low tone; text-only multiple choice).
+The trained checkpoint is bundled (mmneuron_jax/configs/train_demo_qwen2_audio.py rewrites it). The same
+study as mmneuron_jax/configs/miner_qwen2_vl_demo.py with `model.family` switched. Minutes on a CPU.
 
 COMMAND: python -m mmneuron_jax --config=miner_qwen2_audio_demo --workdir=runs/miner_qwen2_audio_demo
 """

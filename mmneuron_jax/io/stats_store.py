@@ -9,6 +9,11 @@ replaces `state.json` (temp file + fsync + os.replace + directory fsync) to poin
 then deletes older generations. A SIGKILL at any moment therefore leaves either the old or the new
 state, both complete; generation directories the state does not name are garbage and are removed
 by the next commit. Arrays are read back with a per-array checksum recorded in the state.
+
+A URL path (`gs://bucket/run/stats`, `file:///...`, `memory://...`) keeps the same layout as keys
+of tensorstore's kvstore driver for that URL (io/kvstore.py): the arrays are written and complete
+before state.json is replaced, and an object write is all-or-nothing, so the same commit order
+gives the same crash safety (no fsync: the driver's write is durable when its future resolves).
 """
 import hashlib
 import json
@@ -21,6 +26,7 @@ import tensorstore as ts
 
 from mmneuron_jax.errors import UserError
 from mmneuron_jax.io import fingerprint as fingerprints
+from mmneuron_jax.io import kvstore, paths
 
 FORMAT = "mmneuron_jax.stats_store/1"
 STATE = "state.json"
@@ -162,7 +168,11 @@ def _fsync_tree(root: str) -> None:
 
 
 def write_json_atomic(path: str, obj) -> None:
-  """Write temp file, fsync, os.replace onto path, fsync the directory."""
+  """Write temp file, fsync, os.replace onto path, fsync the directory (a URL: one whole-object
+  write through io/paths.py)."""
+  if paths.is_url(path):
+    paths.write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+    return
   directory = os.path.dirname(os.path.abspath(path))
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
@@ -173,15 +183,28 @@ def write_json_atomic(path: str, obj) -> None:
   _fsync_path(directory)
 
 
+def _write_state(path: str, state: dict) -> None:
+  if paths.is_url(path):
+    kvstore.write(kvstore.open_dir(path), STATE, json.dumps(state, indent=1, sort_keys=True).encode())
+  else:
+    write_json_atomic(os.path.join(path, STATE), state)
+
+
 def read_state(path: str) -> dict | None:
   """The parsed state file of store `path`, or None when there is none."""
-  file = os.path.join(path, STATE)
-  if not os.path.exists(file):
-    return None
+  file = paths.join(path, STATE)
   try:
-    with open(file) as f:
-      state = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
+    if paths.is_url(path):
+      data, _ = kvstore.read(kvstore.open_dir(path), STATE)
+      if data is None:
+        return None
+      state = json.loads(data)
+    else:
+      if not os.path.exists(file):
+        return None
+      with open(file) as f:
+        state = json.load(f)
+  except (OSError, ValueError) as e:
     raise StatsStoreError(f"{file}: unreadable state file ({e})") from None
   for field in ("format", "fingerprint", "spec", "cursor", "generation", "extra", "checksums"):
     if field not in state:
@@ -192,33 +215,44 @@ def read_state(path: str) -> dict | None:
 
 
 def _array_spec(root: str, name: str) -> dict:
+  if paths.is_url(root):
+    return kvstore.zarr_spec(paths.join(root, name))
   return {"driver": "zarr", "kvstore": {"driver": "file", "path": os.path.join(root, *name.split("/"))}}
+
+
+def _ts_open(spec: dict, **kwargs):
+  url = not isinstance(spec["kvstore"], dict)
+  return ts.open(spec, context=kvstore.CONTEXT, **kwargs) if url else ts.open(spec, **kwargs)
 
 
 def write_arrays(root: str, arrays: dict) -> None:
   """Write {name: ndarray} as zarr arrays under a fresh directory root, fsynced."""
-  if os.path.exists(root):
-    shutil.rmtree(root)
-  os.makedirs(root)
+  if paths.is_url(root):
+    kvstore.delete_all(kvstore.open_dir(root))
+  else:
+    if os.path.exists(root):
+      shutil.rmtree(root)
+    os.makedirs(root)
   futures = []
   for name, a in sorted(arrays.items()):
     spec = _array_spec(root, name)
     spec["metadata"] = {"chunks": list(chunk_shape(a.shape)) or [], "shape": list(a.shape),
                         "dtype": np.dtype(a.dtype).newbyteorder("<").str}
-    store = ts.open(spec, create=True).result()
+    store = _ts_open(spec, create=True).result()
     futures.append(store.write(a))
   for f in futures:
     f.result()
-  _fsync_tree(root)
+  if not paths.is_url(root):
+    _fsync_tree(root)
 
 
 def read_arrays(root: str, spec: dict, checksums: dict) -> dict:
   """Read every array of spec from root, checking shape, dtype and checksum."""
   out = {}
   for name, (shape, dtype) in sorted(spec.items()):
-    where = os.path.join(root, *name.split("/"))
+    where = paths.join(root, *name.split("/"))
     try:
-      a = ts.open(_array_spec(root, name), open=True).result().read().result()
+      a = _ts_open(_array_spec(root, name), open=True).result().read().result()
     except Exception as e:  # tensorstore raises ValueError / RuntimeError variants
       raise StatsStoreError(f"{where}: cannot read array {name!r} ({e})") from None
     a = np.asarray(a)
@@ -230,12 +264,23 @@ def read_arrays(root: str, spec: dict, checksums: dict) -> dict:
   return out
 
 
+def _entries(path: str) -> list:
+  """Names directly under the store (a URL: first components of its keys)."""
+  return kvstore.children(kvstore.open_dir(path)) if paths.is_url(path) else os.listdir(path)
+
+
 def existing_generations(path: str) -> list[int]:
-  return [int(m.group(1)) for m in map(_GEN_RE.match, os.listdir(path)) if m]
+  return [int(m.group(1)) for m in map(_GEN_RE.match, _entries(path)) if m]
 
 
 def remove_garbage(path: str, keep_generation: int | None) -> None:
   """Delete generation dirs other than keep_generation and leftover temp state files."""
+  if paths.is_url(path):
+    for entry in _entries(path):
+      m = _GEN_RE.match(entry)
+      if m and int(m.group(1)) != keep_generation:
+        kvstore.delete_all(kvstore.open_dir(paths.join(path, entry)))
+    return
   for entry in os.listdir(path):
     full = os.path.join(path, entry)
     m = _GEN_RE.match(entry)
@@ -250,7 +295,7 @@ def remove_garbage(path: str, keep_generation: int | None) -> None:
 
 def _check_fresh_dir(path: str) -> None:
   """A directory without state may only hold what a crashed creation/commit leaves behind."""
-  for entry in os.listdir(path):
+  for entry in _entries(path):
     if not (_GEN_RE.match(entry) or entry.startswith(STATE + ".tmp.")):
       raise StatsStoreError(f"{path}: directory is not empty and has no {STATE} "
                             f"(found {entry!r}); refusing to use it as a StatsStore")
@@ -280,12 +325,16 @@ class StatsStore:
       fingerprint = fingerprints.combine(fields)
     if not isinstance(fingerprint, str):
       raise StatsStoreError(f"{path}: fingerprint must be a str or dict, got {type(fingerprint).__name__}")
-    os.makedirs(path, exist_ok=True)
+    if not paths.is_url(path):
+      os.makedirs(path, exist_ok=True)
     state = read_state(path)
     if state is not None and overwrite and (state["fingerprint"] != fingerprint or
                                             spec_mismatch(spec_from_json(state["spec"]), spec)):
-      shutil.rmtree(path)
-      os.makedirs(path)
+      if paths.is_url(path):
+        kvstore.delete_all(kvstore.open_dir(path))
+      else:
+        shutil.rmtree(path)
+        os.makedirs(path)
       state = None
     if state is None:
       _check_fresh_dir(path)
@@ -294,9 +343,9 @@ class StatsStore:
                "generation": None, "extra": {}, "checksums": {}}
       if fields is not None:
         state["fingerprint_fields"] = fields
-      write_json_atomic(os.path.join(path, STATE), state)
+      _write_state(path, state)
       return cls(path, state)
-    file = os.path.join(path, STATE)
+    file = paths.join(path, STATE)
     if state["fingerprint"] != fingerprint:
       stored = state.get("fingerprint_fields")
       if fields is not None and isinstance(stored, dict):
@@ -335,7 +384,7 @@ class StatsStore:
     """{name: np.ndarray} as of the last commit (zeros before the first one); a fresh copy."""
     if self.generation is None:
       return zeros(self.spec)
-    root = os.path.join(self.path, gen_dirname(self.generation))
+    root = paths.join(self.path, gen_dirname(self.generation))
     return read_arrays(root, self.spec, self._state["checksums"])
 
   def commit(self, totals: dict, cursor: int, extra: dict | None = None) -> None:
@@ -355,10 +404,10 @@ class StatsStore:
     except (TypeError, ValueError) as e:
       raise StatsStoreError(f"{self.path}: commit extra is not JSON-serialisable ({e})") from None
     generation = max([self.generation or 0] + existing_generations(self.path)) + 1  # never reuse a dir
-    write_arrays(os.path.join(self.path, gen_dirname(generation)), arrays)
+    write_arrays(paths.join(self.path, gen_dirname(generation)), arrays)
     state = dict(self._state, cursor=cursor, generation=generation, extra=merged,
                  checksums={k: checksum(a) for k, a in arrays.items()})
-    write_json_atomic(os.path.join(self.path, STATE), state)
+    _write_state(self.path, state)
     self._state = state
     remove_garbage(self.path, generation)
 

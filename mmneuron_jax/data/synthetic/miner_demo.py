@@ -27,14 +27,15 @@ SAMPLING_RATE = 16000
 VIDEO_FRAMES, VIDEO_SIZE = 4, 56
 VIDEO_META = {"fps": 1.0, "min_pixels": 28 * 28, "max_pixels": VIDEO_SIZE * VIDEO_SIZE}  # keeps 56 x 56
 VIDEO_PROMPT = "Answer the question using a single word or phrase."
-_DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
-_COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230)}
+DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
+COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230)}
 CAPTION_PROMPT = "Describe the image briefly."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 _DOMAIN_CYCLE = ("common-scenes", "auto-driving", "remote-sensing", "documents", "medical")
 
 
-def _resized_png(image_bytes: bytes) -> bytes:
+def resized_png(image_bytes: bytes) -> bytes:
+  """PNG bytes of an image resized to `IMAGE_SIZE` (bicubic, RGB)."""
   from PIL import Image
   with Image.open(io.BytesIO(image_bytes)) as im:
     small = im.convert("RGB").resize(IMAGE_SIZE[::-1], Image.BICUBIC)
@@ -59,7 +60,7 @@ def caption_of(domain: str, facts: dict) -> str:
 def _image_sample(name: str, i: int, seed: int) -> MinerSample:
   domain = _DOMAIN_CYCLE[i % len(_DOMAIN_CYCLE)]
   rec = demo.demo_sample(domain, i // len(_DOMAIN_CYCLE), seed + (0 if name == "image_qa" else 1000))
-  image = _resized_png(rec.image_bytes)
+  image = resized_png(rec.image_bytes)
   if name == "caption":
     return MinerSample(id=f"caption-{i:04d}", dataset=name, prompt=CAPTION_PROMPT,
                        answers=(caption_of(domain, rec.meta["facts"]),), images=(image,), meta={"domain": domain})
@@ -85,36 +86,49 @@ def _text_sample(i: int, seed: int) -> MinerSample:
                      choices=tuple(str(v) for v in options))
 
 
-def _audio_sample(i: int, seed: int) -> MinerSample:
-  """1 s of beeps (sine bursts) at a low (220 Hz) or high (1760 Hz) pitch, plus a little noise."""
-  rng = np.random.default_rng([seed, 9, i])
-  high, beeps = bool(rng.integers(2)), int(rng.integers(1, 4))
+def beeps(rng, high: bool, beeps: int) -> np.ndarray:
+  """float32[SAMPLING_RATE]: 1 s of `beeps` sine bursts at a low (220 Hz) or high (1760 Hz) pitch, plus a
+  little noise (drawn from `rng`)."""
   t = np.arange(SAMPLING_RATE) / SAMPLING_RATE
   on = np.zeros_like(t)
   for k in range(beeps):
     start = (k + 0.1) / beeps
     on[(t >= start) & (t < start + 0.5 / beeps)] = 1.0
   wave = 0.5 * on * np.sin(2 * np.pi * (1760.0 if high else 220.0) * t) + 0.01 * rng.standard_normal(t.shape)
+  return wave.astype(np.float32)
+
+
+def _audio_sample(i: int, seed: int) -> MinerSample:
+  """1 s of beeps (sine bursts) at a low (220 Hz) or high (1760 Hz) pitch, plus a little noise."""
+  rng = np.random.default_rng([seed, 9, i])
+  high, n_beeps = bool(rng.integers(2)), int(rng.integers(1, 4))
+  wave = beeps(rng, high, n_beeps)
   if i % 2 == 0:
     prompt, answer = "Is the tone high or low?", "high" if high else "low"
   else:
-    prompt, answer = "How many beeps are there?", str(beeps)
+    prompt, answer = "How many beeps are there?", str(n_beeps)
   return MinerSample(id=f"audio_qa-{i:04d}", dataset="audio_qa", prompt=prompt, answers=(answer,),
-                     audios=(wave.astype(np.float32),), sampling_rate=SAMPLING_RATE)
+                     audios=(wave,), sampling_rate=SAMPLING_RATE)
 
 
-def _video_sample(i: int, seed: int) -> MinerSample:
-  """A 16 px square of one colour moving 8 px per frame over dark noise: uint8[4, 56, 56, 3] frames."""
-  rng = np.random.default_rng([seed, 11, i])
-  direction = list(_DIRECTIONS)[int(rng.integers(len(_DIRECTIONS)))]
-  colour = list(_COLOURS)[int(rng.integers(len(_COLOURS)))]
-  (dy, dx), side, step = _DIRECTIONS[direction], 16, 8
+def video_frames(rng) -> tuple:
+  """A 16 px square of one colour moving 8 px per frame over dark noise -> (uint8[4, 56, 56, 3] frames,
+  direction, colour), drawn from `rng`."""
+  direction = list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))]
+  colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+  (dy, dx), side, step = DIRECTIONS[direction], 16, 8
   frames = rng.integers(0, 40, (VIDEO_FRAMES, VIDEO_SIZE, VIDEO_SIZE, 3)).astype(np.uint8)
   centre = (VIDEO_SIZE - side) // 2
   for f in range(VIDEO_FRAMES):
     offset = step * (2 * f - (VIDEO_FRAMES - 1)) // 2  # symmetric about the centre
     y, x = centre + dy * offset, centre + dx * offset
-    frames[f, y:y + side, x:x + side] = _COLOURS[colour]
+    frames[f, y:y + side, x:x + side] = COLOURS[colour]
+  return frames, direction, colour
+
+
+def _video_sample(i: int, seed: int) -> MinerSample:
+  """A 16 px square of one colour moving 8 px per frame over dark noise: uint8[4, 56, 56, 3] frames."""
+  frames, direction, colour = video_frames(np.random.default_rng([seed, 11, i]))
   question, answer = ("Which way does the square move?", direction) if i % 2 == 0 else \
       ("What colour is the square?", colour)
   return MinerSample(id=f"video_qa-{i:04d}", dataset="video_qa", prompt=f"{question}\n{VIDEO_PROMPT}",

@@ -165,6 +165,12 @@ def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, media_only
   {'llm': int32[B, T], 'vision': int32[N, 1 + P], 'projector': int32[N, P]}: padding never
   counts, nor padded tile slots; `media_only` keeps only image-token positions in the LLM.
   """
+  return tiled_token_groups(prepared, sample_groups, media_only, patches=cfg.vision.num_patches, class_tokens=1)
+
+
+def tiled_token_groups(prepared: dict, sample_groups, media_only: bool, *, patches: int, class_tokens: int) -> dict:
+  """`token_groups` of a tiled (anyres) LLaVA: the vision tower sees `class_tokens + patches` tokens
+  per tile slot, the projector `patches`; shared by the LLaVA families."""
   sample_groups = np.asarray(sample_groups, np.int32)
   ids = np.asarray(prepared["input_ids"])
   am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
@@ -174,23 +180,28 @@ def token_groups(cfg: LlavaNextConfig, prepared: dict, sample_groups, media_only
   out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
   if "tile_valid" in prepared:
     per_tile = np.where(prepared["tile_valid"], sample_groups[prepared["image_rows"]][prepared["tile_image"]], -1)
-    n = cfg.vision.num_patches
-    out["vision"] = np.repeat(per_tile[:, None], n + 1, axis=1).astype(np.int32)
-    out["projector"] = np.repeat(per_tile[:, None], n, axis=1).astype(np.int32)
+    out["vision"] = np.repeat(per_tile[:, None], patches + class_tokens, axis=1).astype(np.int32)
+    out["projector"] = np.repeat(per_tile[:, None], patches, axis=1).astype(np.int32)
   return out
 
 
 def hf_rules(cfg: LlavaNextConfig):
   """Param path <- HF name, accepting both layouts (hub/v5-saved 'language_model.model.*',
   'vision_tower.vision_model.*' and in-memory v5 'model.language_model.*', 'model.vision_tower.*')."""
+  return llava_rules(cfg, tower_rules=clip.hf_rules)
+
+
+def llava_rules(cfg, *, tower_rules):
+  """hf_rules of a LLaVA layout (decoder, `tower_rules(cfg.vision, prefixes)` vision tower, two-layer
+  projector, image_newline); shared by the LLaVA families."""
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
 
   rules = nest("llm", llama.hf_rules(cfg.text, ("language_model.model.", "model.language_model."),
                                      ("language_model.lm_head.", "lm_head.")))
-  rules += nest("vision", clip.hf_rules(cfg.vision, ("vision_tower.vision_model.", "vision_tower.",
-                                                     "model.vision_tower.vision_model.", "model.vision_tower.")))
+  rules += nest("vision", tower_rules(cfg.vision, ("vision_tower.vision_model.", "vision_tower.",
+                                                   "model.vision_tower.vision_model.", "model.vision_tower.")))
   for ours, theirs in (("fc1", "linear_1"), ("fc2", "linear_2")):
     alts = tuple(p + f"multi_modal_projector.{theirs}." for p in ("", "model."))
     rules.append(Rule(("projector", ours, "kernel"), tuple(a + "weight" for a in alts), transpose))

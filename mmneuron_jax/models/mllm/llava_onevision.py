@@ -18,9 +18,8 @@ import numpy as np
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.convert.mapping import Rule
-from mmneuron_jax.convert.transforms import transpose
-from mmneuron_jax.models import anyres, llama, siglip
+from mmneuron_jax.models import anyres, siglip
+from mmneuron_jax.models.mllm import llava_next
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.siglip import SiglipConfig, SiglipTower
 from mmneuron_jax.nn.mlp import MLP
@@ -280,39 +279,14 @@ def token_groups(cfg: LlavaOnevisionConfig, prepared: dict, sample_groups, media
   {'llm': int32[B, T], 'vision': int32[N, P], 'projector': int32[N, P]}: padding never counts,
   nor padded tile slots; `media_only` keeps only image-token positions in the LLM.
   """
-  sample_groups = np.asarray(sample_groups, np.int32)
-  ids = np.asarray(prepared["input_ids"])
-  am = np.asarray(prepared.get("attention_mask", np.ones_like(ids))).astype(bool)
-  keep = am & (np.asarray(prepared["feature_index"]) >= 0) if media_only and "feature_index" in prepared else am
-  if media_only and "feature_index" not in prepared:
-    keep = np.zeros_like(am)
-  out = {"llm": np.where(keep, sample_groups[:, None], -1).astype(np.int32)}
-  if "tile_valid" in prepared:
-    per_tile = np.where(prepared["tile_valid"], sample_groups[prepared["image_rows"]][prepared["tile_image"]], -1)
-    n = cfg.vision.num_patches
-    out["vision"] = np.repeat(per_tile[:, None], n, axis=1).astype(np.int32)
-    out["projector"] = np.repeat(per_tile[:, None], n, axis=1).astype(np.int32)
-  return out
+  return llava_next.tiled_token_groups(prepared, sample_groups, media_only, patches=cfg.vision.num_patches,
+                                       class_tokens=0)  # SigLIP has no class token
 
 
 def hf_rules(cfg: LlavaOnevisionConfig):
   """Param path <- HF name, accepting both layouts (hub/v5-saved 'language_model.model.*',
   'vision_tower.vision_model.*' and in-memory v5 'model.language_model.*', 'model.vision_tower.*')."""
-
-  def nest(prefix, rules):
-    return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
-
-  rules = nest("llm", llama.hf_rules(cfg.text, ("language_model.model.", "model.language_model."),
-                                     ("language_model.lm_head.", "lm_head.")))
-  rules += nest("vision", siglip.hf_rules(cfg.vision, ("vision_tower.vision_model.", "vision_tower.",
-                                                       "model.vision_tower.vision_model.", "model.vision_tower.")))
-  for ours, theirs in (("fc1", "linear_1"), ("fc2", "linear_2")):
-    alts = tuple(p + f"multi_modal_projector.{theirs}." for p in ("", "model."))
-    rules.append(Rule(("projector", ours, "kernel"), tuple(a + "weight" for a in alts), transpose))
-    if cfg.projector_bias:
-      rules.append(Rule(("projector", ours, "bias"), tuple(a + "bias" for a in alts)))
-  rules.append(Rule(("image_newline",), ("image_newline", "model.image_newline")))
-  return rules
+  return llava_next.llava_rules(cfg, tower_rules=siglip.hf_rules)
 
 
 # -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------

@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common.tables import md_table
 
 
@@ -29,14 +30,15 @@ def describe(config, workdir: str, planted: bool = False) -> list[str]:
   if planted:
     return ["**Model: planted demo** (tiny random weights with planted neurons: the ground truth is known, so this "
             "run checks that the analyses recover it; its answers are not meaningful).", ""]
-  card = os.path.join(workdir, "demo_checkpoint", "train_demo.json")
+  card = os.path.join(paths.local_scratch(workdir, "demo_checkpoint"), "train_demo.json")
   if config.model.get("demo_weights", "random") == "trained" and os.path.isfile(card):
     with open(card) as f:
       r = json.load(f)
     per = ", ".join(f"{d} {v:.2f}" for d, v in r.get("heldout_primary", {}).items())
     return [f"**Model: trained tiny demo** ({r['recipe']['family']}, recipe `{r['digest']}`, weights sha256 "
             f"`{r['weights_sha256']}`): trained on {r['n_train']} synthetic samples "
-            f"(`data/synthetic/skills.py`, split 'train'); held-out mean primary metric "
+            f"(`data/synthetic/{'miner_skills' if r['recipe'].get('data') == 'miner_skills' else 'skills'}.py`, "
+            "split 'train'); held-out mean primary metric "
             f"**{r.get('heldout_mean', float('nan')):.3f}** on {r['n_val']} 'val' samples ({per}). "
             "Reproduce: `mmneuron_jax/configs/train_demo_" + r["recipe"]["family"] + ".py`.", ""]
   return ["**Model: random-weight tiny demo** (untrained: its answers are word salad, so metrics near 0 and "

@@ -15,6 +15,7 @@ import io
 import numpy as np
 
 from mmneuron_jax.analysis import compare
+from mmneuron_jax.io import paths
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LEGEND = {"handlelength": 3.0}  # long enough that "--" and "-" read apart
@@ -70,7 +71,7 @@ def finish(fig, path: str | None = None, dpi: int = 110, **savefig_kwargs):
   """tight_layout, then the PNG to `path` when given; -> `fig`."""
   fig.tight_layout()
   if path is not None:
-    fig.savefig(path, dpi=dpi, format="png", **savefig_kwargs)
+    paths.savefig(fig, path, dpi=dpi, format="png", **savefig_kwargs)  # a local path or a URL
   return fig
 
 

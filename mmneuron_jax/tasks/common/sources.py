@@ -10,6 +10,7 @@ from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.data.sources import datasets, records as records_lib
 from mmneuron_jax.data.synthetic import demo, demo_stamp
 from mmneuron_jax.errors import MissingFile, UserError
+from mmneuron_jax.io import paths
 from mmneuron_jax.io.hub import resolve_checkpoint
 from mmneuron_jax.tasks.common import data_checks, families
 from mmneuron_jax.data.synthetic import skills as demo_skills
@@ -83,12 +84,12 @@ def load_model(config, workdir, records):
   path, model_id = config.model.path and resolve_checkpoint(config.model.path), ""  # a directory or a cached hub id
   if not path and config.model.get("demo_weights", "random") == "trained":
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
-    path = os.path.join(workdir, "demo_checkpoint")
+    path = paths.local_scratch(workdir, "demo_checkpoint")  # local: the loader memory-maps it
     # The id names the weights: a rerun in this workdir with other weights must not reuse its statistics.
     model_id = f"{config.model.id or path} (trained, recipe {trained_demo(path, fam, config)['digest']})"
   elif not path:
     fam = families.family(config.model.get("demo", "llava_next"), "config.model.demo")
-    path = os.path.join(workdir, "demo_checkpoint")
+    path = paths.local_scratch(workdir, "demo_checkpoint")  # local: the loader memory-maps it
     if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
       shutil.rmtree(path)
     demo_stamp.ensure(path, fam.build_demo, fam.name, fam.vocabulary_texts(records, config.eval), config.model.seed)

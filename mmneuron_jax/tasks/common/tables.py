@@ -3,6 +3,8 @@
 import csv
 import json
 
+from mmneuron_jax.io import paths
+
 
 def md_table(header: list, rows: list) -> str:
   lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
@@ -33,7 +35,7 @@ def write_csv(path: str, rows: list) -> str:
   floats as Python's shortest round-trip repr (the JSON's numbers exactly; NaN as `nan`), None as ''."""
   rows = [flat_row(r) for r in rows]
   columns = list(dict.fromkeys(k for r in rows for k in r))
-  with open(path, "w", newline="") as f:
+  with paths.open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)

@@ -164,7 +164,9 @@ def check_miner(ch: Checker):
   except (KeyError, ValueError, ImportError, AttributeError) as e:
     ch.problems.append(f"config.model.family={family!r}: {e}")
   ch.names("stages", studies.STAGES)
-  ch.one_of("data.source", ("demo", "benchmarks"))
+  ch.one_of("data.source", ("demo", "skills", "benchmarks"))
+  ch.one_of("data.split", ("train", "val"), optional=True)
+  ch.one_of("model.demo_weights", ("random", "trained"), optional=True)
   ch.names("data.datasets", min_len=1)
   ch.number("data.n_per_dataset", lo=0, integer=True)
   ch.number("data.min_pixels", lo=0, integer=True)

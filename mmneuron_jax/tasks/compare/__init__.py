@@ -17,6 +17,7 @@ import numpy as np
 
 from mmneuron_jax.analysis import compare
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.io import paths
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import plots
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
@@ -29,8 +30,8 @@ def load_sets(runs, module: str, labels=()) -> list:
     raise ValueError(f"config.compare.labels has {len(labels)} entries for {len(runs)} runs")
   out = []
   for i, run in enumerate(runs):
-    path = os.path.join(run, "neurons", f"{module}.json")
-    if not os.path.exists(path):
+    path = paths.join(run, "neurons", f"{module}.json")
+    if not paths.exists(path):
       raise FileNotFoundError(f"{path}: no neuron set for module {module!r} in run {run} "
                               "(a finished MMNeuron or MINER run has neurons/<module>.json)")
     s = NeuronSet.load(path)
@@ -40,9 +41,9 @@ def load_sets(runs, module: str, labels=()) -> list:
 
 
 def _read_json(path):
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return None
-  with open(path) as f:
+  with paths.open(path) as f:
     return json.load(f)
 
 
@@ -50,15 +51,15 @@ def run_family(run: str) -> str | None:
   """The HF `model_type` of a run's model: its checkpoint's config.json (`model.path`, else the run's
   demo_checkpoint), else the config's `model.family` (MINER), else `model.demo` for a demo run; None
   when the run directory does not say."""
-  model = (_read_json(os.path.join(run, "config.json")) or {}).get("model") or {}
-  checkpoint = model.get("path") or os.path.join(run, "demo_checkpoint")
-  config = _read_json(os.path.join(checkpoint, "config.json")) or {}
+  model = (_read_json(paths.join(run, "config.json")) or {}).get("model") or {}
+  checkpoint = model.get("path") or paths.local_scratch(run, "demo_checkpoint")
+  config = _read_json(paths.join(checkpoint, "config.json")) or {}
   return config.get("model_type") or model.get("family") or (None if model.get("path") else model.get("demo"))
 
 
 def run_deactivation(run: str) -> list:
   """The rows of `<run>/deactivation.json` ([] when the run has none)."""
-  return (_read_json(os.path.join(run, "deactivation.json")) or {}).get("rows", [])
+  return (_read_json(paths.join(run, "deactivation.json")) or {}).get("rows", [])
 
 
 def overlap_key(s, family) -> tuple:
@@ -90,7 +91,7 @@ def run(config, workdir: str) -> str:
   cfg = config.compare
   if not cfg.runs:
     raise ValueError("config.compare.runs is empty: list the run directories to compare")
-  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  paths.makedirs(paths.join(workdir, "plots"))
   run_dir.accept(config, workdir)
   entries = load_sets(list(cfg.runs), cfg.module, cfg.labels)
   families = [run_family(r) for r in cfg.runs]
@@ -105,7 +106,7 @@ def run(config, workdir: str) -> str:
                              ", ".join(f"{g} {n}" for g, n in s.sizes().items()),
                              ", ".join(f"{g} {d:.2f}" for g, d in zip(s.group_names, compare.mean_depth(s)))]
                             for (label, s), fam in zip(entries, families)]), ""]
-  plots.plot_depth(entries, os.path.join(workdir, "plots", "depth.png"), bins)
+  plots.plot_depth(entries, paths.join(workdir, "plots", "depth.png"), bins)
   out += ["## Distribution by relative depth", "", "![depth](plots/depth.png)", ""]
   edges = [f"{k / bins:.1f}-{(k + 1) / bins:.1f}" for k in range(bins)]
   rows = []
@@ -123,7 +124,7 @@ def run(config, workdir: str) -> str:
     rows += [[label, g] + [f"{v:.2f}" for v in hist[k]] for k, g in enumerate(s.group_names)]
     if len(s.group_names) > 1:
       name = f"jaccard_{i}.png"
-      plots.plot_matrix(within, s.group_names, s.group_names, os.path.join(workdir, "plots", name),
+      plots.plot_matrix(within, s.group_names, s.group_names, paths.join(workdir, "plots", name),
                           f"{label}: overlap between groups")
       result["runs"][-1]["plot"] = f"plots/{name}"
   out += [md_table(["run", "group"] + edges, rows), ""]
@@ -138,7 +139,7 @@ def run(config, workdir: str) -> str:
       mat = compare.cross_jaccard(a.mask, b.mask)
       name = f"cross_{i}_{j}.png"
       plots.plot_matrix(mat, [f"{la}: {g}" for g in a.group_names], [f"{lb}: {g}" for g in b.group_names],
-                          os.path.join(workdir, "plots", name), "overlap between sets (Jaccard)")
+                          paths.join(workdir, "plots", name), "overlap between sets (Jaccard)")
       result["cross"].append({"a": la, "b": lb, "same_checkpoint": a.model_id == b.model_id,
                               "jaccard": mat.tolist(), "plot": f"plots/{name}",
                               "jaccard_per_layer": compare.cross_jaccard(a.mask, b.mask, per_layer=True).tolist()})
@@ -154,11 +155,11 @@ def run(config, workdir: str) -> str:
           for (label, _), fam, d in zip(entries, families, deactivation) for (cond, control), delta in d.items()]
   out += [md_table(["run", "family", "condition", "control", "delta primary"], rows) if rows
           else "_No deactivation results._", ""]
-  with open(os.path.join(workdir, "compare.json"), "w") as f:
+  with paths.open(paths.join(workdir, "compare.json"), "w") as f:
     json.dump(result, f, indent=1)
-  write_tables(os.path.join(workdir, "compare.json"), tables(result))
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
+  write_tables(paths.join(workdir, "compare.json"), tables(result))
+  path = paths.join(workdir, "report.md")
+  with paths.open(path, "w") as f:
     f.write("\n".join(out))
   return path
 

@@ -15,37 +15,38 @@ import numpy as np
 
 from mmneuron_jax.analysis.dape import budget
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common import plots
 from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 
 
 def _read_json(path):
-  with open(path) as f:
+  with paths.open(path) as f:
     return json.load(f)
 
 
 def load_run(run_dir: str) -> dict:
   """-> {'dir', 'label', 'domains', 'sets' {module: NeuronSet}, 'rows' [...], 'lens' {domain: {...}}}.
   Missing deactivation / lens results are empty; a missing config or neuron sets is an error."""
-  config_path = os.path.join(run_dir, "config.json")
-  set_dir = os.path.join(run_dir, "neurons")
-  if not os.path.exists(config_path) or not os.path.isdir(set_dir):
+  config_path = paths.join(run_dir, "config.json")
+  set_dir = paths.join(run_dir, "neurons")
+  if not paths.exists(config_path) or not paths.isdir(set_dir):
     raise FileNotFoundError(f"{run_dir}: not a finished MMNeuron run (needs config.json and neurons/)")
   config = _read_json(config_path)
   sets = {}
-  for name in sorted(os.listdir(set_dir)):
+  for name in sorted(paths.listdir(set_dir)):
     if name.endswith(".json"):
-      s = NeuronSet.load(os.path.join(set_dir, name))
+      s = NeuronSet.load(paths.join(set_dir, name))
       sets[s.module] = s
   if not sets:
     raise FileNotFoundError(f"{set_dir}: no neuron sets (<module>.json)")
-  deact = os.path.join(run_dir, "deactivation.json")
-  lens = os.path.join(run_dir, "logit_lens.json")
+  deact = paths.join(run_dir, "deactivation.json")
+  lens = paths.join(run_dir, "logit_lens.json")
   label = (config.get("model") or {}).get("id") or next(iter(sets.values())).model_id
   return {"dir": run_dir, "label": label, "domains": list(next(iter(sets.values())).group_names), "sets": sets,
-          "rows": _read_json(deact)["rows"] if os.path.exists(deact) else [],
-          "lens": _read_json(lens) if os.path.exists(lens) else {}}
+          "rows": _read_json(deact)["rows"] if paths.exists(deact) else [],
+          "lens": _read_json(lens) if paths.exists(lens) else {}}
 
 
 def _unique_labels(runs):
@@ -137,9 +138,9 @@ def plot_lens(runs, labels, path: str | None = None):
 def section(runs: list, plots_dir: str, md_table) -> list[str]:
   """Markdown lines of the side-by-side section; plots land in `plots_dir` (linked as plots/...)."""
   labels = _unique_labels(runs)
-  os.makedirs(plots_dir, exist_ok=True)
-  plot_neurons(runs, labels, os.path.join(plots_dir, "compare_neurons_per_layer.png"))
-  plot_lens(runs, labels, os.path.join(plots_dir, "compare_logit_lens.png"))
+  paths.makedirs(plots_dir)
+  plot_neurons(runs, labels, paths.join(plots_dir, "compare_neurons_per_layer.png"))
+  plot_lens(runs, labels, paths.join(plots_dir, "compare_logit_lens.png"))
   domains = list(dict.fromkeys(d for r in runs for d in r["domains"]))
   out = ["## Side by side: " + " vs ".join(f"`{l}`" for l in labels), "",
          "Runs: " + ", ".join(f"`{r['dir']}`" for r in runs) + ".", "",
@@ -177,10 +178,10 @@ def run(config, workdir: str) -> str:
   dirs = list(config.compare_with)
   if len(dirs) < 2:
     raise ValueError(f"config.compare_with needs at least two run directories; got {dirs}")
-  os.makedirs(workdir, exist_ok=True)
-  lines = ["# MMNeuron runs compared", ""] + section([load_run(d) for d in dirs], os.path.join(workdir, "plots"),
+  paths.makedirs(workdir)
+  lines = ["# MMNeuron runs compared", ""] + section([load_run(d) for d in dirs], paths.join(workdir, "plots"),
                                                      md_table)
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
+  path = paths.join(workdir, "report.md")
+  with paths.open(path, "w") as f:
     f.write("\n".join(lines))
   return path

@@ -15,6 +15,7 @@ supplies the chat template, batches and token ids, so the same config runs on ev
 """
 import json
 import os
+import shutil
 
 import numpy as np
 from absl import logging
@@ -29,18 +30,30 @@ from mmneuron_jax.models import registry
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.atlas import miner_stage as atlas_miner_stage
+from mmneuron_jax.tasks.train_demo import cache as train_demo_cache, miner_training, recipes
 from mmneuron_jax.tasks.common import tables
 from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_scores, studies as miner_studies
 
 
 def load_model(config, workdir, samples_by_dataset):
   """-> (Model, ChatInputs, model id, checkpoint path, dtype). No model.path: the family's tiny demo
-  checkpoint, built deterministically in <workdir>/demo_checkpoint for the vocabulary of the samples.
-  model.dtype 'auto' is the checkpoint's torch_dtype (HF torch_dtype="auto")."""
+  checkpoint in <workdir>/demo_checkpoint: with `model.demo_weights='trained'` the trained demo
+  (tasks/train_demo: bundled, or trained on first use), else built deterministically with random
+  weights for the vocabulary of the samples. model.dtype 'auto' is the checkpoint's torch_dtype."""
   family = config.model.family
   path = config.model.path
-  if not path:
+  model_id = config.model.id or path
+  if not path and config.model.get("demo_weights", "random") == "trained":
     path = os.path.join(workdir, "demo_checkpoint")
+    result = train_demo_cache.ensure(path, recipes.recipe(family), miner_training.train)
+    logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", family, result["source"],
+                 result["digest"], result.get("heldout_mean", float("nan")))
+    # The id names the weights: a rerun in this workdir with other weights must not reuse its statistics.
+    model_id = f"{config.model.id or path} (trained, recipe {result['digest']})"
+  elif not path:
+    path = os.path.join(workdir, "demo_checkpoint")
+    if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
+      shutil.rmtree(path)
     texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
     demo_stamp.ensure(path, miner_inputs.demo_builder(family), family, texts, config.model.seed)
   dtype = miner_protocol.resolve_dtype(config.model.dtype, path)
@@ -54,7 +67,7 @@ def load_model(config, workdir, samples_by_dataset):
   if model.family != family:
     raise ValueError(f"config.model.family={family!r} but the checkpoint at {path} is a {model.family!r} model")
   inputs = miner_inputs.family_inputs(family, path, miner_protocol.processor_options(config))
-  return model, inputs, config.model.id or path, path, dtype
+  return model, inputs, model_id or path, path, dtype
 
 
 def check_token_ids(ids: dict, family: str, model_id: str) -> None:
@@ -184,6 +197,8 @@ def run(config, workdir: str) -> str:
                                                     sampling=sampling)
     results["deactivation"] = rows
     results["headline"] = miner_protocol.headline(rows)
+    results["modality_effects"] = miner_protocol.modality_effects(
+        rows, {d: v["present"] for d, v in results["datasets"].items()}, names)
     with open(os.path.join(workdir, "deactivation.json"), "w") as f:
       json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
     tables.write_tables(os.path.join(workdir, "deactivation.json"), {"": rows})

@@ -1,4 +1,5 @@
-"""Where a MINER run gets its datasets and how it scores answers: the demo set, or the six
+"""Where a MINER run gets its datasets and how it scores answers: the demo set, the learnable skills
+set the trained demo models answer (`data/synthetic/miner_skills.py`, split `data.split`), or the six
 benchmarks (`data/miner_benchmarks.load_dataset`, `data/miner_metrics.score` / `aggregate`).
 
   load(config, supported) -> ({dataset: [MinerSample]}, {dataset: [(id, reason)] skipped}, originals)
@@ -12,7 +13,10 @@ from absl import logging
 
 from mmneuron_jax.data.metrics import miner_metrics
 from mmneuron_jax.data.sources import miner_benchmarks, miner_samples
-from mmneuron_jax.data.synthetic import miner_demo
+from mmneuron_jax.data.synthetic import miner_demo, miner_skills
+
+# Sources scored with the demo metrics (`miner_demo.score`): the same dataset names and metrics.
+DEMO_SOURCES = ("demo", "skills")
 
 
 def dataset_path(config, name: str) -> str:
@@ -31,10 +35,13 @@ def load_records(config, name: str) -> tuple:
   n = int(config.data.n_per_dataset) or None
   if config.data.source == "demo":
     return miner_demo.demo_dataset(name, n or 16, seed=config.data.seed), []
+  if config.data.source == "skills":
+    split = config.data.get("split", "val")
+    return miner_skills.skills_dataset(name, n or 16, split=split, seed=config.data.seed), []
   if config.data.source == "benchmarks":
     records = miner_benchmarks.load_dataset(name, dataset_path(config, name), n=n, seed=config.data.seed)
     return list(records), list(getattr(records, "bad", []))
-  raise ValueError(f"config.data.source={config.data.source!r}; expected 'demo' or 'benchmarks'")
+  raise ValueError(f"config.data.source={config.data.source!r}; expected 'demo', 'skills' or 'benchmarks'")
 
 
 def load(config, supported: tuple) -> tuple:
@@ -62,7 +69,7 @@ def load(config, supported: tuple) -> tuple:
 
 def score(source: str, name: str, prediction: str, record) -> dict:
   """One prediction's metrics; 'primary' is the dataset's headline metric."""
-  if source == "demo":
+  if source in DEMO_SOURCES:
     return miner_demo.score(name, prediction, record)
   out = miner_metrics.score(name, prediction, record)
   return out if isinstance(out, dict) else {"primary": float(out)}
@@ -71,7 +78,7 @@ def score(source: str, name: str, prediction: str, record) -> dict:
 def summarize(source: str, name: str, per_sample: list) -> dict:
   """Per-sample score dicts -> one summary dict (means of numeric fields and 'n'; the benchmark
   metrics add corpus-level values such as BLEU-4 / CIDEr-D / WER)."""
-  if source != "demo":
+  if source not in DEMO_SOURCES:
     if hasattr(miner_metrics, "aggregate"):
       return {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v)
               for k, v in miner_metrics.aggregate(name, per_sample).items()}

@@ -15,7 +15,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.miner_last_token import LastTokenAttention, modality_mass
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.io.progress import Progress
-from mmneuron_jax.tasks.miner import deactivation as miner_deactivation
+from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, plot_style
 from mmneuron_jax.tasks.miner.inputs import pad_to
 from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
@@ -123,10 +123,13 @@ def plot(res, path=None):
         continue
       m = mods[j]
       k = res["modalities"].index(m)
-      for c in res["conditions"]:
-        y = np.asarray(r["mass"][c])[:, k]
-        ax.plot(np.arange(len(y)), y, marker="o", markersize=3, label=c, ls="-" if c == "none" else "--")
-      ax.set(title=f"{d}: to {m} tokens", xlabel="layer", ylabel="attention mass", ylim=(0, 1.02))
+      conds = res["conditions"]
+      ys = [np.asarray(r["mass"][c])[:, k] for c in conds]
+      for n, (c, y) in enumerate(zip(conds, ys)):  # marker + x offset per condition: equal lines stay visible
+        ax.plot(np.arange(len(y)) + plot_style.offset(n, len(conds)), y, marker=plot_style.marker(n), markersize=3,
+                label=c, ls="-" if c == "none" else "--")
+      ax.set(title=plot_style.flat_title(f"{d}: to {m} tokens", ys), ylabel="attention mass", ylim=(0, 1.02))
+      plot_style.integer_layers(ax, len(ys[0]))
       if i == 0 and j == 0:
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, handlelength=3)  # long enough handles to show solid vs dashed
   return finish(fig, path, dpi=100)

@@ -100,6 +100,56 @@ def headline(rows: list, metric: str = "primary") -> list:
   return out
 
 
+CONTENT = ("image", "video", "audio")
+
+
+def modality_benchmarks(present: dict, modality: str) -> list:
+  """The benchmarks of `modality`: those whose samples carry it (image / video / audio), or for 'text'
+  the text-only ones. present: {dataset: {modality: samples with it}}."""
+  if modality == "text":
+    return [d for d, p in present.items() if not any(p.get(m, 0) for m in CONTENT)]
+  return [d for d, p in present.items() if p.get(modality, 0)]
+
+
+def modality_effects(rows: list, present: dict, names: list) -> list:
+  """Per modality with its own deactivation condition: the mean primary-metric drop (none - condition)
+  over that modality's benchmarks with its own set off, with every modality's set off ('all'), and with
+  'random' (as many random neurons per layer as 'all'). -> [{'modality', 'benchmarks', 'none', 'own',
+  'all', 'random', 'own_drop', 'all_drop', 'random_drop'}] (a drop is None where a condition was not run)."""
+  value = {(r["dataset"], r["condition"]): float(r["primary"]) for r in rows if "primary" in r}
+  conditions = {r["condition"] for r in rows}
+  out = []
+  for m in names:
+    bench = [d for d in modality_benchmarks(present, m) if (d, "none") in value]
+    if m not in conditions or not bench:
+      continue
+    mean = {c: (float(np.mean([value[d, c] for d in bench])) if c in conditions else None)
+            for c in ("none", m, "all", "random")}
+    drop = lambda c: None if mean[c] is None else mean["none"] - mean[c]
+    out.append({"modality": m, "benchmarks": bench, "none": mean["none"], "own": mean[m], "all": mean["all"],
+                "random": mean["random"], "own_drop": drop(m), "all_drop": drop("all"),
+                "random_drop": drop("random")})
+  return out
+
+
+def effect_verdict(effects: list) -> str:
+  """One sentence: does switching off a modality's neurons lower its benchmarks more than random ones?"""
+  usable = [e for e in effects if e["own_drop"] is not None and e["random_drop"] is not None]
+  if not usable:
+    return ""
+  more = [e["modality"] for e in usable if e["own_drop"] > e["random_drop"]]
+  own, rand = np.mean([e["own_drop"] for e in usable]), np.mean([e["random_drop"] for e in usable])
+  if max(abs(own), abs(rand)) < 0.02:
+    what = "barely changes either way (no effect at this set size)"
+  elif own > rand:
+    what = "falls more with the modality's own neurons off than with random ones"
+  else:
+    what = "does NOT fall more with the modality's own neurons off than with random ones"
+  return (f"On average over modalities, a modality's benchmarks' primary metric {what}: mean drop **{own:+.3f}** "
+          f"(own set) vs **{rand:+.3f}** (random, as many neurons per layer as all sets together); own set "
+          f"worse than random for {len(more)} of {len(usable)} modalities ({', '.join(more) or 'none'}).")
+
+
 def markdown(p: dict) -> list:
   """The report's opening: the protocol in a few lines."""
   g = p["generation"]

@@ -7,6 +7,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.tasks.common.plots import finish, new_figure, plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.miner import plot_style
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.common import model_card
 
@@ -14,7 +15,6 @@ from mmneuron_jax.tasks.common import model_card
 def plot_scores_by_layer(agg_scores, combined, names, path=None, agg_grad=None):
   """Mean over neurons of each aggregated score, per layer, one line per modality.
   agg_scores float[5, M, L, F]; combined float[M, L, F]; agg_grad float[M, L, F] or None."""
-  from matplotlib.ticker import MaxNLocator
   panels = [(m, np.asarray(agg_scores)[k]) for k, m in enumerate(miner.METRICS)]
   if agg_grad is not None:
     panels.append(("grad (beyond the paper)", np.asarray(agg_grad)))
@@ -23,10 +23,12 @@ def plot_scores_by_layer(agg_scores, combined, names, path=None, agg_grad=None):
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (title, x) in zip(axes, panels):
     layers = np.arange(x.shape[1])
-    for i, name in enumerate(names):
-      ax.plot(layers, x[i].mean(axis=-1), marker="o", markersize=3, label=name)
-    ax.set(title=title, xlabel="layer", ylabel="mean score over neurons")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    means = x.mean(axis=-1)
+    for i, name in enumerate(names):  # marker + small x offset per modality: equal lines stay visible
+      ax.plot(layers + plot_style.offset(i, len(names)), means[i], marker=plot_style.marker(i), markersize=4,
+              label=name)
+    ax.set(title=plot_style.flat_title(title, means), ylabel="mean score over neurons")
+    plot_style.integer_layers(ax, x.shape[1])
   axes[0].legend(fontsize=7)
   return finish(fig, path, dpi=100)
 
@@ -65,7 +67,8 @@ def plot_deactivation(rows, path=None, metrics=("primary", "changed_vs_none")):
               for d in datasets]
       ax.bar(np.arange(len(datasets)) + j * width, vals, width, label=c)
     ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
-    ax.set(ylabel=metric, ylim=(0, 1.05), title=f"Deactivation: {metric}")
+    values = [r[metric] for r in rows if metric in r]
+    ax.set(ylabel=metric, ylim=(0, 1.05), title=plot_style.flat_title(f"Deactivation: {metric}", values))
     ax.legend(fontsize=7, ncol=2)
   return finish(fig, path, dpi=100)
 
@@ -95,6 +98,22 @@ def tables(results: dict) -> dict:
           if combos else []}
 
 
+def effects_section(effects: list) -> list:
+  """Each modality's neurons off vs random neurons, on that modality's benchmarks."""
+  if not effects:
+    return []
+  fmt = lambda v: "" if v is None else f"{v:.3f}"
+  fmtd = lambda v: "" if v is None else f"{-v:+.3f}"
+  table = [[e["modality"], ", ".join(e["benchmarks"]), fmt(e["none"]), f"{fmt(e['own'])} ({fmtd(e['own_drop'])})",
+            f"{fmt(e['all'])} ({fmtd(e['all_drop'])})", f"{fmt(e['random'])} ({fmtd(e['random_drop'])})"]
+           for e in effects]
+  return ["## Headline: modality-specific neurons vs random", "",
+          miner_protocol.effect_verdict(effects), "",
+          "Mean primary metric over each modality's benchmarks (those whose samples carry it; text: the "
+          "text-only ones), change vs none in brackets.", "",
+          md_table(["modality", "benchmarks", "none", "own set off", "all sets off", "random off"], table), ""]
+
+
 def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
   """Write plots and report.md from the run's results dict (see tasks/miner/); returns the path."""
   plots = os.path.join(workdir, "plots")
@@ -111,6 +130,7 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
   out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir)
   if results.get("protocol"):
     out += miner_protocol.markdown(results["protocol"])
+  out += effects_section(results.get("modality_effects") or [])
   if results.get("headline"):
     out += headline_section(results["headline"])
   out += [f"Config: `config.json`. Modality split **{results['split']}**; weights over {list(miner.METRICS)} = "

@@ -16,6 +16,7 @@ from mmneuron_jax.analysis import miner, miner_semantics
 from mmneuron_jax.analysis.logit_lens import positions_where
 from mmneuron_jax.nn.logit_lens import Lens
 from mmneuron_jax.data.inputs.batching import chunks
+from mmneuron_jax.tasks.miner import plot_style
 from mmneuron_jax.tasks.miner.inputs import pad_to
 from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
@@ -112,20 +113,27 @@ def section(workdir, res) -> list:
 
 
 def plot_shares(res, path=None):
+  from matplotlib.lines import Line2D
   datasets = [d for d in res["datasets"] if pairs(res, d)] or list(res["datasets"])
   idx = {m: i for i, m in enumerate(res["modalities"])}
   fig = new_figure(3.8 * len(datasets), 3.2)
   axes = fig.subplots(1, len(datasets), squeeze=False)[0]
   for ax, d in zip(axes, datasets):
     r = res["datasets"][d]
-    for k, (a, b) in enumerate(pairs(res, d)):
+    ps, ys = pairs(res, d), []
+    for k, (a, b) in enumerate(ps):
       y = [np.nan if row[idx[a]][idx[b]] is None else row[idx[a]][idx[b]] for row in r["shares"]]
-      line = ax.plot(range(len(y)), y, marker="o", markersize=3, label=f"{a}->{b}")[0]
+      ys.append(y)
+      line = ax.plot(np.arange(len(y)) + plot_style.offset(k, len(ps)), y, marker=plot_style.marker(k),
+                     markersize=3, label=f"{a}->{b}")[0]
       ch = r["chance"][idx[a]][idx[b]]
       if ch is not None:
         ax.axhline(ch, ls="--", lw=0.8, color=line.get_color())
-    ax.set(title=d, xlabel="layer", ylabel="nearest-neighbour share (dashed: chance)", ylim=(0, 1.02))
-    ax.legend(fontsize=7)
+    ax.set(title=plot_style.flat_title(d, ys), ylabel="nearest-neighbour share", ylim=(0, 1.02))
+    plot_style.integer_layers(ax, len(r["shares"]))
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="--", lw=0.8, color="0.4"))  # the legend names the dashed style too
+    ax.legend(handles, labels + ["chance (dashed, pair's colour)"], fontsize=7, handlelength=3)
   return finish(fig, path, dpi=100)
 
 

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from mmneuron_jax.analysis import miner, miner_sweep
-from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, snapshots as miner_snapshots
+from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, plot_style, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.scores import parse_weights
 from mmneuron_jax.tasks.common.plots import finish, new_figure
 from mmneuron_jax.tasks.common.tables import md_table, write_tables
@@ -216,11 +216,16 @@ def plot_samples(rows, mods, path=None):
   fig = new_figure(5.0, 3.4)
   ax = fig.subplots()
   x = [r["samples"] for r in rows]
-  for m in mods:
+  ys = []
+  for k, m in enumerate(mods):  # marker + small multiplicative x offset per set: equal lines stay visible
     y = [np.nan if r["jaccard"].get(m) is None else r["jaccard"][m] for r in rows]
-    ax.plot(x, y, marker="o", label=m, ls="--" if m == "union" else "-")
+    ys.append(y)
+    ax.plot(np.asarray(x, float) * 10 ** (0.1 * plot_style.offset(k, len(mods))), y, marker=plot_style.marker(k),
+            label=m, ls="--" if m == "union" else "-")
   ax.set_xscale("log")
+  ax.set_xticks(x, [str(v) for v in x])  # the sample counts themselves (integers)
+  ax.minorticks_off()
   ax.set(xlabel="samples per dataset", ylabel="Jaccard with the final set", ylim=(0, 1.05),
-         title="Convergence of the selected sets")
-  ax.legend(fontsize=7)
+         title=plot_style.flat_title("Convergence of the selected sets", ys))
+  ax.legend(fontsize=7, handlelength=3)
   return finish(fig, path, dpi=100)

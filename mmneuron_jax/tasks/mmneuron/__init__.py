@@ -10,8 +10,6 @@ stage used.
 """
 import dataclasses
 import functools
-import json
-import os
 from typing import Any
 
 import numpy as np
@@ -22,7 +20,7 @@ from mmneuron_jax.io.accumulate import accumulate
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.analysis.stats import counts_for_dape, store_spec
 from mmneuron_jax.errors import UserError
-from mmneuron_jax.io import run_dir
+from mmneuron_jax.io import paths, run_dir
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.tasks import atlas, readouts
 from mmneuron_jax.tasks.common import data_checks, deactivation, sources, tables
@@ -55,8 +53,7 @@ class Study:
     """Record the ids `stage` used and rewrite workdir/records_used.json."""
     self.used[stage] = [r.id for v in records_by_domain.values() for r in v]
     self.used_counts[stage] = {d: len(v) for d, v in records_by_domain.items()}
-    with open(os.path.join(self.workdir, "records_used.json"), "w") as f:
-      json.dump(self.used, f, indent=1)
+    paths.write_json(paths.join(self.workdir, "records_used.json"), self.used, indent=1)
 
   @property
   def params(self):
@@ -85,8 +82,8 @@ def open_study(config, workdir: str) -> Study:
   for stage, split in stage_split.items():
     logging.info("%s (%s): %s split %r, records per domain %s", model_id, family.name, stage, split,
                  {d: len(v) for d, v in splits[stage].items()})
-  if os.path.exists(os.path.join(workdir, "records_used.json")):
-    os.remove(os.path.join(workdir, "records_used.json"))
+  if paths.exists(paths.join(workdir, "records_used.json")):
+    paths.remove(paths.join(workdir, "records_used.json"))
   return Study(config, workdir, model, inputs, family, model_id, domains, splits["stats"], bad, splits)
 
 
@@ -125,10 +122,10 @@ def stage_stats(study: Study):
   used = {d: [] for d in names}
   for b in batches:
     used[names[b.domain]] += [recs[names[b.domain]][i] for i in b.indices]
-  checkpoint = c.model.path or os.path.join(study.workdir, "demo_checkpoint")
+  checkpoint = c.model.path or paths.local_scratch(study.workdir, "demo_checkpoint")
   prompts = {d: [study.family.stats_prompt(r) for r in v] for d, v in used.items()}
   fields = domain_stats.fingerprint_fields(checkpoint, c, study.domains, used, prompts, batches)
-  store = StatsStore.open_or_create(os.path.join(study.workdir, "stats"),
+  store = StatsStore.open_or_create(paths.join(study.workdir, "stats"),
                                     store_spec(study.model.probe_modules, len(study.domains)), fields,
                                     overwrite=bool(c.get("overwrite", False)))
   run_dir.accept(c, study.workdir)
@@ -142,13 +139,13 @@ def stage_stats(study: Study):
 def stage_select(study: Study, totals: dict):
   """DAPE neuron sets -> workdir/neurons/<module>.json (+ .pt); returns (sets, summaries)."""
   sets = select_sets(totals, study.model, study.model_id, study.domains, study.config.dape)
-  set_dir = os.path.join(study.workdir, "neurons")
-  os.makedirs(set_dir, exist_ok=True)
+  set_dir = paths.join(study.workdir, "neurons")
+  paths.makedirs(set_dir)
   skipped = []
   for module, s in sets.items():
-    s.save(os.path.join(set_dir, f"{module}.json"))
+    s.save(paths.join(set_dir, f"{module}.json"))
     try:
-      s.export_torch(os.path.join(set_dir, f"{module}.pt"))
+      s.export_torch(paths.join(set_dir, f"{module}.pt"))
     except ImportError:
       skipped.append(module)
   if skipped:
@@ -168,10 +165,10 @@ def stage_eval(study: Study, sets: dict) -> list:
       score, conditions=study.family.conditions, batch_size=c.eval.batch_size,
       max_new_tokens=c.eval.max_new_tokens, temperature=c.eval.temperature, seed=c.seed,
       max_length=c.eval.get("max_length", 0), prompt_image_tokens=study.family.prompt_image_tokens)
-  with open(os.path.join(study.workdir, "deactivation.json"), "w") as f:
-    json.dump({"conditions": {k: list(v) for k, v in study.family.conditions.items()}, "rows": rows,
-               "predictions": {"|".join(k): v for k, v in predictions.items()}}, f, indent=1)
-  tables.write_tables(os.path.join(study.workdir, "deactivation.json"), {"": rows})
+  paths.write_json(paths.join(study.workdir, "deactivation.json"),
+                   {"conditions": {k: list(v) for k, v in study.family.conditions.items()}, "rows": rows,
+                    "predictions": {"|".join(k): v for k, v in predictions.items()}}, indent=1)
+  tables.write_tables(paths.join(study.workdir, "deactivation.json"), {"": rows})
   return rows
 
 
@@ -185,9 +182,9 @@ def stage_lens(study: Study) -> dict:
   results = {d: lens.domain_lens(study.model, study.params, study.inputs, v, prompt, sources.load_image,
                                  c.eval.batch_size, c.lens.top_k, c.lens.get("positions", "all"))
              for d, v in recs.items()}
-  with open(os.path.join(study.workdir, "logit_lens.json"), "w") as f:
-    json.dump({d: {k: np.asarray(v).tolist() for k, v in r.items()} for d, r in results.items()}, f, indent=1)
-  tables.write_tables(os.path.join(study.workdir, "logit_lens.json"), {"": lens.table(results)})
+  paths.write_json(paths.join(study.workdir, "logit_lens.json"),
+                   {d: {k: np.asarray(v).tolist() for k, v in r.items()} for d, r in results.items()}, indent=1)
+  tables.write_tables(paths.join(study.workdir, "logit_lens.json"), {"": lens.table(results)})
   return results
 
 
@@ -196,7 +193,7 @@ def run(config, workdir: str) -> str:
   stages = tuple(config.stages)
   totals, stats_plan = stage_stats(study)
   if "select" not in stages:
-    return os.path.join(workdir, "stats")
+    return paths.join(workdir, "stats")
   sets, summaries = stage_select(study, totals)
   rows = stage_eval(study, sets) if "eval" in stages else []
   lens_results = stage_lens(study) if "lens" in stages else {}

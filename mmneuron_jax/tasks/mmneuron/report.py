@@ -1,8 +1,8 @@
 """report.md with tables and PNG plots for an MMNeuron run."""
-import os
 
 import numpy as np
 
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common.plots import (LEGEND, finish, flat_note, integer_ticks, new_figure,
                                              plot_layer_distribution, series_style)
 from mmneuron_jax.tasks.common.tables import md_table
@@ -150,7 +150,7 @@ def data_section(domains, bad, stats_plan, **_) -> list[str]:
 
 
 def neurons_section(workdir, domains, sets, summaries, **_) -> list[str]:
-  plot_layer_distribution(list(sets.values()), os.path.join(workdir, "plots", "neurons_per_layer.png"))
+  plot_layer_distribution(list(sets.values()), paths.join(workdir, "plots", "neurons_per_layer.png"))
   header = ["module", "unique"] + domains + ["overlap hist (1..D domains)"]
   table = [[m, s["unique"]] + [s["per_domain"][d] for d in domains] + [s["overlap_histogram"]]
            for m, s in summaries.items()]
@@ -165,7 +165,7 @@ def deactivation_section(workdir, rows, conditions=None, **_) -> list[str]:
     return []
   metrics = [k for k in METRICS if k in rows[0]]
   for m in metrics:
-    plot_deactivation(rows, m, os.path.join(workdir, "plots", f"deactivation_{m}.png"))
+    plot_deactivation(rows, m, paths.join(workdir, "plots", f"deactivation_{m}.png"))
   out = ["## Deactivation", "", "Each domain is evaluated with its own neurons removed; `random` removes the same "
          "number of random neurons per layer.", ""]
   if conditions:
@@ -189,7 +189,7 @@ def lens_section(workdir, domains, lens_results, config=None, **_) -> list[str]:
   if not lens_results:
     return []
   where = "all positions" if config is None or config.lens.get("positions", "all") == "all" else "image tokens"
-  plot_lens(lens_results, os.path.join(workdir, "plots", "logit_lens.png"), where)
+  plot_lens(lens_results, paths.join(workdir, "plots", "logit_lens.png"), where)
   n_layers = len(next(iter(lens_results.values()))["entropy"])
   with_image = where == "all positions" and all("entropy_image" in lens_results[d] for d in domains)
   header = (["layer"] + [f"{d} H" for d in domains] + ([f"{d} H image" for d in domains] if with_image else []) +
@@ -208,7 +208,7 @@ def compare_section(workdir, config, **_) -> list[str]:
   others = list(config.get("compare_with") or ())
   if not others:
     return []
-  return side_by_side.section([side_by_side.load_run(d) for d in [workdir] + others], os.path.join(workdir, "plots"),
+  return side_by_side.section([side_by_side.load_run(d) for d in [workdir] + others], paths.join(workdir, "plots"),
                               md_table)
 
 
@@ -222,12 +222,12 @@ def write(workdir, *, extra_sections=(), **results) -> str:
   bad, stats_plan, totals, sets, summaries, rows, lens_results, conditions, used, used_counts, family);
   `extra_sections` are
   more section functions, appended before the side-by-side comparison."""
-  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  paths.makedirs(paths.join(workdir, "plots"))
   sections = SECTIONS[:-1] + list(extra_sections) + SECTIONS[-1:]
   out = []
   for section in sections:
     out += section(workdir=workdir, **results)
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
+  path = paths.join(workdir, "report.md")
+  with paths.open(path, "w") as f:
     f.write("\n".join(out))
   return path

@@ -2,6 +2,8 @@
 write it as a HF checkpoint plus report.md (model, held-out accuracy, loss curve, timings).
 
 recipes.py: what a checkpoint is a function of; steps.py: loss and optax step; training.py: the run;
+miner_training.py: the same for the MINER families (Qwen2-VL, Qwen2-Audio) on data/synthetic/miner_skills.py
+(task 'train_demo_miner': it imports tasks/miner, which this package must not import at load time);
 cache.py: bundled or trained-on-first-use checkpoints for the demo configs; report.py: report.md.
 """
 import os

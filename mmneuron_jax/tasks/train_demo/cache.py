@@ -32,9 +32,10 @@ def read_result(path: str) -> dict | None:
     return json.load(f)
 
 
-def ensure(path: str, recipe: dict) -> dict:
+def ensure(path: str, recipe: dict, train_fn=None) -> dict:
   """A checkpoint of `recipe` in `path` -> its train_demo.json record (with 'source': 'cached',
-  'bundled' or 'trained now')."""
+  'bundled' or 'trained now'). train_fn(recipe, path): the recipe's trainer (default: training.train,
+  the MMNeuron skills set; the MINER families pass miner_training.train)."""
   want = recipes.digest(recipe)
   have = read_result(path)
   if have is not None and have.get("digest") == want:
@@ -50,4 +51,5 @@ def ensure(path: str, recipe: dict) -> dict:
                   "minutes on a CPU", recipe["family"], want, None if bundled is None else bundled.get("digest"), path)
   if os.path.isdir(path):
     shutil.rmtree(path)
-  return dict(train(recipe, path), source="trained now")
+  return dict((train_fn or train)(recipe, path), source="trained now")
+

@@ -20,7 +20,19 @@ LLAVA_NEXT = dict(
 # InstructBLIP answers in the authors' prompt (no chat template, "Short Answer:"), image through the Q-Former.
 INSTRUCTBLIP = dict(LLAVA_NEXT, family="instructblip", template="plain", style="authors")
 
-RECIPES = {"llava_next": LLAVA_NEXT, "instructblip": INSTRUCTBLIP}
+# The MINER demos (data/synthetic/miner_skills.py): the datasets of configs/miner_qwen2_*_demo.py, in the
+# pipeline's chat template; each training batch holds one dataset's rows (a few fixed shapes). The model is
+# the family's demo checkpoint with `layers` x `intermediate` LLM neurons (2% of 4 x 256 = 20 neurons).
+QWEN2_VL = dict(
+    version=VERSION, family="qwen2_vl", data="miner_skills", data_seed=0,
+    datasets=("image_qa", "caption", "text_mc", "video_qa"), n_train_per_dataset=160, n_val_per_dataset=24,
+    layers=4, intermediate=256, model_seed=0, seed=0, steps=400, batch_size=8, lr=3e-3, warmup=30,
+    length_multiple=16, max_new_tokens=10)
+QWEN2_AUDIO = dict(QWEN2_VL, family="qwen2_audio", datasets=("audio_qa", "text_mc"))
+
+RECIPES = {"llava_next": LLAVA_NEXT, "instructblip": INSTRUCTBLIP, "qwen2_vl": QWEN2_VL, "qwen2_audio": QWEN2_AUDIO}
+# The tuple fields of a recipe (its identity; the train_demo configs leave them off the command line).
+TUPLES = ("domains", "datasets")
 
 
 def recipe(family: str, **overrides) -> dict:
@@ -32,7 +44,9 @@ def recipe(family: str, **overrides) -> dict:
   if unknown:
     raise KeyError(f"recipe overrides {sorted(unknown)} are not recipe fields {sorted(base)}")
   base.update(overrides)
-  base["domains"] = tuple(base["domains"])
+  for k in TUPLES:
+    if k in base:
+      base[k] = tuple(base[k])
   return base
 
 

@@ -30,7 +30,9 @@ def write(workdir: str, out_dir: str, result: dict) -> str:
   plot_losses(result["losses"], os.path.join(workdir, "plots", "loss.png"))
   r = result["recipe"]
   per = result.get("heldout_primary", {})
-  chance = {d: 1.0 / len(demo_skills.answer_space(d)) for d in per}
+  # MINER recipes record each dataset's chance level; the MMNeuron skills domains: 1 / answers.
+  chance = result.get("chance") or {d: 1.0 / len(demo_skills.answer_space(d)) for d in per}
+  unit = "dataset" if result.get("chance") else "domain"
   losses = result["losses"]
   lines = [f"# train_demo: {r['family']}", "",
            f"**Model: trained tiny demo** ({r['family']}) written to `{out_dir}` (HF format: model.safetensors, "
@@ -39,8 +41,10 @@ def write(workdir: str, out_dir: str, result: dict) -> str:
            f"**{result.get('heldout_mean', float('nan')):.3f}**.", "",
            "## Held-out accuracy", "",
            f"Greedy answers on the 'val' split ({result['n_val']} samples, disjoint from the {result['n_train']} "
-           "'train' ones), scored with the MMNeuron primary metric of each domain:", "",
-           md_table(["domain", "primary", "chance (1 / answers)"], [[d, v, chance[d]] for d, v in per.items()]), "",
+           "'train' ones), scored with the " + ("MINER demo metric of each dataset:" if unit == "dataset" else
+                                              "MMNeuron primary metric of each domain:"), "",
+           md_table([unit, "primary", "chance"], [[d, v, "-" if chance[d] is None else chance[d]]
+                                                   for d, v in per.items()]), "",
            "## Training", "",
            f"{r['steps']} Adam steps of {r['batch_size']} rows, lr {r['lr']} (warmup {r['warmup']}, cosine to 10%), "
            f"float32 on {result.get('backend', '?')}; loss first 20 steps {np.mean(losses[:20]):.3f}, "

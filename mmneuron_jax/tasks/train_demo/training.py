@@ -20,16 +20,11 @@ from absl import logging
 
 from mmneuron_jax.data.sources import records as records_lib
 from mmneuron_jax.data.inputs.batching import chunks, round_up
-from mmneuron_jax.io.progress import Progress
-from mmneuron_jax.tasks.train_demo import recipes, steps
+from mmneuron_jax.tasks.train_demo import loop, recipes, steps
 from mmneuron_jax.data.synthetic import skills as demo_skills
 from mmneuron_jax.data.metrics import vqa_metrics as metrics
 from mmneuron_jax.tasks.common.deactivation import generate_answers
 import mmneuron_jax
-from mmneuron_jax.convert.export import hf_state
-from mmneuron_jax.convert.safetensors_reader import CheckpointReader
-from mmneuron_jax.data.synthetic import demo_checkpoint
-from mmneuron_jax.models.registry import family_for
 from mmneuron_jax.tasks.common import families
 
 RECIPE_FILE = "train_demo.json"
@@ -94,31 +89,9 @@ def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
   logging.info("train_demo %s: %d train / %d val records, %d batches of %d (lengths %s), data %.1fs", r["family"],
                len(train_recs), len(val_recs), len(batches), r["batch_size"],
                sorted({b["input_ids"].shape[1] for b in batches}), t_data)
-  tx = steps.optimizer(r["lr"], r["steps"], r["warmup"])
-  params = model.params
-  opt_state = tx.init(params)
-  step = steps.make_train_step(model.module, tx)
-  device = [steps.device_batch(model, b) for b in batches]
-  order_rng = np.random.default_rng([r["seed"], 2])
-  order, losses = [], []
-  progress = Progress(r["steps"], "train_demo (steps)")
-  for k in range(r["steps"]):
-    if not order:
-      order = list(order_rng.permutation(len(device)))
-    params, opt_state, loss = step(params, opt_state, device[order.pop()])
-    losses.append(float(loss))
-    progress.update(1)
-    if (k + 1) % 50 == 0:
-      logging.info("train_demo step %d: loss %.4f (mean of last 50: %.4f)", k + 1, losses[-1], np.mean(losses[-50:]))
-  progress.close()
-  params = jax.device_get(params)
+  params, losses = loop.fit(model, batches, r)
   t_train = time.time() - t0 - t_data
-  family = family_for(model.config)
-  cfg = family.Config.from_hf(model.config)
-  reader = CheckpointReader(out_dir)
-  state = hf_state(params, family.hf_rules(cfg), reader, family.IGNORE)
-  reader.close()
-  demo_checkpoint.save_checkpoint(out_dir, state, model.config)
+  loop.save_trained(model, params, out_dir)
   result = {"recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in r.items()},
             "digest": recipes.digest(r), "weights_sha256": file_digest(os.path.join(out_dir, "model.safetensors")),
             "losses": losses, "seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
@@ -126,7 +99,7 @@ def train(r: dict, out_dir: str, evaluate: bool = True) -> dict:
             "backend": jax.default_backend()}
   if evaluate:
     t1 = time.time()
-    trained = dataclasses.replace(model, params=params, _jitted={})
+    trained = dataclasses.replace(model, params=params, _steps={})
     result["heldout_primary"], result["heldout_answers"] = accuracy(trained, params, inputs, family, r, val_recs)
     result["heldout_mean"] = float(np.mean(list(result["heldout_primary"].values())))
     result["seconds"]["eval"] = round(time.time() - t1, 1)
