@@ -13,7 +13,9 @@ python3 -m venv .venv
 pip install -q --upgrade pip
 pip install -q -e '.[test]'
 export HF_HUB_OFFLINE=1
-# The full-width hub-checkpoint parity tests (-m heavy: GBs of memory, minutes each on 2 cores) run with
-# `bash launch/test.sh -m heavy tests/test_hub_checkpoints.py`; the default run leaves them out.
-if [ "$#" -eq 0 ]; then set -- -m "not heavy"; fi
-python -m pytest -q tests "$@"
+if [ "$#" -gt 0 ]; then exec python -m pytest -q tests "$@"; fi
+# The default run: the suite, then the full-width hub-checkpoint parity tests (-m heavy: the seven
+# published configs at full width, 1 language-model layer; GBs each) in a pytest process of their
+# own, so that they start from a clean heap (docs/PERFORMANCE.md: time and peak RSS per case).
+python -m pytest -q tests -m "not heavy"
+python -m pytest -q tests -m heavy

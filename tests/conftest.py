@@ -9,5 +9,5 @@ for p in (ROOT, os.path.join(ROOT, "tests")):
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "heavy: full-width hub-checkpoint tests (GBs of memory, about a minute "
-                                     "each); they run in CI too")
+  config.addinivalue_line("markers", "heavy: full-width hub-checkpoint tests (GBs of memory, minutes of CPU "
+                                     "each); launch/test.sh runs them in a second pytest process")

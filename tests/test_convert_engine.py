@@ -13,7 +13,7 @@ import safetensors.numpy
 import torch
 from safetensors.torch import save_file as torch_save_file
 
-from mmneuron_jax.convert import transforms as T
+from mmneuron_jax.convert import mapping, transforms as T
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import ConversionError, Rule, UnsupportedConfigError, apply_rules
 from mmneuron_jax.convert.safetensors_reader import CheckpointReader
@@ -142,11 +142,40 @@ def test_reader_bf16_and_slices(tmp_path):
   for name in ("w_bf16", "w_f16", "w_f32"):
     full = r.get(name)
     for index in [(slice(1, 4),), (slice(None), slice(2, 7)), (slice(3, 6), slice(0, 1)),
-                  (slice(0, 0),), (2, slice(1, 3))]:
+                  (slice(0, 0),), (2, slice(1, 3)), (2,), (slice(1, 4), slice(None)), (slice(-2, None),)]:
       got = r.get_slice(name, index)
       assert got.dtype == full.dtype
       np.testing.assert_array_equal(got, full[index])
   np.testing.assert_array_equal(r.get_slice("ids", (slice(2, 5),)), np.arange(2, 5))
+
+
+def test_blockwise_load_casts_into_an_aligned_buffer_the_device_adopts(tmp_path, monkeypatch):
+  """Unstacked identity / transpose params are read a few rows at a time (BLOCK_BYTES forced tiny
+  here) and cast into their own 64-byte-aligned buffer, which jax.device_put on CPU adopts uncopied."""
+  g = torch.Generator().manual_seed(0)
+  tt = {"emb": torch.randn(37, 10, generator=g).half(), "head": torch.randn(23, 6, generator=g).bfloat16(),
+        "cube": torch.randn(5, 4, 3, generator=g), "ids": torch.arange(11), "layers.0.w": torch.randn(7, 3, generator=g),
+        "layers.1.w": torch.randn(7, 3, generator=g).half()}
+  os.makedirs(tmp_path / "ck")
+  (tmp_path / "ck" / "config.json").write_text("{}")
+  torch_save_file(tt, str(tmp_path / "ck" / "model.safetensors"))
+  monkeypatch.setattr(mapping, "BLOCK_BYTES", 40)
+  rules = [Rule(("emb",), "emb"), Rule(("head",), "head", T.transpose), Rule(("cube",), "cube", T.transpose),
+           Rule(("ids",), "ids"), Rule(("w",), "layers.{i}.w", T.transpose, 2)]
+  for dtype, np_dtype in (("float32", np.float32), ("bfloat16", ml_dtypes.bfloat16)):
+    params = apply_rules(CheckpointReader(tmp_path / "ck"), rules, dtype)
+    f32 = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in tt.items()}
+    want = {"emb": f32["emb"], "head": f32["head"].T, "cube": f32["cube"].T, "ids": f32["ids"],
+            "w": np.stack([f32["layers.0.w"].T, f32["layers.1.w"].T])}
+    for k, w in want.items():
+      got = params[k]
+      assert np.issubdtype(got.dtype, np.integer) if k == "ids" else got.dtype == np_dtype, k
+      np.testing.assert_array_equal(np.asarray(got), w.astype(got.dtype), err_msg=k)  # exact: one rounding
+  host = mapping.empty_aligned((3, 5), np.float32)
+  assert host.ctypes.data % mapping.ALIGN == 0 and host.shape == (3, 5)
+  if jax.default_backend() == "cpu":
+    host[...] = 1.0
+    assert jax.device_put(host).unsafe_buffer_pointer() == host.ctypes.data  # no second copy
 
 
 def test_reader_sharded_get_slice(tmp_path):

@@ -203,9 +203,29 @@ def _transform(plan: Plan, layer: int, arrays: list[np.ndarray]) -> np.ndarray:
                           f"{list(plan.names[layer])} with shapes {[a.shape for a in arrays]}: {e}") from e
 
 
-def _stack_into(plan: Plan, out, layer: int, x: np.ndarray):
+ALIGN = 64  # bytes: XLA's CPU client takes a buffer this aligned without copying it (`jax.device_put`)
+BLOCK_BYTES = 64 << 20  # unstacked tensors are read this many bytes at a time
+
+
+def empty_aligned(shape: tuple, dtype) -> np.ndarray:
+  """`np.empty(shape, dtype)` whose data starts on an `ALIGN`-byte boundary, so that on CPU
+  `jax.device_put` adopts it instead of copying (numpy alone aligns to 16 bytes)."""
+  dtype = np.dtype(dtype)
+  n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  raw = np.empty(n + ALIGN, np.uint8)
+  start = -raw.ctypes.data % ALIGN
+  return raw[start:start + n].view(dtype).reshape(shape)
+
+
+def _target(src: np.dtype, dtype: np.dtype) -> np.dtype:
+  """The params dtype for floating tensors; integer / bool buffers keep theirs."""
+  return dtype if jnp.issubdtype(src, jnp.floating) else src
+
+
+def _stack_into(plan: Plan, out, layer: int, x: np.ndarray, dtype: np.dtype):
+  """Layer `layer` of `out` (allocated at layer 0) <- x, cast while copied (no cast copy of x)."""
   if out is None:
-    out = np.empty((len(plan.names),) + x.shape, x.dtype)
+    out = empty_aligned((len(plan.names),) + x.shape, _target(x.dtype, dtype))
   elif x.shape != out.shape[1:]:
     raise ConversionError(f"{_fmt(plan.rule.path)}: layer {layer} ({list(plan.names[layer])}) gives shape "
                           f"{x.shape}, layer 0 gave {out.shape[1:]}")
@@ -213,14 +233,39 @@ def _stack_into(plan: Plan, out, layer: int, x: np.ndarray):
   return out
 
 
+def _load_blocks(reader, plan: Plan, dtype: np.dtype) -> np.ndarray:
+  """An unstacked, slice-able (identity / transpose) param, read `BLOCK_BYTES` of rows at a time
+  and cast into its output buffer: the host holds the param plus one block."""
+  out_shape, in_index = T.SLICEABLE[plan.rule.transform]
+  fn = plan.rule.transform or T.identity
+  name = plan.names[0][0]
+  shape, src = reader.shape(name), reader.dtype(name)
+  out = empty_aligned(tuple(out_shape(shape)), _target(src, dtype))
+  if not shape:
+    out[...] = reader.get(name)
+    return out
+  rows = max(1, BLOCK_BYTES // max(1, int(np.prod(shape[1:], dtype=np.int64)) * src.itemsize))
+  full = (slice(None),) * (len(shape) - 1)
+  for start in range(0, shape[0], rows):
+    index = (slice(start, min(start + rows, shape[0])),) + full
+    out[tuple(in_index(index))] = fn(reader.get_slice(name, index))  # identity / transpose: own inverses
+  return out
+
+
 def load_full(reader, plan: Plan, dtype: np.dtype) -> np.ndarray:
-  """One param on the host: per-layer read -> transform -> cast -> stack `[L, ...]`."""
+  """One param on the host, in an aligned buffer of its own: per-layer read -> transform -> cast
+  into the preallocated `[L, ...]` (or, unstacked, block by block)."""
+  if plan.rule.stack is None and len(plan.names[0]) == 1 and plan.rule.transform in T.SLICEABLE:
+    return _load_blocks(reader, plan, dtype)
   out = None
   for layer, names in enumerate(plan.names):
-    x = _cast(_transform(plan, layer, [reader.get(n) for n in names]), dtype)
+    x = _transform(plan, layer, [reader.get(n) for n in names])
     if plan.rule.stack is None:
-      return x
-    out = _stack_into(plan, out, layer, x)
+      out = empty_aligned(x.shape, _target(np.asarray(x).dtype, dtype))
+      out[...] = x
+      return out
+    out = _stack_into(plan, out, layer, x, dtype)
+    del x
   return out
 
 
@@ -303,7 +348,7 @@ def apply_rules(reader, rules: list[Rule], dtype: str = "float32", ignore: Itera
   params: dict = {}
   for plan in plans:
     sharding = shard_of.get(plan.rule.path)
-    if sharding is None:
+    if sharding is None:  # on CPU the aligned host buffer becomes the param, uncopied
       value = jax.device_put(load_full(reader, plan, np_dtype))
     else:
       value = load_sharded(reader, plan, np_dtype, sharding)

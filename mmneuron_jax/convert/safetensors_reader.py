@@ -164,18 +164,25 @@ class CheckpointReader:
     A plain read of its bytes (no memory map is kept), so the host holds only the tensors the
     caller still references: a shard's pages are not pinned until loading ends.
     """
-    file, entry, start = self._entry(name)
+    shape = self.shape(name)
+    return self._read_rows(name, 0, shape[0]) if shape else self._read_rows(name)
+
+  def _read_rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows `start:stop` of the tensor's leading axis (a scalar: all of it) by a plain read of
+    their bytes, which are contiguous in the file."""
+    file, entry, data = self._entry(name)
     self.used.add(name)
     shape, dtype = tuple(entry["shape"]), DTYPES[entry["dtype"]]
     begin, end = entry["data_offsets"]
     count = int(np.prod(shape, dtype=np.int64))
     if end - begin != count * dtype.itemsize:
       raise ValueError(f"{file}: tensor {name!r} has {end - begin} bytes, expected {shape} x {dtype}")
-    out = np.empty(shape, dtype)
-    if count:
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    out = np.empty((stop - start,) + shape[1:] if shape else (), dtype)
+    if out.size:
       with open(file, "rb") as f:
-        f.seek(start + begin)
-        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != end - begin:
+        f.seek(data + begin + (start * row if shape else 0))
+        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != out.nbytes:
           raise ValueError(f"{file}: tensor {name!r} is cut short (file shorter than its header says)")
     return out
 
@@ -188,8 +195,8 @@ class CheckpointReader:
     if len(index) > len(shape):
       raise IndexError(f"{name!r}: index {index} has more axes than shape {shape}")
     self.used.add(name)
-    if entry["dtype"] not in _NUMPY_NATIVE or not shape:
-      return np.array(self._memmap(name)[index]) if shape else self.get(name)
+    if not shape:
+      return self.get(name)
     # safetensors slices must be in bounds with step 1: clamp like numpy, ints as length-1 slices.
     bounded, squeeze = [], []
     for axis, (i, n) in enumerate(zip(index, shape)):
@@ -206,6 +213,11 @@ class CheckpointReader:
         squeeze.append(axis)
     if any(s.start == s.stop for s in bounded):  # empty: nothing to read
       return np.zeros(np.zeros(shape, np.bool_)[index].shape, DTYPES[entry["dtype"]])
+    if all((s.start, s.stop) == (0, n) for s, n in zip(bounded[1:], shape[1:])):  # leading rows: one read
+      out = self._read_rows(name, bounded[0].start, bounded[0].stop)
+      return out.squeeze(tuple(squeeze)) if squeeze else out
+    if entry["dtype"] not in _NUMPY_NATIVE:
+      return np.array(self._memmap(name)[index])
     out = np.asarray(self._handle(file).get_slice(name)[tuple(bounded)])
     return out.squeeze(tuple(squeeze)) if squeeze else out
 
