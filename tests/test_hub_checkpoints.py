@@ -4,7 +4,8 @@ sparse config.json, its tensor names and dtype, sharded safetensors with the ind
 preprocessor configs) load through `load_hf` and match HF PyTorch fp32 (eager attention), which
 loads the same files with its own `from_pretrained`, on one realistic input: a 672x672 image for
 LLaVA-NeXT, 224x224 for InstructBLIP, 448x448 for Qwen2-VL and Qwen2.5-VL (16 attention windows),
-2 s of audio for Qwen2-Audio, 768x768 for LLaVA-OneVision.
+2 s of audio for Qwen2-Audio, 384x384 for LLaVA-OneVision (base tile + a 1x1 grid, unpadded, with newlines: 1485 tokens;
+the bilinear shrink of anyres-max needs > 9.9 tiles' worth and is covered by the tiny parity test).
 
 Tolerances: logits and every probe module's neurons max-abs <= 1e-4 (as the tiny parity tests).
 Heavy (vocab x width embeddings at full width, GBs): the weights are written shard by shard from a
@@ -208,7 +209,7 @@ def llava_onevision_batch(config, fixture_dir):
   with open(os.path.join(fixture_dir, "preprocessor_config.json")) as f:
     pre = json.load(f)
   pre = {k: v for k, v in pre.items() if k not in ("image_processor_type", "processor_class")}
-  pix = transformers.LlavaOnevisionImageProcessorPil(**pre)(image(768), return_tensors="np")
+  pix = transformers.LlavaOnevisionImageProcessorPil(**pre)(image(384), return_tensors="np")
   v = config["vision_config"]
   n = llava_onevision.num_image_tokens(pix["image_sizes"][0], config["image_grid_pinpoints"], v["image_size"],
                                        v["image_size"] // v["patch_size"], 9)

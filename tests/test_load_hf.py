@@ -137,8 +137,8 @@ def test_unsupported_model_type_and_bad_dtype(checkpoint, tmp_path):
   path, _ = checkpoint
   with pytest.raises(ValueError, match="float64"):
     mmneuron_jax.load_hf(path, dtype="float64")
-  bad = copy_checkpoint(path, str(tmp_path / "mt"), edit_config=lambda c: c.update(model_type="llava_onevision"))
-  with pytest.raises(ValueError, match="llava_onevision"):
+  bad = copy_checkpoint(path, str(tmp_path / "mt"), edit_config=lambda c: c.update(model_type="idefics3"))
+  with pytest.raises(ValueError, match="idefics3"):
     mmneuron_jax.load_hf(bad)
   with pytest.raises(FileNotFoundError, match="config.json"):
     mmneuron_jax.load_hf(str(tmp_path / "nowhere"))

@@ -1,5 +1,5 @@
-"""The MINER pipeline on Qwen2.5-VL unchanged: `miner_qwen2_5_vl_demo` (the Qwen2-VL demo study with
-`model.family` switched) runs scores, selection and deactivation end to end on the tiny demo
+"""The MINER pipeline on Qwen2.5-VL unchanged: `miner_qwen2_5_vl_demo` (the untrained Qwen2-VL demo
+study with `model.family` switched) runs scores, selection and deactivation end to end on the tiny demo
 checkpoint, on the demo's video questions (second_per_grid_ts from the sampled frames; images: the parity
 test)."""
 import json
@@ -15,8 +15,9 @@ from mmneuron_jax.tasks.miner import inputs as miner_inputs
 
 
 def test_family_switch_is_one_field():
-  for ours, theirs in ((miner_qwen2_5_vl_demo, miner_qwen2_vl_demo), (miner_qwen2_5_vl_7b, miner_qwen2_vl_7b)):
-    a, b = ours.get_config(), theirs.get_config()
+  # the demo: Qwen2-VL's untrained demo setting (no trained Qwen2.5-VL is bundled)
+  for a, b in ((miner_qwen2_5_vl_demo.get_config(), miner_qwen2_vl_demo.random_demo(miner_qwen2_vl_demo.get_config())),
+               (miner_qwen2_5_vl_7b.get_config(), miner_qwen2_vl_7b.get_config())):
     assert {k for k in a if a[k] != b[k]} == {"model"}
     assert {f for f in a.model if a.model[f] != b.model[f]} == {"family", "id"}
 

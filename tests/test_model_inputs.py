@@ -21,6 +21,9 @@ from mmneuron_jax.tasks.train_demo.cache import bundled_path
 TEXTS = {"llava_next": ["USER: <image>\nwhat colour is the car? ASSISTANT:", "USER: <image>\ncount ASSISTANT:"],
          "instructblip": ["what colour is the car?", "count the lesions"],
          "qwen2_vl": ["<|im_start|>user <image> what colour is the car?<|im_end|>", "<|im_start|>user <video> count<|im_end|>"],
+         "qwen2_5_vl": ["<|im_start|>user <image> what colour is the car?<|im_end|>", "<|im_start|>user <video> count<|im_end|>"],
+         "llava_onevision": ["<|im_start|>user <image>\nwhat colour is the car?<|im_end|>",
+                             "<|im_start|>user <image>\ncount<|im_end|>"],
          "qwen2_audio": ["<|im_start|>user Audio 1: <audio> what is said?<|im_end|>", "<|im_start|>user count<|im_end|>"]}
 
 
@@ -30,7 +33,7 @@ def _image(seed, size=(64, 48)):
 
 def _media(name):
   """Keyword media of TEXTS[name] (one entry per prompt)."""
-  if name == "qwen2_vl":
+  if name in ("qwen2_vl", "qwen2_5_vl"):
     video = np.random.default_rng(2).integers(0, 255, (2, 56, 56, 3), dtype=np.uint8)
     return {"images": [[_image(0)], []], "videos": [[], [video]]}
   if name == "qwen2_audio":

@@ -101,3 +101,12 @@ def test_compare_plots_flat_note_and_integer_counts(figures, tmp_path):
   np.testing.assert_array_equal(x.get_ydata(), y.get_ydata())
   assert x.get_markersize() > y.get_markersize() and _integer_ticks(ax.yaxis)
   assert "every value" not in ax.get_title()
+
+
+def test_flat_note_reads_ragged_series():
+  """Probe specs of different depths give ragged [spec][series][layer] values."""
+  from mmneuron_jax.tasks.common.plots import flat_note
+  assert flat_note([[[0.5, 0.5], [0.5]], [[0.5, 0.5, 0.5], [0.5, np.nan]]]) == \
+      "\n(every value is 0.5: nothing to compare)"
+  assert flat_note([[[0.5, 0.5], [0.25]], [[0.5, 0.5, 0.5], []]]) == ""
+  assert flat_note([[], [[np.nan]]]) == "\n(no finite values)"

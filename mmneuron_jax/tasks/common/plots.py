@@ -29,12 +29,21 @@ def series_style(i: int, n: int = 1) -> dict:
 
 
 def flat_note(values) -> str:
-  """'\n(every value is X)' when all finite `values` are equal (a flat plot reads as empty axes), else ''."""
-  v = np.asarray(values, np.float64).ravel()
+  """'\n(every value is X)' when all finite `values` (numbers, arrays or ragged nested lists of them)
+  are equal (a flat plot reads as empty axes), else ''."""
+  v = _flat(values)
   v = v[np.isfinite(v)]
   if v.size == 0:
     return "\n(no finite values)"
   return f"\n(every value is {v[0]:.4g}: nothing to compare)" if np.all(v == v[0]) else ""
+
+
+def _flat(values) -> np.ndarray:
+  """float64[n] of every number in a (possibly ragged) nest of lists / tuples / arrays."""
+  if isinstance(values, (list, tuple)):
+    parts = [_flat(v) for v in values]
+    return np.concatenate(parts) if parts else np.zeros((0,), np.float64)
+  return np.asarray(values, np.float64).ravel()
 
 
 def integer_ticks(ax, x: bool = True, y: bool = False) -> None:
