@@ -17,5 +17,6 @@ if [ "$#" -gt 0 ]; then exec python -m pytest -q tests "$@"; fi
 # The default run: the suite, then the full-width hub-checkpoint parity tests (-m heavy: the seven
 # published configs at full width, 1 language-model layer; GBs each) in a pytest process of their
 # own, so that they start from a clean heap (docs/PERFORMANCE.md: time and peak RSS per case).
-python -m pytest -q tests -m "not heavy"
+# The suite runs in two pytest-xdist workers, a test file per worker at a time (module fixtures built once).
+python -m pytest -q tests -m "not heavy" -n 2 --dist loadfile
 python -m pytest -q tests -m heavy
