@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from mmneuron_jax import tasks
-from mmneuron_jax.configs import llava_next_demo
+from mmneuron_jax.configs import llava_next_demo, miner_qwen2_vl_demo
 from mmneuron_jax.errors import UserError
 from mmneuron_jax.io import kvstore, paths, run_dir, run_lock
 from mmneuron_jax.io.stats_store import FingerprintMismatch, StatsStore
+from mmneuron_jax.tasks import miner as miner_task
+from mmneuron_jax.tasks.miner import scores as miner_scores, snapshots as miner_snapshots
 from mmneuron_jax.tasks.mmneuron import domain_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,8 +132,8 @@ def test_unconverted_tasks_refuse_a_url_workdir():
     tasks.run(c, "nosuch://refused")
   with pytest.raises(UserError, match="tensorstore has no kvstore driver"):
     tasks.run(c, "hf://refused/run")
-  c.task = "miner"
-  with pytest.raises(UserError, match="task 'miner' needs a local run directory"):
+  c.task = "readouts"
+  with pytest.raises(UserError, match="task 'readouts' needs a local run directory"):
     tasks.run(c, "memory://refused")
   assert not fsspec.filesystem("memory").exists("/refused")
 
@@ -216,3 +218,60 @@ def test_killed_file_url_run_resumes_bit_identical(local_run, tmp_path):
   a, b = url_store(url + "/stats"), local_run[1]  # b: the same run, uninterrupted, in a local directory
   assert a.cursor == b.cursor == 12
   assert_same_totals(a.totals(), b.totals())
+
+
+def miner_config():
+  """The random MINER demo at tiny sizes: 2 datasets x 4 samples in batches of 2, a snapshot at 2 samples."""
+  c = miner_qwen2_vl_demo.random_demo(miner_qwen2_vl_demo.get_config())
+  c.stages = ("scores", "select", "deactivate")
+  c.data.datasets = ("image_qa", "text_mc")
+  c.data.n_per_dataset = 4
+  c.scores.batch_size, c.scores.commit_every, c.scores.prefetch = 2, 1, 0
+  c.scores.grad = False
+  c.scores.snapshots = (2,)
+  c.deactivate.n_per_dataset, c.deactivate.max_new_tokens = 1, 2
+  c.deactivate.conditions = ("none", "image")
+  return c
+
+
+def test_miner_on_a_memory_workdir_resumes_and_matches_a_local_run(tmp_path, monkeypatch):
+  local = str(tmp_path / "local")
+  tasks.run(miner_config(), local)
+
+  make_step_fn, calls = miner_scores.make_step_fn, []
+
+  def interrupted(*args, **kwargs):  # the 2nd scores batch raises: the first is committed
+    step = make_step_fn(*args, **kwargs)
+
+    def run(batch):
+      calls.append(1)
+      if len(calls) == 2:
+        raise Interrupt()
+      return step.run(batch)
+    return type(step)(prepare=step.prepare, run=run)
+
+  url = "memory://miner_resume_test/run"
+  monkeypatch.setattr(miner_scores, "make_step_fn", interrupted)
+  with pytest.raises(Interrupt):
+    tasks.run(miner_config(), url)
+  assert url_store(url + "/stats/image_qa").cursor == 1
+  monkeypatch.setattr(miner_scores, "make_step_fn", make_step_fn)
+  tasks.run(miner_config(), url)  # resumes image_qa at batch 1
+  calls.clear()
+  for name in ("image_qa", "text_mc"):
+    a = url_store(f"{url}/stats/{name}")
+    with open(os.path.join(local, "stats", name, "state.json")) as f:
+      b = StatsStore(os.path.join(local, "stats", name), json.load(f))
+    assert a.cursor == b.cursor == 2
+    assert_same_totals(a.totals(), b.totals())
+    snap = miner_snapshots.load(url, name, (2,), a.fingerprint)[2]  # written as one object, read back
+    local_snap = miner_snapshots.load(local, name, (2,), b.fingerprint)[2]
+    assert_same_totals(snap, local_snap)
+  with open(os.path.join(local, "miner_results.json"), "rb") as f, paths.open(url + "/miner_results.json", "rb") as g:
+    assert g.read() == f.read()  # the same bytes as the local run's
+  back = miner_task.load_results(url)
+  assert back["results"] == json.loads(open(os.path.join(local, "miner_results.json")).read())
+  assert back["sets"]["chosen"].mask.tolist() == miner_task.load_results(local)["sets"]["chosen"].mask.tolist()
+  with paths.open(url + "/report.md") as f:
+    assert f.read().startswith("# MINER run: demo/tiny-qwen2-vl")
+  assert {"deactivation.json", "neurons", "plots", "scores.npz", "stats_snapshots"} <= set(paths.listdir(url))

@@ -13,7 +13,7 @@
 The model family is one config field (`model.family`); its inputs builder (`tasks/miner/inputs.py`)
 supplies the chat template, batches and token ids, so the same config runs on every family.
 """
-import json
+import io
 import os
 import shutil
 
@@ -25,7 +25,7 @@ from mmneuron_jax.analysis import finite, miner
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.synthetic import demo_stamp, miner_demo
-from mmneuron_jax.io import run_dir
+from mmneuron_jax.io import paths, run_dir
 from mmneuron_jax.models import registry
 from mmneuron_jax.tasks.miner import data as miner_data, deactivation as miner_deactivation, inputs as miner_inputs
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
@@ -37,21 +37,21 @@ from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_sco
 
 def load_model(config, workdir, samples_by_dataset):
   """-> (Model, ChatInputs, model id, checkpoint path, dtype). No model.path: the family's tiny demo
-  checkpoint in <workdir>/demo_checkpoint: with `model.demo_weights='trained'` the trained demo
+  checkpoint in <workdir>/demo_checkpoint (a local directory for a URL workdir: io/paths.local_scratch): with `model.demo_weights='trained'` the trained demo
   (tasks/train_demo: bundled, or trained on first use), else built deterministically with random
   weights for the vocabulary of the samples. model.dtype 'auto' is the checkpoint's torch_dtype."""
   family = config.model.family
   path = config.model.path
   model_id = config.model.id or path
   if not path and config.model.get("demo_weights", "random") == "trained":
-    path = os.path.join(workdir, "demo_checkpoint")
+    path = paths.local_scratch(workdir, "demo_checkpoint")  # local: the loader memory-maps it
     result = train_demo_cache.ensure(path, recipes.recipe(family), miner_training.train)
     logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", family, result["source"],
                  result["digest"], result.get("heldout_mean", float("nan")))
     # The id names the weights: a rerun in this workdir with other weights must not reuse its statistics.
     model_id = f"{config.model.id or path} (trained, recipe {result['digest']})"
   elif not path:
-    path = os.path.join(workdir, "demo_checkpoint")
+    path = paths.local_scratch(workdir, "demo_checkpoint")  # local: the loader memory-maps it
     if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
       shutil.rmtree(path)
     texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
@@ -102,15 +102,15 @@ def select_all(combined, names, config, model_id, width) -> tuple:
 
 
 def save_sets(workdir, sets, strategy) -> None:
-  out = os.path.join(workdir, "neurons")
-  os.makedirs(os.path.join(out, "strategies"), exist_ok=True)
-  sets[strategy].save(os.path.join(out, "llm.json"))
+  out = paths.join(workdir, "neurons")
+  paths.makedirs(paths.join(out, "strategies"))
+  sets[strategy].save(paths.join(out, "llm.json"))
   try:
-    sets[strategy].export_torch(os.path.join(out, "llm.pt"))
+    sets[strategy].export_torch(paths.join(out, "llm.pt"))
   except ImportError:
     logging.warning("torch not installed: skipped the PyTorch export of the MINER sets")
   for s, ns in sets.items():
-    ns.save(os.path.join(out, "strategies", f"llm_{s}.json"))
+    ns.save(paths.join(out, "strategies", f"llm_{s}.json"))
 
 
 def run(config, workdir: str) -> str:
@@ -137,7 +137,7 @@ def run(config, workdir: str) -> str:
   totals = {name: miner_scores.run_dataset(stores[name], model, params, inputs, name, s, stored, ids, config.scores)
             for name, s in samples.items()}
   if "select" not in config.stages:
-    return os.path.join(workdir, "stats")
+    return paths.join(workdir, "stats")
 
   # stage 3 (the authors' default aggregate leaves the video dataset out: select.video=False)
   agg_sets, left_out = miner_protocol.aggregation_datasets(totals, stored, bool(config.select.get("video", True)))
@@ -183,12 +183,14 @@ def run(config, workdir: str) -> str:
       "overlap": {"per_layer": overlap.tolist(), "jaccard": pairwise_jaccard(np.asarray(selected, bool)).tolist(),
                   "combinations": dict(zip(combos, combo_counts.tolist()))},
   }
+  buf = io.BytesIO()
   np.savez_compressed(
-      os.path.join(workdir, "scores.npz"), aggregated=agg.astype(np.float32), combined=combined,
+      buf, aggregated=agg.astype(np.float32), combined=combined,
       modalities=np.asarray(names), stored_modalities=np.asarray(stored), layer_min=layer_min,
       datasets=np.asarray(list(means)), dataset_means=np.stack([m["scores"] for m in means.values()]).astype(np.float32),
       present=np.stack([m["present"] for m in means.values()]),
       **({"aggregated_grad": agg_grad.astype(np.float32)} if agg_grad is not None else {}))
+  paths.write_bytes(paths.join(workdir, "scores.npz"), buf.getvalue())
 
   # deactivation
   if "deactivate" in config.stages:
@@ -199,12 +201,10 @@ def run(config, workdir: str) -> str:
     results["headline"] = miner_protocol.headline(rows)
     results["modality_effects"] = miner_protocol.modality_effects(
         rows, {d: v["present"] for d, v in results["datasets"].items()}, names)
-    with open(os.path.join(workdir, "deactivation.json"), "w") as f:
-      json.dump({"rows": rows, "predictions": predictions}, f, indent=1)
-    tables.write_tables(os.path.join(workdir, "deactivation.json"), {"": rows})
-  with open(os.path.join(workdir, "miner_results.json"), "w") as f:
-    json.dump(results, f, indent=1)
-  tables.write_tables(os.path.join(workdir, "miner_results.json"), miner_report.tables(results))
+    paths.write_json(paths.join(workdir, "deactivation.json"), {"rows": rows, "predictions": predictions}, indent=1)
+    tables.write_tables(paths.join(workdir, "deactivation.json"), {"": rows})
+  paths.write_json(paths.join(workdir, "miner_results.json"), results, indent=1)
+  tables.write_tables(paths.join(workdir, "miner_results.json"), miner_report.tables(results))
   if "atlas" in config.stages:  # optional: per-neuron top examples as a static site (tasks/atlas/)
     atlas_miner_stage.stage(config, workdir, model, params, inputs, samples, sets[strategy], ids, model_id)
   report = miner_report.write(workdir, config=config, results=results, agg_scores=agg[:, used], combined=combined,
@@ -221,12 +221,11 @@ def run(config, workdir: str) -> str:
 def load_results(workdir: str) -> dict:
   """A finished run's results: {'results': miner_results.json, 'sets': {strategy: NeuronSet} ('chosen'
   too), 'scores': {name: array} from scores.npz}."""
-  with open(os.path.join(workdir, "miner_results.json")) as f:
-    results = json.load(f)
-  folder = os.path.join(workdir, "neurons", "strategies")
-  sets = {s: NeuronSet.load(os.path.join(folder, f"llm_{s}.json")) for s in miner.STRATEGIES
-          if os.path.exists(os.path.join(folder, f"llm_{s}.json"))}
-  sets["chosen"] = NeuronSet.load(os.path.join(workdir, "neurons", "llm.json"))
-  with np.load(os.path.join(workdir, "scores.npz")) as z:
+  results = paths.read_json(paths.join(workdir, "miner_results.json"))
+  folder = paths.join(workdir, "neurons", "strategies")
+  sets = {s: NeuronSet.load(paths.join(folder, f"llm_{s}.json")) for s in miner.STRATEGIES
+          if paths.exists(paths.join(folder, f"llm_{s}.json"))}
+  sets["chosen"] = NeuronSet.load(paths.join(workdir, "neurons", "llm.json"))
+  with paths.open(paths.join(workdir, "scores.npz"), "rb") as f, np.load(io.BytesIO(f.read())) as z:
     scores = {k: z[k] for k in z.files}
   return {"results": results, "sets": sets, "scores": scores}

@@ -6,11 +6,10 @@ Prefill forwards only (right padded, `analysis/miner_last_token.LastTokenAttenti
 conditions as the deactivation stage (`tasks/miner/deactivation.condition_masks`, same value
 'zero' / 'min'). Writes last_token.json and returns report lines (plots/last_token.png).
 """
-import json
-import os
 
 import numpy as np
 
+from mmneuron_jax.io import paths
 from mmneuron_jax.analysis import miner
 from mmneuron_jax.analysis.miner_last_token import LastTokenAttention, modality_mass
 from mmneuron_jax.data.inputs.batching import chunks
@@ -79,9 +78,8 @@ def run(workdir, config, *, model, params, inputs, samples, ids, stored, selecte
   out = {"modalities": list(stored), "conditions": conds, "value": value,
          "datasets": {d: {"n": len(evals[d]), "present": dict(zip(stored, r["present"].tolist())),
                           "mass": {c: r[c].tolist() for c in conds}} for d, r in per.items()}}
-  with open(os.path.join(workdir, "last_token.json"), "w") as f:
-    json.dump(out, f, indent=1)
-  write_tables(os.path.join(workdir, "last_token.json"), {"": table(out)})
+  paths.write_json(paths.join(workdir, "last_token.json"), out, indent=1)
+  write_tables(paths.join(workdir, "last_token.json"), {"": table(out)})
   return out
 
 
@@ -90,9 +88,9 @@ def shown_modalities(res, dataset) -> list:
 
 
 def section(workdir, res) -> list:
-  plots = os.path.join(workdir, "plots")
-  os.makedirs(plots, exist_ok=True)
-  plot(res, os.path.join(plots, "last_token.png"))
+  plots = paths.join(workdir, "plots")
+  paths.makedirs(plots)
+  plot(res, paths.join(plots, "last_token.png"))
   lines = ["## Finding III: information converging to the last token", "",
            "Per layer, the share of the last prompt token's attention (mean over heads, the model's causal "
            "attention) on each modality's tokens, mean over the samples; columns `m | c` = mass on modality m's "

@@ -1,9 +1,9 @@
 """report.md with tables and PNG plots for a MINER run (matplotlib Figure API, no pyplot state)."""
-import os
 
 import numpy as np
 
 from mmneuron_jax.analysis import miner
+from mmneuron_jax.io import paths
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.tasks.common.plots import finish, new_figure, plot_layer_distribution
 from mmneuron_jax.tasks.common.tables import md_table
@@ -116,15 +116,15 @@ def effects_section(effects: list) -> list:
 
 def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected, sets_by_strategy) -> str:
   """Write plots and report.md from the run's results dict (see tasks/miner/); returns the path."""
-  plots = os.path.join(workdir, "plots")
-  os.makedirs(plots, exist_ok=True)
+  plots = paths.join(workdir, "plots")
+  paths.makedirs(plots)
   names = results["modalities"]
-  plot_scores_by_layer(agg_scores, combined, names, os.path.join(plots, "scores_by_layer.png"), agg_grad)
-  plot_layer_distribution([sets_by_strategy[results["strategy"]]], os.path.join(plots, "neurons_per_layer.png"))
-  plot_overlap(selected, names, os.path.join(plots, "overlap.png"))
+  plot_scores_by_layer(agg_scores, combined, names, paths.join(plots, "scores_by_layer.png"), agg_grad)
+  plot_layer_distribution([sets_by_strategy[results["strategy"]]], paths.join(plots, "neurons_per_layer.png"))
+  plot_overlap(selected, names, paths.join(plots, "overlap.png"))
   rows = results.get("deactivation") or []
   if rows:
-    plot_deactivation(rows, os.path.join(plots, "deactivation.png"))
+    plot_deactivation(rows, paths.join(plots, "deactivation.png"))
 
   L = len(results["layer_min"])
   out = [f"# MINER run: {results['model_id']} ({results['family']})", ""] + model_card.describe(config, workdir)
@@ -186,7 +186,7 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
           "scores, per-dataset means), `stats/<dataset>/` (resumable stage-2 sums), `deactivation.json` "
           "(answers; rows also in `deactivation.csv`). Reload with `mmneuron_jax.tasks.miner.load_results(workdir)`.",
           ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
+  path = paths.join(workdir, "report.md")
+  with paths.open(path, "w") as f:
     f.write("\n".join(out))
   return path

@@ -27,7 +27,7 @@ from mmneuron_jax.analysis import finite, miner
 from mmneuron_jax.analysis.importance import grad_importance
 from mmneuron_jax.analysis.miner_probe import MinerScores
 from mmneuron_jax.data.inputs.batching import chunks
-from mmneuron_jax.io import fingerprint as fingerprints
+from mmneuron_jax.io import fingerprint as fingerprints, paths
 from mmneuron_jax.io.accumulate import Step, accumulate
 from mmneuron_jax.io.stats_store import StatsStore
 from mmneuron_jax.nn.probes import QKProbe
@@ -220,14 +220,14 @@ def open_store(workdir, model, inputs, name, samples, modalities, ids, cfg, chec
   layers, width = model.probe_modules["llm"]
   spec = store_spec(modalities, layers, width, len(batches), cfg.grad)
   fields = fingerprint_fields(checkpoint, model_config, name, samples, inputs, cfg, modalities, ids, batches)
-  return StatsStore.open_or_create(os.path.join(workdir, "stats", name), spec, fields, overwrite=overwrite)
+  return StatsStore.open_or_create(paths.join(workdir, "stats", name), spec, fields, overwrite=overwrite)
 
 
 def run_dataset(store, model, params, inputs, name, samples, modalities, ids, cfg) -> dict:
   """Accumulate one dataset's stage-2 sums into its store (`open_store`, resumable) -> its totals."""
   snaps = snapshot_counts(cfg, len(samples))
   batches = plan(len(samples), cfg.batch_size, snaps)
-  fp, workdir = store.fingerprint, os.path.dirname(os.path.dirname(store.path))  # <workdir>/stats/<name>
+  fp, workdir = store.fingerprint, paths.dirname(paths.dirname(store.path))  # <workdir>/stats/<name>
   step = make_step_fn(model, params, inputs, samples, modalities, ids, cfg, len(batches), dataset=name)
   stop = miner_snapshots.writer(workdir, name, snaps, fp) if snaps else None
   return accumulate(store, ((b.number + 1, b) for b in batches), step.run, commit_every=cfg.commit_every,

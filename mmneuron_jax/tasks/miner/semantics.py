@@ -7,11 +7,10 @@ labelled by its modality (the partition text / special / image / video / audio o
 layer: the nearest-neighbour shares between modalities (within each sample, cosine), next to chance,
 and a 2-D PCA picture at the first, middle and last layers. Writes semantics.json, returns report lines.
 """
-import json
-import os
 
 import numpy as np
 
+from mmneuron_jax.io import paths
 from mmneuron_jax.analysis import miner, miner_semantics
 from mmneuron_jax.analysis.logit_lens import positions_where
 from mmneuron_jax.nn.logit_lens import Lens
@@ -64,13 +63,12 @@ def run(workdir, config, *, model, params, inputs, samples, ids) -> dict:
                           "chance": np.where(np.isnan(chance), None, chance).tolist()}
     L = h.shape[0]
     pictures[d] = {l: miner_semantics.pca2(h[l]) for l in sorted({0, L // 2, L - 1})}, labels
-  with open(os.path.join(workdir, "semantics.json"), "w") as f:
-    json.dump(out, f, indent=1)
-  write_tables(os.path.join(workdir, "semantics.json"), {"": table(out)})
-  plots = os.path.join(workdir, "plots")
-  os.makedirs(plots, exist_ok=True)
-  plot_shares(out, os.path.join(plots, "semantics_shares.png"))
-  plot_pca(pictures, os.path.join(plots, "semantics_pca.png"))
+  paths.write_json(paths.join(workdir, "semantics.json"), out, indent=1)
+  write_tables(paths.join(workdir, "semantics.json"), {"": table(out)})
+  plots = paths.join(workdir, "plots")
+  paths.makedirs(plots)
+  plot_shares(out, paths.join(plots, "semantics_shares.png"))
+  plot_pca(pictures, paths.join(plots, "semantics_pca.png"))
   return out
 
 

@@ -5,29 +5,39 @@ Stage 2 plans its batches so that no batch straddles a snapshot count (`tasks/mi
 so the totals after the batch ending there are the sums over exactly the first n samples.
 `writer` is passed to `accumulate` as its `stop` rule (it never stops): after each batch it writes
 `<workdir>/stats_snapshots/<dataset>/n_<count>.npz` when the totals' sample count is a snapshot
-count, atomically (temp file + os.replace) and BEFORE the store commits that batch, so a committed
+count, atomically (io/paths.write_bytes: a local temp file + os.replace, or one whole object on a
+URL workdir) and BEFORE the store commits that batch, so a committed
 cursor past n implies the snapshot exists; a resumed run that re-counts the batch rewrites the same
 values. Each file records the dataset store's fingerprint; `load` refuses a file from another run.
 """
+import io
 import os
 
 import numpy as np
+
+from mmneuron_jax.io import paths
 
 FINGERPRINT = "__fingerprint__"
 
 
 def folder(workdir: str, dataset: str) -> str:
-  return os.path.join(workdir, "stats_snapshots", dataset)
+  return paths.join(workdir, "stats_snapshots", dataset)
 
 
 def path(workdir: str, dataset: str, count: int) -> str:
-  return os.path.join(folder(workdir, dataset), f"n_{int(count):08d}.npz")
+  return paths.join(folder(workdir, dataset), f"n_{int(count):08d}.npz")
 
 
 def save(file: str, totals: dict, fingerprint: str) -> None:
+  arrays = {**{k: np.asarray(v) for k, v in totals.items()}, FINGERPRINT: np.asarray(fingerprint)}
+  if paths.is_url(file):  # one whole object (io/paths.py)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    paths.write_bytes(file, buf.getvalue())
+    return
   os.makedirs(os.path.dirname(file), exist_ok=True)
   tmp = f"{file}.tmp.{os.getpid()}.npz"
-  np.savez(tmp, **{k: np.asarray(v) for k, v in totals.items()}, **{FINGERPRINT: np.asarray(fingerprint)})
+  np.savez(tmp, **arrays)
   with open(tmp, "rb") as f:
     os.fsync(f.fileno())
   os.replace(tmp, file)
@@ -52,9 +62,9 @@ def load(workdir: str, dataset: str, counts, fingerprint: str) -> dict:
   out = {}
   for c in counts:
     file = path(workdir, dataset, c)
-    if not os.path.exists(file):
+    if not paths.exists(file):
       continue
-    with np.load(file) as z:
+    with paths.open(file, "rb") as f, np.load(io.BytesIO(f.read())) as z:
       got = str(z[FINGERPRINT]) if FINGERPRINT in z.files else None
       if got != fingerprint:
         raise ValueError(f"{file}: fingerprint {got!r} is not this run's {fingerprint!r} (written by another "

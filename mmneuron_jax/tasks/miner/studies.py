@@ -9,6 +9,7 @@
 
 Each adds a section to report.md and its own JSON file.
 """
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.miner import last_token as miner_last_token, semantics as miner_semantics, sweep as miner_sweep
 
 STAGES = ("scores", "select", "deactivate", "sweep", "last_token", "semantics", "atlas")
@@ -44,7 +45,10 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
 
 
 def append_report(path: str, lines: list) -> str:
+  """report.md + the optional stages' lines, rewritten whole (an object store cannot append)."""
   if lines:
-    with open(path, "a") as f:
-      f.write("\n" + "\n".join(lines) + "\n")
+    with paths.open(path) as f:
+      text = f.read()
+    with paths.open(path, "w") as f:
+      f.write(text + "\n" + "\n".join(lines) + "\n")
   return path

@@ -13,13 +13,13 @@
 
 Writes sweep.json, and returns report lines (tables + plots under plots/sweep_*.png).
 """
-import json
-import os
 
 import ml_collections
 import numpy as np
 
 from mmneuron_jax.analysis import miner, miner_sweep
+from mmneuron_jax.io import paths
+from mmneuron_jax.io.stats_store import read_state
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, plot_style, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.scores import parse_weights
 from mmneuron_jax.tasks.common.plots import finish, new_figure
@@ -27,8 +27,11 @@ from mmneuron_jax.tasks.common.tables import md_table, write_tables
 
 
 def store_fingerprint(workdir: str, dataset: str) -> str:
-  with open(os.path.join(workdir, "stats", dataset, "state.json")) as f:
-    return json.load(f)["fingerprint"]
+  store = paths.join(workdir, "stats", dataset)
+  state = read_state(store)
+  if state is None:
+    raise ValueError(f"{store}: no statistics store (the sweep needs the scores stage's sums)")
+  return state["fingerprint"]
 
 
 def eval_config(config, condition: str):
@@ -44,10 +47,9 @@ def baseline(workdir, config, results, evaluate_fn) -> tuple:
   else generated (`evaluate_fn(condition, sel) -> (rows, predictions)`)."""
   rows = [r for r in results.get("deactivation") or [] if r["condition"] == "none"]
   same = int(config.sweep.n_per_dataset) in (0, int(config.deactivate.n_per_dataset))
-  file = os.path.join(workdir, "deactivation.json")
-  if rows and same and os.path.exists(file):
-    with open(file) as f:
-      predictions = json.load(f)["predictions"]
+  file = paths.join(workdir, "deactivation.json")
+  if rows and same and paths.exists(file):
+    predictions = paths.read_json(file)["predictions"]
   else:
     rows, predictions = evaluate_fn("none", None)
   return rows, {r["dataset"]: predictions[f"{r['dataset']}|none"] for r in rows}
@@ -115,9 +117,8 @@ def run(workdir, config, *, model, params, inputs, samples, originals, totals, s
       snaps, totals, final, final_names, stored, counts, weights=parse_weights(config.select.weights),
       ratio=float(config.select.ratio), strategy=config.select.strategy, seed=config.select.seed,
       grad_weight=float(config.select.grad_weight), short=config.sweep.short)
-  with open(os.path.join(workdir, "sweep.json"), "w") as f:
-    json.dump(out, f, indent=1)
-  write_tables(os.path.join(workdir, "sweep.json"), tables(out))
+  paths.write_json(paths.join(workdir, "sweep.json"), out, indent=1)
+  write_tables(paths.join(workdir, "sweep.json"), tables(out))
   return section(workdir, out, final_names)
 
 
@@ -141,8 +142,8 @@ def _fmt(x):
 
 
 def section(workdir, out, final_names) -> list:
-  plots = os.path.join(workdir, "plots")
-  os.makedirs(plots, exist_ok=True)
+  plots = paths.join(workdir, "plots")
+  paths.makedirs(plots)
   lines = ["## Sweeps (from the stored stage-2 sums)", "",
            f"One factor at a time around ratio {out['base']['ratio']}, weights `{out['base']['weights']}`, strategy "
            f"{out['base']['strategy']} (the authors' lists). `jaccard vs chosen` compares the union of the point's "
@@ -171,7 +172,7 @@ def section(workdir, out, final_names) -> list:
     table.append(row)
   lines += [md_table(header, table), ""]
   if none:
-    plot_grid(out, os.path.join(plots, "sweep_grid.png"))
+    plot_grid(out, paths.join(plots, "sweep_grid.png"))
     lines += ["![sweep grid](plots/sweep_grid.png)", ""]
   rows = out["samples"]
   lines += ["### Samples behind the scores", "",
@@ -184,7 +185,7 @@ def section(workdir, out, final_names) -> list:
     header = ["samples", "datasets"] + [f"J {m}" for m in mods]
     lines += [md_table(header, [[r["samples"], ", ".join(r["datasets"])] + [_fmt(r["jaccard"].get(m)) for m in mods]
                                 for r in rows]), ""]
-    plot_samples(rows, mods, os.path.join(plots, "sweep_samples.png"))
+    plot_samples(rows, mods, paths.join(plots, "sweep_samples.png"))
     lines += ["![samples](plots/sweep_samples.png)", ""]
   else:
     lines += ["No snapshot: config.scores.snapshots lists no count that a dataset reaches.", ""]
