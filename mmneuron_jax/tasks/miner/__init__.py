@@ -37,21 +37,22 @@ from mmneuron_jax.tasks.miner import report as miner_report, scores as miner_sco
 
 def load_model(config, workdir, samples_by_dataset):
   """-> (Model, ChatInputs, model id, checkpoint path, dtype). No model.path: the family's tiny demo
-  checkpoint in <workdir>/demo_checkpoint (a local directory for a URL workdir: io/paths.local_scratch): with `model.demo_weights='trained'` the trained demo
+  checkpoint in <workdir>/demo_checkpoint (for a URL workdir a local directory, io/paths.local_scratch:
+  the loader memory-maps it): with `model.demo_weights='trained'` the trained demo
   (tasks/train_demo: bundled, or trained on first use), else built deterministically with random
   weights for the vocabulary of the samples. model.dtype 'auto' is the checkpoint's torch_dtype."""
   family = config.model.family
   path = config.model.path
   model_id = config.model.id or path
   if not path and config.model.get("demo_weights", "random") == "trained":
-    path = paths.local_scratch(workdir, "demo_checkpoint")  # local: the loader memory-maps it
+    path = paths.local_scratch(workdir, "demo_checkpoint")
     result = train_demo_cache.ensure(path, recipes.recipe(family), miner_training.train)
     logging.info("trained demo %s (%s): recipe %s, held-out mean primary %.3f", family, result["source"],
                  result["digest"], result.get("heldout_mean", float("nan")))
     # The id names the weights: a rerun in this workdir with other weights must not reuse its statistics.
     model_id = f"{config.model.id or path} (trained, recipe {result['digest']})"
   elif not path:
-    path = paths.local_scratch(workdir, "demo_checkpoint")  # local: the loader memory-maps it
+    path = paths.local_scratch(workdir, "demo_checkpoint")
     if os.path.exists(os.path.join(path, "train_demo.json")):  # a trained demo from an earlier run: not this one
       shutil.rmtree(path)
     texts = miner_demo.texts([s for v in samples_by_dataset.values() for s in v])
