@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mmneuron_jax import tasks
-from mmneuron_jax.configs import llava_next_demo, miner_qwen2_vl_demo
+from mmneuron_jax.configs import llava_next_demo, miner_qwen2_vl_demo, readouts_demo
 from mmneuron_jax.errors import UserError
 from mmneuron_jax.io import kvstore, paths, run_dir, run_lock
 from mmneuron_jax.io.stats_store import FingerprintMismatch, StatsStore
@@ -132,8 +132,8 @@ def test_unconverted_tasks_refuse_a_url_workdir():
     tasks.run(c, "nosuch://refused")
   with pytest.raises(UserError, match="tensorstore has no kvstore driver"):
     tasks.run(c, "hf://refused/run")
-  c.task = "readouts"
-  with pytest.raises(UserError, match="task 'readouts' needs a local run directory"):
+  c.task = "train_demo"
+  with pytest.raises(UserError, match="task 'train_demo' needs a local run directory"):
     tasks.run(c, "memory://refused")
   assert not fsspec.filesystem("memory").exists("/refused")
 
@@ -272,3 +272,20 @@ def test_miner_on_a_memory_workdir_resumes_and_matches_a_local_run(tmp_path, mon
   with paths.open(url + "/report.md") as f:
     assert f.read().startswith("# MINER run: demo/tiny-qwen2-vl")
   assert {"deactivation.json", "neurons", "plots", "scores.npz", "stats_snapshots"} <= set(paths.listdir(url))
+
+
+def test_readouts_on_a_memory_workdir_match_a_local_run(tmp_path):
+  c = readouts_demo.get_config()
+  c.stages = ("probes", "masks")  # tuned_lens (orbax translators) needs a local run directory
+  c.data.n_per_domain = c.probes.n_per_domain = 3
+  c.probes.specs, c.probes.steps, c.probes.control_repeats = ("hidden:mean:domain",), 20, 1
+  c.masks.n_per_domain = c.masks.eval_n_per_domain = 1
+  c.masks.steps, c.masks.remat, c.masks.max_new_tokens = 2, False, 2
+  local, url = str(tmp_path / "local"), "memory://readouts_test/run"
+  tasks.run(c, local)
+  tasks.run(c, url)
+  for name in ("readouts.json", "config.json"):
+    with open(os.path.join(local, name), "rb") as f, paths.open(paths.join(url, name), "rb") as g:
+      assert g.read() == f.read(), name  # the same bytes as the local run's
+  assert paths.listdir(url + "/neurons_learned") == sorted(os.listdir(os.path.join(local, "neurons_learned")))
+  assert paths.listdir(url + "/plots") == sorted(os.listdir(os.path.join(local, "plots")))

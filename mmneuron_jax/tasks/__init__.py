@@ -22,7 +22,7 @@ TASKS["atlas"] = "mmneuron_jax.tasks.atlas"
 # The studies (and MMNeuron stages) whose every workdir file goes through io/paths.py, so that a URL
 # --workdir (gs://, file://, memory://) works; the others refuse one rather than write a local
 # directory named like the URL.
-URL_TASKS = {"mmneuron", "mmneuron_compare", "compare", "miner"}
+URL_TASKS = {"mmneuron", "mmneuron_compare", "compare", "miner", "readouts"}
 URL_STAGES_NOT_YET = ("atlas", "tuned_lens")
 
 

@@ -7,14 +7,13 @@ with the logit lens on held-out records), 'probes' (per-layer linear probes of d
 They live in lens.py, probes.py and masks.py (batches and positions in data.py); this module keeps
 the setup, `run` and the MMNeuron hook.
 """
-import json
 import os
 
 import numpy as np
 
 from mmneuron_jax import loading
 from mmneuron_jax.data.synthetic import planted_llm
-from mmneuron_jax.io import run_dir
+from mmneuron_jax.io import paths, run_dir
 from mmneuron_jax.tasks.common import families, sources, tables
 from mmneuron_jax.tasks.readouts import report as readouts_report
 from mmneuron_jax.tasks.readouts.lens import stage_tuned_lens
@@ -29,7 +28,7 @@ def load_setup(config, workdir):
   if config.data.source == "planted":
     domains = list(config.planted.hues)
     records = planted_llm.hue_records(domains, config.data.n_per_domain or 8, config.data.seed)
-    path = config.model.path or os.path.join(workdir, "planted_checkpoint")
+    path = config.model.path or paths.local_scratch(workdir, "planted_checkpoint")  # the loader memory-maps it
     if not os.path.exists(os.path.join(path, "config.json")):
       planted_llm.build(path, domains, seed=config.model.seed, llm_layer=config.planted.llm_layer,
                         per_domain=config.planted.per_domain, vision_layer=config.planted.vision_layer)
@@ -77,7 +76,7 @@ def run(config, workdir: str) -> str:
   unknown = [s for s in config.stages if s not in STAGES]
   if unknown:
     raise ValueError(f"config.stages: unknown {unknown}; the readouts stages are {STAGES}")
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   run_dir.accept(config, workdir)
   model, inputs, model_id, by_domain, domains, bad, fam = load_setup(config, workdir)
   params = model.params
@@ -91,9 +90,8 @@ def run(config, workdir: str) -> str:
     results["probes"] = stage_probes(model, params, inputs, by_domain, domains, prompt_fn, config)
   if "masks" in config.stages:
     results["masks"] = stage_masks(model, params, inputs, by_domain, domains, prompt_fn, config, workdir, model_id)
-  with open(os.path.join(workdir, "readouts.json"), "w") as f:
-    json.dump(_jsonable(results), f, indent=1)
-  tables.write_tables(os.path.join(workdir, "readouts.json"), readouts_report.tables(_jsonable(results), domains))
+  paths.write_json(paths.join(workdir, "readouts.json"), _jsonable(results), indent=1)
+  tables.write_tables(paths.join(workdir, "readouts.json"), readouts_report.tables(_jsonable(results), domains))
   return readouts_report.write(workdir, config=config, model_id=model_id, domains=domains, bad=bad,
                                model=model, results=results)
 
@@ -105,8 +103,7 @@ def mmneuron_tuned_lens(study) -> dict:
   result = stage_tuned_lens(study.model, study.params, study.inputs, study.by_domain, study.domains,
                             study.family.stats_prompt, c.tuned_lens, study.workdir, study.model_id,
                             batch_size=c.eval.batch_size, heldout_frac=c.tuned_lens.heldout_frac, seed=c.seed)
-  with open(os.path.join(study.workdir, "tuned_lens.json"), "w") as f:
-    json.dump(_jsonable(result), f, indent=1)
-  tables.write_tables(os.path.join(study.workdir, "tuned_lens.json"),
+  paths.write_json(paths.join(study.workdir, "tuned_lens.json"), _jsonable(result), indent=1)
+  tables.write_tables(paths.join(study.workdir, "tuned_lens.json"),
                      {"": readouts_report.tuned_lens_table(_jsonable(result))})
   return result

@@ -3,7 +3,6 @@ answers, saved as NeuronSets in <workdir>/neurons_learned, compared with the DAP
 `config.compare_sets_dir` (overlap, Jaccard) and with the planted circuit when there is one, and
 their effect on held-out answers (NLL, top-1, optionally generated accuracy) vs none, random and DAPE.
 """
-import os
 
 import numpy as np
 
@@ -13,6 +12,7 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.data.inputs.batching import chunks
 from mmneuron_jax.data.sources.records import load_image
 from mmneuron_jax.data.synthetic import planted_llm
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common import deactivation, sources
 from mmneuron_jax.tasks.readouts.data import take, teacher_forced
 
@@ -20,12 +20,12 @@ from mmneuron_jax.tasks.readouts.data import take, teacher_forced
 def load_dape_sets(compare_dir: str, modules) -> dict:
   """{module: NeuronSet} from an MMNeuron run dir (`neurons/<module>.json`) or a directory of
   `<module>.json` files; modules without a file are left out."""
-  if not os.path.isdir(compare_dir):
+  if not paths.isdir(compare_dir):
     raise FileNotFoundError(f"config.compare_sets_dir={compare_dir!r} is not a directory")
   out = {}
   for m in modules:
-    for cand in (os.path.join(compare_dir, "neurons", f"{m}.json"), os.path.join(compare_dir, f"{m}.json")):
-      if os.path.isfile(cand):
+    for cand in (paths.join(compare_dir, "neurons", f"{m}.json"), paths.join(compare_dir, f"{m}.json")):
+      if paths.exists(cand):
         out[m] = NeuronSet.load(cand)
         break
   if not out:
@@ -80,8 +80,8 @@ def stage_masks(model, params, inputs, by_domain, domains, prompt_fn, config, wo
   masks, history = learned_masks.learn_group_sets(
       model, params, batches, sample_groups, len(domains), modules, steps=cfg.steps, lr=cfg.lr,
       keep_weight=cfg.keep_weight, l0_weight=cfg.l0_weight, init=cfg.init, seed=config.seed, remat=cfg.remat)
-  set_dir = os.path.join(workdir, "neurons_learned")
-  os.makedirs(set_dir, exist_ok=True)
+  set_dir = paths.join(workdir, "neurons_learned")
+  paths.makedirs(set_dir)
   learned = {}
   for m in modules:
     layers, width = model.probe_modules[m]
@@ -89,7 +89,7 @@ def stage_masks(model, params, inputs, by_domain, domains, prompt_fn, config, wo
                            meta={"method": "hard_concrete_l0", "steps": int(cfg.steps), "lr": float(cfg.lr),
                                  "l0_weight": float(cfg.l0_weight), "keep_weight": float(cfg.keep_weight),
                                  "train_samples_per_domain": int(cfg.n_per_domain)})
-    learned[m].save(os.path.join(set_dir, f"{m}.json"))
+    learned[m].save(paths.join(set_dir, f"{m}.json"))
   planted = None
   if config.data.source == "planted" and "llm" in learned:
     s = learned["llm"]

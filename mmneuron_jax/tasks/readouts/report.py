@@ -1,8 +1,8 @@
 """report.md and PNG plots for a "readouts" run: tuned vs logit lens, layer probes, learned masks."""
-import os
 
 import numpy as np
 
+from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common.plots import LEGEND, finish, flat_note, new_figure
 from mmneuron_jax.tasks.common.tables import md_table
 from mmneuron_jax.tasks.common import model_card
@@ -194,7 +194,7 @@ def mmneuron_tuned_lens_section(workdir, tuned_lens=None, **_) -> list:
   """The MMNeuron report's optional section (`report.write(extra_sections=...)`): tuned vs logit lens."""
   if not tuned_lens:
     return []
-  plot_tuned_lens(tuned_lens, os.path.join(workdir, "plots", "tuned_lens.png"))
+  plot_tuned_lens(tuned_lens, paths.join(workdir, "plots", "tuned_lens.png"))
   return tuned_lens_section(tuned_lens)
 
 
@@ -272,25 +272,25 @@ def masks_section(r: dict, domains) -> list:
 
 
 def write(workdir, *, config, model_id, domains, bad, model, results) -> str:
-  plots = os.path.join(workdir, "plots")
-  os.makedirs(plots, exist_ok=True)
+  plots = paths.join(workdir, "plots")
+  paths.makedirs(plots)
   out = [f"# Readouts run: {model_id}", ""] + model_card.describe(
       config, workdir, planted=config.data.get("source") == "planted") + [
          f"Config: `config.json`. Prompt: `{config.prompt}`. Domains: {', '.join(domains)}. "
          f"LLM: {model.probe_modules['llm'][0]} layers. Bad records skipped: {len(bad)}.", ""]
   if "tuned_lens" in results:
-    plot_tuned_lens(results["tuned_lens"], os.path.join(plots, "tuned_lens.png"))
+    plot_tuned_lens(results["tuned_lens"], paths.join(plots, "tuned_lens.png"))
     out += tuned_lens_section(results["tuned_lens"])
   if "probes" in results:
-    plot_probe_accuracy(results["probes"], os.path.join(plots, "probe_accuracy.png"))
+    plot_probe_accuracy(results["probes"], paths.join(plots, "probe_accuracy.png"))
     for spec, r in results["probes"].items():
-      plot_projection(r, spec, os.path.join(plots, probe_plot_name(spec)))
+      plot_projection(r, spec, paths.join(plots, probe_plot_name(spec)))
     out += probes_section(results["probes"], config.probes.threshold)
   if "masks" in results:
-    plot_mask_effects(results["masks"]["effects"], domains, os.path.join(plots, "mask_effects.png"))
+    plot_mask_effects(results["masks"]["effects"], domains, paths.join(plots, "mask_effects.png"))
     out += masks_section(results["masks"], domains)
   out += ["All numbers: `readouts.json`. These readouts go beyond the MMNeuron and MINER papers (docs/QUIRKS.md).", ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
+  path = paths.join(workdir, "report.md")
+  with paths.open(path, "w") as f:
     f.write("\n".join(out))
   return path
