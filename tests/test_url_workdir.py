@@ -277,6 +277,7 @@ def test_miner_on_a_memory_workdir_resumes_and_matches_a_local_run(tmp_path, mon
 def test_readouts_on_a_memory_workdir_match_a_local_run(tmp_path):
   c = readouts_demo.get_config()
   c.stages = ("probes", "masks")  # tuned_lens (orbax translators) needs a local run directory
+  c.data.domains = DOMAINS
   c.data.n_per_domain = c.probes.n_per_domain = 3
   c.probes.specs, c.probes.steps, c.probes.control_repeats = ("hidden:mean:domain",), 20, 1
   c.masks.n_per_domain = c.masks.eval_n_per_domain = 1
