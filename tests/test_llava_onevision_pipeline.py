@@ -1,4 +1,4 @@
-"""The MMNeuron pipeline end to end on the LLaVA-OneVision demo config (tiny random weights):
+"""The MMNeuron pipeline end to end on the LLaVA-OneVision demo config (the bundled trained tiny checkpoint):
 statistics, selection, deactivation and the logit lens write their report and files."""
 import json
 import os

@@ -20,6 +20,10 @@ LLAVA_NEXT = dict(
 # InstructBLIP answers in the authors' prompt (no chat template, "Short Answer:"), image through the Q-Former.
 INSTRUCTBLIP = dict(LLAVA_NEXT, family="instructblip", template="plain", style="authors")
 
+# LLaVA-OneVision answers in the Qwen2 ChatML turn of its chat template (the pipeline's OneVision template),
+# image through the anyres-max packing of data/synthetic/demo_llava_onevision.py.
+LLAVA_ONEVISION = dict(LLAVA_NEXT, family="llava_onevision", template="qwen_chatml")
+
 # The MINER demos (data/synthetic/miner_skills.py): the datasets of configs/miner_qwen2_*_demo.py, in the
 # pipeline's chat template; each training batch holds one dataset's rows (a few fixed shapes). The model is
 # the family's demo checkpoint with `layers` x `intermediate` LLM neurons (2% of 4 x 256 = 20 neurons).
@@ -30,7 +34,7 @@ QWEN2_VL = dict(
     length_multiple=16, max_new_tokens=10)
 QWEN2_AUDIO = dict(QWEN2_VL, family="qwen2_audio", datasets=("audio_qa", "text_mc"))
 
-RECIPES = {"llava_next": LLAVA_NEXT, "instructblip": INSTRUCTBLIP, "qwen2_vl": QWEN2_VL, "qwen2_audio": QWEN2_AUDIO}
+RECIPES = {"llava_next": LLAVA_NEXT, "instructblip": INSTRUCTBLIP, "llava_onevision": LLAVA_ONEVISION, "qwen2_vl": QWEN2_VL, "qwen2_audio": QWEN2_AUDIO}
 # The tuple fields of a recipe (its identity; the train_demo configs leave them off the command line).
 TUPLES = ("domains", "datasets")
 
