@@ -13,8 +13,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.convert import hf_config
-from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.models import llama, qwen2_5_vit
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.mllm import qwen2_vl
@@ -22,9 +20,6 @@ from mmneuron_jax.models.mllm.qwen2_vl import IMAGE, MEDIA, TEXT, VIDEO
 from mmneuron_jax.models.qwen2_5_vit import Qwen25VisionConfig, Qwen25VisionTransformer
 from mmneuron_jax.nn.policy import Policy
 
-HF_FIELDS = ("model_type", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
-             "tie_word_embeddings")
-HF_IGNORED = ("vision_token_id",)  # a tokenizer id the model never reads
 TEXT_TYPES = ("qwen2_5_vl", "qwen2_5_vl_text")  # a Qwen2-VL text decoder (Qwen2 + M-RoPE)
 
 # The Qwen2-VL tokenizer's ids (Qwen2.5-VL keeps them): `analysis.miner.token_modality_masks(ids, TOKEN_IDS)`.
@@ -45,31 +40,8 @@ class Qwen25VLConfig:
     """From a HF Qwen2.5-VL config: hub layout (text fields at the top level, `rope_scaling`
     {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`); read as HF
     reads it, with HF's class defaults filled in; unknown non-default fields raise."""
-    c, defaults = hf_config.fill(c, where)
-    if "text_config" in c:  # transformers >= 4.53: a text sub-config
-      hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
-      text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
-      text_where, flat = f"{where}: text_config", ()
-    else:  # older transformers: text fields at the top level
-      text = {k: v for k, v in c.items() if k != "vision_config"}
-      text_defaults, text_where, flat = defaults, where, HF_FIELDS + HF_IGNORED
-    heads = text["num_attention_heads"]
-    reject_unsupported(where, {
-        "text_config.model_type": (text.get("model_type"), set(TEXT_TYPES)),
-        "text_config.head_dim": (text.get("head_dim"), {None, text["hidden_size"] // heads}),
-    })
-    tie = bool(c.get("tie_word_embeddings", False) or text.get("tie_word_embeddings", False))
-    # the decoder parser knows this text model by Qwen2-VL's name (same layers, biases and M-RoPE)
-    text = dict(text, tie_word_embeddings=tie, model_type="qwen2_vl_text")
-    text_defaults = dict(text_defaults, model_type="qwen2_vl_text")
-    decoder = DecoderConfig.from_hf(text, text_where, allow_mrope=True, defaults=text_defaults, ignored=flat)
-    if decoder.mrope_section is None or len(decoder.mrope_section) != 3:
-      reject_unsupported(where, {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
-    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
-    vision = Qwen25VisionConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
-    if vision.out_size != decoder.hidden_size:
-      raise ValueError(f"{where}: vision_config.out_hidden_size={vision.out_size} must equal the text hidden_size "
-                       f"{decoder.hidden_size}")
+    c, decoder, vision = qwen2_vl.text_and_vision(c, where, text_types=TEXT_TYPES, vision_cls=Qwen25VisionConfig,
+                                                  out_field="out_hidden_size")
     return cls(text=decoder, vision=vision, image_token_id=c["image_token_id"], video_token_id=c["video_token_id"],
                vision_start_token_id=c["vision_start_token_id"], vision_end_token_id=c["vision_end_token_id"])
 

@@ -46,29 +46,8 @@ class Qwen2VLConfig:
     """From a HF Qwen2-VL config: hub layout (text fields at the top level, `rope_scaling`
     {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`); read as HF
     reads it, with HF's class defaults filled in; unknown non-default fields raise."""
-    c, defaults = hf_config.fill(c, where)
-    if "text_config" in c:  # transformers >= 4.53: a text sub-config
-      hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
-      text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
-      text_where, flat = f"{where}: text_config", ()
-    else:  # older transformers: text fields at the top level
-      text = {k: v for k, v in c.items() if k != "vision_config"}
-      text_defaults, text_where, flat = defaults, where, HF_FIELDS + HF_IGNORED
-    heads = text["num_attention_heads"]
-    reject_unsupported(where, {
-        "text_config.model_type": (text.get("model_type"), {"qwen2_vl", "qwen2_vl_text"}),
-        "text_config.head_dim": (text.get("head_dim"), {None, text["hidden_size"] // heads}),
-    })
-    tie = bool(c.get("tie_word_embeddings", False) or text.get("tie_word_embeddings", False))
-    text = dict(text, tie_word_embeddings=tie)
-    decoder = DecoderConfig.from_hf(text, text_where, allow_mrope=True, defaults=text_defaults, ignored=flat)
-    if decoder.mrope_section is None or len(decoder.mrope_section) != 3:
-      reject_unsupported(where, {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
-    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
-    vision = Qwen2VisionConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
-    if vision.out_size != decoder.hidden_size:
-      raise ValueError(f"{where}: vision_config.hidden_size={vision.out_size} must equal the text hidden_size "
-                       f"{decoder.hidden_size}")
+    c, decoder, vision = text_and_vision(c, where, text_types=("qwen2_vl", "qwen2_vl_text"),
+                                         vision_cls=Qwen2VisionConfig, out_field="hidden_size")
     return cls(text=decoder, vision=vision, image_token_id=c["image_token_id"], video_token_id=c["video_token_id"],
                vision_start_token_id=c["vision_start_token_id"], vision_end_token_id=c["vision_end_token_id"])
 
@@ -76,6 +55,38 @@ class Qwen2VLConfig:
   def probe_modules(self) -> dict[str, tuple[int, int]]:
     return {"llm": (self.text.num_layers, self.text.intermediate_size),
             "vision": (self.vision.depth, self.vision.intermediate_size)}
+
+
+def text_and_vision(c: dict, where: str, *, text_types, vision_cls, out_field: str):
+  """A Qwen VL config.json (hub layout: text fields at the top level; or a v5 `text_config`) ->
+  (filled config, DecoderConfig, vision_cls config); shared by the Qwen-VL families. The text model
+  must be one of `text_types`; it is parsed as Qwen2-VL's (same layers, biases and M-RoPE).
+  out_field: the vision config's field that must equal the text hidden size (named in the error)."""
+  c, defaults = hf_config.fill(c, where)
+  if "text_config" in c:  # transformers >= 4.53: a text sub-config
+    hf_config.check_fields(c, defaults, HF_FIELDS, where, HF_IGNORED)
+    text, text_defaults = hf_config.sub_config(c, defaults, "text_config")
+    text_where, flat = f"{where}: text_config", ()
+  else:  # older transformers: text fields at the top level
+    text = {k: v for k, v in c.items() if k != "vision_config"}
+    text_defaults, text_where, flat = defaults, where, HF_FIELDS + HF_IGNORED
+  heads = text["num_attention_heads"]
+  reject_unsupported(where, {
+      "text_config.model_type": (text.get("model_type"), set(text_types)),
+      "text_config.head_dim": (text.get("head_dim"), {None, text["hidden_size"] // heads}),
+  })
+  tie = bool(c.get("tie_word_embeddings", False) or text.get("tie_word_embeddings", False))
+  text = dict(text, tie_word_embeddings=tie, model_type="qwen2_vl_text")
+  text_defaults = dict(text_defaults, model_type="qwen2_vl_text")
+  decoder = DecoderConfig.from_hf(text, text_where, allow_mrope=True, defaults=text_defaults, ignored=flat)
+  if decoder.mrope_section is None or len(decoder.mrope_section) != 3:
+    reject_unsupported(where, {"text_config.rope.mrope_section": (decoder.mrope_section, {"3 ints"})})
+  vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
+  vision = vision_cls.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
+  if vision.out_size != decoder.hidden_size:
+    raise ValueError(f"{where}: vision_config.{out_field}={vision.out_size} must equal the text hidden_size "
+                     f"{decoder.hidden_size}")
+  return c, decoder, vision
 
 
 class Qwen2VL(nn.Module):
