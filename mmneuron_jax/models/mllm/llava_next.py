@@ -119,6 +119,27 @@ class LlavaNext(nn.Module):
     return logits, aux
 
 
+def flat_tiles(pixel_values, sizes, pinpoints, tile_size: int):
+  """pixel_values float[I, S, C, H, W] (padded tile slots) or [N, C, H, W] (tiles back to back), for
+  images of `sizes` int[I, 2] -> (float[N, C, H, W], slots int[I] tile slots per image, valid bool[N]);
+  shared by the LLaVA families. A shape that does not fit the images' tile counts raises."""
+  needed = np.array([anyres.num_tiles(s, pinpoints, tile_size) for s in sizes])
+  if pixel_values.ndim == 5:
+    if pixel_values.shape[0] != len(sizes) or pixel_values.shape[1] < needed.max():
+      raise ValueError(f"pixel_values shape {pixel_values.shape} does not fit image_sizes {sizes.tolist()} "
+                       f"(tiles needed per image: {needed.tolist()})")
+    slots = np.full(len(sizes), pixel_values.shape[1])
+    valid = (np.arange(pixel_values.shape[1])[None] < needed[:, None]).reshape(-1)
+    pixel_values = pixel_values.reshape((-1,) + pixel_values.shape[2:])
+  elif pixel_values.ndim == 4:
+    if pixel_values.shape[0] != needed.sum():
+      raise ValueError(f"pixel_values has {pixel_values.shape[0]} tiles; image_sizes need {needed.sum()}")
+    slots, valid = needed, np.ones(pixel_values.shape[0], bool)
+  else:
+    raise ValueError(f"pixel_values must be 4-D or 5-D, got shape {pixel_values.shape}")
+  return pixel_values, slots, valid
+
+
 def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   """Host-side: HF processor outputs -> arrays for the jitted forward.
 
@@ -133,20 +154,7 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
     raise ValueError("batch has pixel_values but no image_sizes (LLaVA-NeXT needs both)")
   sizes = np.asarray(batch["image_sizes"]).reshape(-1, 2)
   v = cfg.vision
-  needed = np.array([anyres.num_tiles(s, cfg.pinpoints, v.image_size) for s in sizes])
-  if pixel_values.ndim == 5:
-    if pixel_values.shape[0] != len(sizes) or pixel_values.shape[1] < needed.max():
-      raise ValueError(f"pixel_values shape {pixel_values.shape} does not fit image_sizes {sizes.tolist()} "
-                       f"(tiles needed per image: {needed.tolist()})")
-    slots = np.full(len(sizes), pixel_values.shape[1])
-    valid = (np.arange(pixel_values.shape[1])[None] < needed[:, None]).reshape(-1)
-    pixel_values = pixel_values.reshape((-1,) + pixel_values.shape[2:])
-  elif pixel_values.ndim == 4:
-    if pixel_values.shape[0] != needed.sum():
-      raise ValueError(f"pixel_values has {pixel_values.shape[0]} tiles; image_sizes need {needed.sum()}")
-    slots, valid = needed, np.ones(pixel_values.shape[0], bool)
-  else:
-    raise ValueError(f"pixel_values must be 4-D or 5-D, got shape {pixel_values.shape}")
+  pixel_values, slots, valid = flat_tiles(pixel_values, sizes, cfg.pinpoints, v.image_size)
   side = v.image_size // v.patch_size
   out["pixel_values"] = pixel_values.astype(np.float32)
   out["feature_index"] = anyres.feature_index(batch["input_ids"], cfg.image_token_id, sizes, list(cfg.pinpoints),

@@ -230,20 +230,7 @@ def prepare(cfg: LlavaOnevisionConfig, batch: dict) -> dict:
     raise ValueError("batch has pixel_values but no image_sizes (LLaVA-OneVision needs both)")
   sizes = np.asarray(batch["image_sizes"]).reshape(-1, 2)
   v = cfg.vision
-  needed = np.array([anyres.num_tiles(s, cfg.pinpoints, v.image_size) for s in sizes])
-  if pixel_values.ndim == 5:
-    if pixel_values.shape[0] != len(sizes) or pixel_values.shape[1] < needed.max():
-      raise ValueError(f"pixel_values shape {pixel_values.shape} does not fit image_sizes {sizes.tolist()} "
-                       f"(tiles needed per image: {needed.tolist()})")
-    slots = np.full(len(sizes), pixel_values.shape[1])
-    valid = (np.arange(pixel_values.shape[1])[None] < needed[:, None]).reshape(-1)
-    pixel_values = pixel_values.reshape((-1,) + pixel_values.shape[2:])
-  elif pixel_values.ndim == 4:
-    if pixel_values.shape[0] != needed.sum():
-      raise ValueError(f"pixel_values has {pixel_values.shape[0]} tiles; image_sizes need {needed.sum()}")
-    slots, valid = needed, np.ones(pixel_values.shape[0], bool)
-  else:
-    raise ValueError(f"pixel_values must be 4-D or 5-D, got shape {pixel_values.shape}")
+  pixel_values, slots, valid = llava_next.flat_tiles(pixel_values, sizes, cfg.pinpoints, v.image_size)
   side = v.image_size // v.patch_size
   starts = np.concatenate([[0], np.cumsum(slots)[:-1]]).astype(int)
   newline = int(slots.sum()) * side * side
