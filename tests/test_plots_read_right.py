@@ -110,3 +110,14 @@ def test_flat_note_reads_ragged_series():
       "\n(every value is 0.5: nothing to compare)"
   assert flat_note([[[0.5, 0.5], [0.25]], [[0.5, 0.5, 0.5], []]]) == ""
   assert flat_note([[], [[np.nan]]]) == "\n(no finite values)"
+
+
+def test_signed_changes_never_print_minus_zero():
+  from mmneuron_jax.tasks.common.tables import signed
+  from mmneuron_jax.tasks.miner import report as miner_report
+  assert [signed(x) for x in (-0.0, -1e-9, -0.0004, 0.0, 0.0123, -0.5)] == [
+      "+0.000", "+0.000", "+0.000", "+0.000", "+0.012", "-0.500"]
+  effects = [{"modality": "text", "benchmarks": ["text_mc"], "none": 0.25, "own": 0.25, "own_drop": 0.0,
+              "all": 0.25, "all_drop": 0.0, "random": 0.25, "random_drop": 0.0}]
+  table = "\n".join(miner_report.effects_section(effects))
+  assert "(+0.000)" in table and "-0.000" not in table

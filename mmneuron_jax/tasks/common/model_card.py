@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 from mmneuron_jax.io import paths
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, signed
+from mmneuron_jax.tasks.train_demo import recipes
 
 
 def _digest(file: str) -> str:
@@ -41,9 +42,12 @@ def describe(config, workdir: str, planted: bool = False) -> list[str]:
             "split 'train'); held-out mean primary metric "
             f"**{r.get('heldout_mean', float('nan')):.3f}** on {r['n_val']} 'val' samples ({per}). "
             "Reproduce: `mmneuron_jax/configs/train_demo_" + r["recipe"]["family"] + ".py`.", ""]
+  family = config.model.get("family", "")
+  trained = (f"`model.demo_weights=trained` runs a {family} demo model trained to answer"
+             if family in recipes.RECIPES else f"there is no trained {family} demo "
+             f"(trained demos: {', '.join(sorted(recipes.RECIPES))})")
   return ["**Model: random-weight tiny demo** (untrained: its answers are word salad, so metrics near 0 and "
-          "equal deltas show the pipeline runs, not a finding; `model.demo_weights=trained` runs a demo model "
-          "trained to answer).", ""]
+          f"equal deltas show the pipeline runs, not a finding; {trained}).", ""]
 
 
 def _primary(rows, domain, condition, control):
@@ -60,7 +64,7 @@ def headline(rows: list, domains: list, condition: str = "all", top_rate: float 
   for d in domains:
     base, dape, rand = (_primary(rows, d, "none", "dape"), _primary(rows, d, condition, "dape"),
                         _primary(rows, d, condition, "random"))
-    table.append([d, f"{base:.3f}", f"{dape:.3f} ({dape - base:+.3f})", f"{rand:.3f} ({rand - base:+.3f})"])
+    table.append([d, f"{base:.3f}", f"{dape:.3f} ({signed(dape - base)})", f"{rand:.3f} ({signed(rand - base)})"])
     drops.append((base - dape, base - rand))
   drops = np.asarray(drops, float)
   mean_base = float(np.nanmean([_primary(rows, d, "none", "dape") for d in domains]))
@@ -74,6 +78,6 @@ def headline(rows: list, domains: list, condition: str = "all", top_rate: float 
   rate = f" (DAPE top_rate {top_rate:g})" if top_rate is not None else ""
   lines = ["## Headline", "",
            f"With each domain's DAPE neurons{rate} switched off in `{condition}` modules, the domain's primary "
-           f"metric {verdict}: mean drop **{dape_drop:+.3f}** vs **{rand_drop:+.3f}** for the random control of "
+           f"metric {verdict}: mean drop **{signed(dape_drop)}** vs **{signed(rand_drop)}** for the random control of "
            f"the same per-layer sizes (no deactivation: mean {mean_base:.3f}).", ""]
   return lines + [md_table(["domain", "none", f"{condition}: own neurons off", f"{condition}: random off"], table), ""]

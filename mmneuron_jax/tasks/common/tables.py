@@ -13,6 +13,12 @@ def md_table(header: list, rows: list) -> str:
   return "\n".join(lines)
 
 
+def signed(x: float, digits: int = 3) -> str:
+  """`x` with its sign at `digits` decimals; a value that rounds to zero is "+0.000", never "-0.000"."""
+  text = f"{float(x):+.{digits}f}"
+  return "+" + text[1:] if float(text) == 0 else text
+
+
 # ---------------------------------------------------------------- CSV beside a JSON result file
 
 def flat_row(row: dict, prefix: str = "") -> dict:

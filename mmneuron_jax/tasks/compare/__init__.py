@@ -20,7 +20,7 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.io import paths
 from mmneuron_jax.io import run_dir
 from mmneuron_jax.tasks.common import plots
-from mmneuron_jax.tasks.common.tables import md_table, write_tables
+from mmneuron_jax.tasks.common.tables import md_table, signed, write_tables
 
 
 def load_sets(runs, module: str, labels=()) -> list:
@@ -144,7 +144,7 @@ def run(config, workdir: str) -> str:
   out += ["## Deactivation: change of the primary metric vs `none`", "",
           "Mean over the run's domains / datasets of each condition's primary metric minus the same domain's "
           "`none` (MMNeuron controls: `dape` = its selected neurons, `random` = as many random ones).", ""]
-  rows = [[label, fam or "?", cond, control or "-", f"{delta:+.3f}"]
+  rows = [[label, fam or "?", cond, control or "-", signed(delta)]
           for (label, _), fam, d in zip(entries, families, deactivation) for (cond, control), delta in d.items()]
   out += [md_table(["run", "family", "condition", "control", "delta primary"], rows) if rows
           else "_No deactivation results._", ""]

@@ -17,7 +17,7 @@ from mmneuron_jax.analysis.neuron_sets import NeuronSet
 from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common import plots
 from mmneuron_jax.tasks.common.plots import finish, new_figure
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, signed
 
 
 def load_run(run_dir: str) -> dict:
@@ -150,9 +150,9 @@ def section(runs: list, plots_dir: str, md_table) -> list[str]:
     d = deltas(run["rows"])
     for cond in dict.fromkeys(c for c, _ in d):
       dape, rand = d.get((cond, "dape"), {}), d.get((cond, "random"), {})
-      summary.append([label, cond, f"{np.mean(list(dape.values())):+.3f}" if dape else "-",
-                      f"{np.mean(list(rand.values())):+.3f}" if rand else "-"] +
-                     [f"{dape[x]:+.3f}" if x in dape else "-" for x in domains])
+      summary.append([label, cond, signed(np.mean(list(dape.values()))) if dape else "-",
+                      signed(np.mean(list(rand.values()))) if rand else "-"] +
+                     [signed(dape[x]) if x in dape else "-" for x in domains])
   out += [md_table(["run", "condition", "mean (dape)", "mean (random)"] + [f"{x} (dape)" for x in domains],
                    summary) if summary else "_No deactivation results._", ""]
   out += ["### Logit lens", "", "![logit lens, side by side](plots/compare_logit_lens.png)", ""]

@@ -20,6 +20,7 @@ import numpy as np
 
 from mmneuron_jax.io import paths
 from mmneuron_jax.models.sampling import Sampling
+from mmneuron_jax.tasks.common.tables import signed
 
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "bf16": "bfloat16",
           "fp16": "float16", "fp32": "float32"}
@@ -137,8 +138,8 @@ def effect_verdict(effects: list) -> str:
     what = "falls more with the modality's own neurons off than with random ones"
   else:
     what = "does NOT fall more with the modality's own neurons off than with random ones"
-  return (f"On average over modalities, a modality's benchmarks' primary metric {what}: mean drop **{own:+.3f}** "
-          f"(own set) vs **{rand:+.3f}** (random, as many neurons per layer as all sets together); own set "
+  return (f"On average over modalities, a modality's benchmarks' primary metric {what}: mean drop **{signed(own)}** "
+          f"(own set) vs **{signed(rand)}** (random, as many neurons per layer as all sets together); own set "
           f"worse than random for {len(more)} of {len(usable)} modalities ({', '.join(more) or 'none'}).")
 
 

@@ -6,7 +6,7 @@ from mmneuron_jax.analysis import miner
 from mmneuron_jax.io import paths
 from mmneuron_jax.analysis.compare import pairwise_jaccard
 from mmneuron_jax.tasks.common.plots import finish, new_figure, plot_layer_distribution
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, signed
 from mmneuron_jax.tasks.miner import plot_style
 from mmneuron_jax.tasks.miner import protocol as miner_protocol
 from mmneuron_jax.tasks.common import model_card
@@ -78,7 +78,7 @@ def headline_section(head: list) -> list:
   datasets = [k for k in head[0] if k not in ("condition", "mean", "n_benchmarks", "vs_none")]
   fmt = lambda v: "" if v is None else f"{v:.3f}"
   header = ["condition", "**average**", "vs none"] + datasets
-  table = [[h["condition"], f"**{h['mean']:.3f}**", "" if h["vs_none"] is None else f"{h['vs_none']:+.3f}"] +
+  table = [[h["condition"], f"**{h['mean']:.3f}**", "" if h["vs_none"] is None else signed(h['vs_none'])] +
            [fmt(h[d]) for d in datasets] for h in head]
   return ["## Headline: average over benchmarks", "",
           "Unweighted mean of each benchmark's `primary` metric per condition (the paper's "
@@ -103,7 +103,7 @@ def effects_section(effects: list) -> list:
   if not effects:
     return []
   fmt = lambda v: "" if v is None else f"{v:.3f}"
-  fmtd = lambda v: "" if v is None else f"{-v:+.3f}"
+  fmtd = lambda v: "" if v is None else signed(-v)
   table = [[e["modality"], ", ".join(e["benchmarks"]), fmt(e["none"]), f"{fmt(e['own'])} ({fmtd(e['own_drop'])})",
             f"{fmt(e['all'])} ({fmtd(e['all_drop'])})", f"{fmt(e['random'])} ({fmtd(e['random_drop'])})"]
            for e in effects]
@@ -178,7 +178,7 @@ def write(workdir, *, config, results, agg_scores, combined, agg_grad, selected,
     base = {r["dataset"]: r.get("primary") for r in rows if r["condition"] == "none"}
     header = ["dataset", "condition", "neurons off", "n"] + metrics + ["primary vs none"]
     table = [[r["dataset"], r["condition"], r["neurons_off"], r["n"]] + [r.get(m, "") for m in metrics] +
-             [f"{r['primary'] - base[r['dataset']]:+.3f}" if base.get(r["dataset"]) is not None
+             [signed(r['primary'] - base[r['dataset']]) if base.get(r["dataset"]) is not None
               and "primary" in r else ""] for r in rows]
     out += [md_table(header, table), "", "![deactivation](plots/deactivation.png)", ""]
   out += ["## Files", "", "`miner_results.json` (everything above; its tables also as CSV: "

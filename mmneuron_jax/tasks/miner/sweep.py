@@ -23,7 +23,7 @@ from mmneuron_jax.io.stats_store import read_state
 from mmneuron_jax.tasks.miner import deactivation as miner_deactivation, plot_style, snapshots as miner_snapshots
 from mmneuron_jax.tasks.miner.scores import parse_weights
 from mmneuron_jax.tasks.common.plots import finish, new_figure
-from mmneuron_jax.tasks.common.tables import md_table, write_tables
+from mmneuron_jax.tasks.common.tables import md_table, signed, write_tables
 
 
 def store_fingerprint(workdir: str, dataset: str) -> str:
@@ -168,7 +168,7 @@ def section(workdir, out, final_names) -> list:
       mean = _mean_primary(d)
       changed = float(np.mean([v["changed_vs_none"] for v in d.values()]))
       row += [_fmt(d[x].get("primary")) for x in datasets] + [_fmt(mean), "" if mean is None or base_mean is None
-                                                              else f"{mean - base_mean:+.3f}", _fmt(changed)]
+                                                              else signed(mean - base_mean), _fmt(changed)]
     table.append(row)
   lines += [md_table(header, table), ""]
   if none:

@@ -5,7 +5,7 @@ import numpy as np
 from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common.plots import (LEGEND, finish, flat_note, integer_ticks, new_figure,
                                              plot_layer_distribution, series_style)
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, signed
 from mmneuron_jax.tasks.compare import side_by_side
 from mmneuron_jax.tasks.common import model_card
 
@@ -81,7 +81,7 @@ def primary_matrix(rows):
   for domain in sorted({r["domain"] for r in rows}, key=[r["domain"] for r in rows].index):
     mine = {(r["condition"], r["control"]): r["primary"] for r in rows if r["domain"] == domain}
     base = mine.get(("none", "dape"), float("nan"))
-    table.append([domain] + [f"{mine[k]:.3f} ({mine[k] - base:+.3f})" for k in condition_keys(rows)])
+    table.append([domain] + [f"{mine[k]:.3f} ({signed(mine[k] - base)})" for k in condition_keys(rows)])
   return table
 
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from mmneuron_jax.io import paths
 from mmneuron_jax.tasks.common.plots import LEGEND, finish, flat_note, new_figure
-from mmneuron_jax.tasks.common.tables import md_table
+from mmneuron_jax.tasks.common.tables import md_table, signed
 from mmneuron_jax.tasks.common import model_card
 
 
@@ -253,7 +253,7 @@ def masks_section(r: dict, domains) -> list:
         continue
       nll = np.asarray(e["nll"])
       others = np.delete(nll[g], g) - np.delete(np.asarray(base_nll), g)
-      row.append(f"{nll[g, g] - base_nll[g]:+.3f} / {others.mean() if len(others) else 0:+.3f} ({e['sizes'][d]} off)")
+      row.append(f"{signed(nll[g, g] - base_nll[g])} / {signed(others.mean() if len(others) else 0)} ({e['sizes'][d]} off)")
     rows.append(row)
   out += ["Teacher-forced answer NLL when a domain's own neurons are removed: change on that domain / mean change "
           "on the other domains (neurons removed):", "", md_table(header, rows), "",
