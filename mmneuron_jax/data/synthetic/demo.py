@@ -9,18 +9,15 @@ Each domain looks different and every answer follows from the generator:
 Sizes vary between 200 and 500 pixels per side. Sample i of a domain depends only on
 (seed, domain, i), so the set is bit-identical across runs and prefixes of larger sets.
 """
-import functools
-import io
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
 
 from mmneuron_jax.data.sources.datasets import DOMAINS
 from mmneuron_jax.data.sources.records import VQARecord, write_records
+from mmneuron_jax.data.synthetic.drawing import COLORS, font, pick, png, sky_and_grass
 
-COLORS = {"red": (210, 40, 40), "blue": (40, 80, 215), "green": (40, 160, 60), "yellow": (240, 205, 35),
-          "orange": (245, 135, 25), "purple": (135, 60, 180), "white": (235, 235, 235), "black": (30, 30, 30)}
 CAR_COLORS = ("red", "blue", "yellow", "white", "black")
 OBJECT_COLORS = ("red", "blue", "green", "yellow", "orange", "purple")
 TITLES = ("INVOICE", "REPORT", "MEMO", "LETTER", "RECEIPT", "AGENDA", "MINUTES", "SUMMARY", "NOTICE", "BUDGET")
@@ -30,21 +27,6 @@ WORDS = ("the", "total", "amount", "due", "date", "account", "please", "remit", 
          "report", "summary", "data", "table", "figure", "page", "section", "contract", "terms", "and", "for",
          "to", "with", "by", "on", "in", "is", "was", "will", "be")
 REGIONS = ("upper left", "upper right", "lower left", "lower right")
-
-
-@functools.lru_cache(maxsize=None)
-def _font(size: int):
-  return ImageFont.load_default(size=size)
-
-
-def _png(image: Image.Image) -> bytes:
-  buf = io.BytesIO()
-  image.save(buf, format="PNG", compress_level=3)
-  return buf.getvalue()
-
-
-def _pick(rng, seq):
-  return seq[int(rng.integers(len(seq)))]
 
 
 def _letter_question(rng, question: str, options, correct: str):
@@ -62,16 +44,16 @@ def _document(rng, kind: int):
   img = Image.new("RGB", (w, h), (paper,) * 3)
   draw = ImageDraw.Draw(img)
   margin, tsize, bsize = int(rng.integers(12, 25)), int(rng.integers(18, 25)), int(rng.integers(10, 14))
-  title = _pick(rng, TITLES)
-  draw.text((margin, margin), title, fill=(0, 0, 0), font=_font(tsize))
-  body, spacing = _font(bsize), bsize + 5
+  title = pick(rng, TITLES)
+  draw.text((margin, margin), title, fill=(0, 0, 0), font=font(tsize))
+  body, spacing = font(bsize), bsize + 5
   y = margin + tsize + 14
   fit = (h - y - margin - 2 * spacing) // spacing
   n_lines = int(rng.integers(3, max(4, min(14, fit) + 1)))
   for _ in range(n_lines):
     limit, line = (w - 2 * margin) * rng.uniform(0.5, 1.0), []
     while True:
-      word = _pick(rng, WORDS)
+      word = pick(rng, WORDS)
       if line and body.getlength(" ".join(line + [word])) > limit:
         break
       line.append(word)
@@ -85,16 +67,6 @@ def _document(rng, kind: int):
 
 
 # ---------------------------------------------------------------- auto-driving
-
-def sky_and_grass(rng, h: int, w: int, hy: int):
-  """A driving scene's background: sky gradient above row `hy`, noisy grass below -> (PIL image, its draw)."""
-  rows = np.linspace(0.0, 1.0, hy)[:, None, None]
-  arr = np.empty((h, w, 3), np.float32)
-  arr[:hy] = (1 - rows) * np.array([80, 140, 225]) + rows * np.array([195, 215, 240])
-  arr[hy:] = np.array([75, 130, 60]) + rng.normal(0, 6, (h - hy, w, 1))
-  img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-  return img, ImageDraw.Draw(img)
-
 
 def _driving(rng, kind: int):
   w = int(rng.integers(320, 501))
@@ -116,7 +88,7 @@ def _driving(rng, kind: int):
   slots = np.sort(rng.choice([0.15, 0.3, 0.45, 0.6, 0.76, 0.92], size=n, replace=False))
   lane, colors = float(rng.choice([-1.0, 1.0])), []
   for t in slots:  # far to near; consecutive cars alternate lanes
-    color = _pick(rng, CAR_COLORS)
+    color = pick(rng, CAR_COLORS)
     colors.append(color)
     cw = 0.35 * half(t)
     ch, xc, yb = 0.6 * cw, cx + lane * 0.5 * half(t), y_at(t)
@@ -172,7 +144,7 @@ def _remote(rng, kind: int):
     y0 = (c // gx) * cell + int(rng.integers(5, cell - size - 4))
     x0, y0 = min(x0, w - size - 4), min(y0, h - size - 4)
     draw.rectangle([x0 + 2, y0 + 2, x0 + size + 2, y0 + size + 2], fill=(40, 40, 35))
-    draw.rectangle([x0, y0, x0 + size, y0 + size], fill=_pick(rng, ROOFS))
+    draw.rectangle([x0, y0, x0 + size, y0 + size], fill=pick(rng, ROOFS))
   qa = [("Is there a road?", "yes" if has_road else "no"),
         ("Is there water in the image?", "yes" if has_water else "no"),
         ("How many buildings are there?", str(len(cells)))][kind % 3]
@@ -218,8 +190,8 @@ def _common(rng, kind: int):
   split = int(h * rng.uniform(0.4, 0.65))
   shade = np.linspace(1.0, 0.85, split)[:, None, None]
   arr = np.empty((h, w, 3), np.float32)
-  arr[:split] = shade * np.array(_pick(rng, WALLS))
-  arr[split:] = np.array(_pick(rng, FLOORS))
+  arr[:split] = shade * np.array(pick(rng, WALLS))
+  arr[split:] = np.array(pick(rng, FLOORS))
   img = Image.fromarray(arr.astype(np.uint8))
   draw = ImageDraw.Draw(img)
   kind %= 3
@@ -232,7 +204,7 @@ def _common(rng, kind: int):
   slots = rng.choice(cols * rows, size=len(kinds), replace=False)
   colors = []
   for k, slot in zip(kinds, slots):
-    color = _pick(rng, OBJECT_COLORS)
+    color = pick(rng, OBJECT_COLORS)
     colors.append(color)
     r = 0.3 * min(cw, ch) * rng.uniform(0.8, 1.0)
     x = (slot % cols + 0.5) * cw + rng.uniform(-0.1, 0.1) * cw
@@ -267,7 +239,7 @@ def demo_sample(domain: str, i: int, seed: int = 0, split: str = "train") -> VQA
   img, question, answers, choices, facts = GENERATORS[domain](rng, i)
   rid = f"demo-{domain}-{i:03d}" if split == "train" else f"demo-{domain}-{split}-{i:03d}"
   return VQARecord(id=rid, domain=domain, question=question, answers=answers,
-                   image_bytes=_png(img), choices=choices, meta={"facts": facts})
+                   image_bytes=png(img), choices=choices, meta={"facts": facts})
 
 
 def demo_records(n_per_domain: int = 8, seed: int = 0, split: str = "train") -> list:

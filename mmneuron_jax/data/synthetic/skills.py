@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mmneuron_jax.data.sources.datasets import DOMAINS
-from mmneuron_jax.data.synthetic.demo import COLORS, _font, _pick, _png, sky_and_grass
+from mmneuron_jax.data.synthetic.drawing import COLORS, font, pick, png, sky_and_grass
 from mmneuron_jax.data.sources.records import VQARecord
 
 SPLITS = ("train", "val")
@@ -45,13 +45,13 @@ def _document(rng, kind: int):
     draw.line([(w * 0.1, y), (w * rng.uniform(0.5, 0.9), y)], fill=(190, 190, 190), width=3)
     y = int(h * (0.8 + 0.05 * k))
     draw.line([(w * 0.1, y), (w * rng.uniform(0.5, 0.9), y)], fill=(190, 190, 190), width=3)
-  glyph = _pick(rng, GLYPHS)
+  glyph = pick(rng, GLYPHS)
   size = int(min(w, h) * rng.uniform(0.5, 0.6))
-  font = _font(size)
-  box = draw.textbbox((0, 0), glyph.upper(), font=font, stroke_width=size // 14)
+  glyph_font = font(size)
+  box = draw.textbbox((0, 0), glyph.upper(), font=glyph_font, stroke_width=size // 14)
   x = (w - (box[2] - box[0])) / 2 - box[0] + rng.uniform(-0.05, 0.05) * w
   y = (h - (box[3] - box[1])) / 2 - box[1] + rng.uniform(-0.05, 0.05) * h
-  draw.text((x, y), glyph.upper(), fill=(0, 0, 0), font=font, stroke_width=size // 14, stroke_fill=(0, 0, 0))
+  draw.text((x, y), glyph.upper(), fill=(0, 0, 0), font=glyph_font, stroke_width=size // 14, stroke_fill=(0, 0, 0))
   return img, "Which letter is printed in large type on the page?", [glyph], None, {"glyph": glyph}
 
 
@@ -87,7 +87,7 @@ def _driving(rng, kind: int):
   cx = w / 2 + rng.uniform(-0.05, 0.05) * w
   top, bottom = w * 0.05, w * rng.uniform(0.45, 0.55)
   draw.polygon([(cx - top, hy), (cx + top, hy), (cx + bottom, h), (cx - bottom, h)], fill=(105, 105, 110))
-  color = _pick(rng, CAR_COLORS)
+  color = pick(rng, CAR_COLORS)
   cw = w * rng.uniform(0.38, 0.46)
   ch, xc, yb = 0.6 * cw, cx + rng.uniform(-0.05, 0.05) * w, h * rng.uniform(0.75, 0.85)
   draw.rectangle([xc - cw / 2, yb - ch, xc + cw / 2, yb], fill=COLORS[color], outline=(20, 20, 20), width=2)
@@ -102,7 +102,7 @@ def _driving(rng, kind: int):
 def _remote(rng, kind: int):
   del kind
   w, h = _size(rng)
-  land = _pick(rng, LAND)
+  land = pick(rng, LAND)
   base = {"forest": (35, 85, 40), "wheat": (205, 180, 90), "water": (40, 80, 150), "houses": (150, 150, 145)}[land]
   arr = np.empty((h, w, 3), np.float32)
   arr[:] = base
@@ -143,11 +143,11 @@ def _common(rng, kind: int):
   w, h = _size(rng)
   split = int(h * rng.uniform(0.35, 0.5))
   arr = np.empty((h, w, 3), np.float32)
-  arr[:split] = _pick(rng, WALLS)
-  arr[split:] = _pick(rng, FLOORS)
+  arr[:split] = pick(rng, WALLS)
+  arr[split:] = pick(rng, FLOORS)
   img = Image.fromarray(arr.astype(np.uint8))
   draw = ImageDraw.Draw(img)
-  shape, color = _pick(rng, SHAPES), _pick(rng, OBJECT_COLORS)
+  shape, color = pick(rng, SHAPES), pick(rng, OBJECT_COLORS)
   r = min(w, h) * rng.uniform(0.25, 0.32)
   x, y = w / 2 + rng.uniform(-0.08, 0.08) * w, h * rng.uniform(0.5, 0.6)
   fill, dark = COLORS[color], tuple(int(v * 0.6) for v in COLORS[color])
@@ -175,7 +175,7 @@ def skills_sample(domain: str, i: int, split: str = "val", seed: int = 0) -> VQA
   rng = np.random.default_rng([seed, DOMAINS.index(domain), 1000 + SPLITS.index(split), i])
   img, question, answers, choices, facts = GENERATORS[domain](rng, i)
   return VQARecord(id=f"skills-{split}-{domain}-{i:04d}", domain=domain, question=question, answers=answers,
-                   image_bytes=_png(img), choices=choices, meta={"facts": facts, "split": split})
+                   image_bytes=png(img), choices=choices, meta={"facts": facts, "split": split})
 
 
 def skills_records(n_per_domain: int = 16, split: str = "val", seed: int = 0, domains=DOMAINS) -> list:
