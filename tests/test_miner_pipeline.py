@@ -1,8 +1,10 @@
 """The MINER task on the embedded demo (tiny Qwen2-VL, synthetic image / text samples):
 a smoke run through `tasks.run` whose outputs are checked against plain-numpy recomputations
 (stage 3 from the stored sums, stage 4 budgets per strategy), the affine 'min' deactivation, and
-a stage-2 run SIGKILLed midway that resumes to sums bit-identical to an uninterrupted run."""
+a stage-2 run SIGKILLed midway that resumes to sums bit-identical to an uninterrupted run, and the
+optional atlas stage's per-modality maxima recomputed from one plain forward pass."""
 import csv
+import glob
 import json
 import math
 import os
@@ -35,6 +37,7 @@ def small_config():
     node, leaf = key.split(".")
     c[node][leaf] = value
   c.sweep.ratios, c.sweep.weights = (0.02, 0.05), ("mean", "default")  # the optional sweep: a short grid here
+  c.stages = tuple(c.stages) + ("atlas",)  # and the optional neuron atlas of the chosen set
   return c
 
 
@@ -379,3 +382,31 @@ def test_tables_as_csv_hold_the_json_numbers(run_dir):
     assert all(same(t[f"share.{b}"], r["shares"][int(t["layer"])][a][j]) and same(t[f"chance.{b}"], r["chance"][a][j])
                for j, b in enumerate(mods))
 
+
+
+def test_atlas_pages_hold_each_chosen_neurons_max_per_modality(run_dir, model_inputs):
+  """The optional atlas stage: a page per neuron of the chosen set, 'member' = the modalities whose set
+  holds it, and per modality the neuron's largest activation over that modality's tokens of every
+  sample: recomputed here from one forward pass over all samples, a token's modality read from its id
+  (image / special ids from miner_results.json, text otherwise)."""
+  from mmneuron_jax.tasks.atlas import site
+  from mmneuron_jax.tasks.miner import data as miner_data, inputs as miner_inputs
+  model, inputs = model_inputs
+  results = json.load(open(os.path.join(run_dir, "miner_results.json")))
+  names, ids = results["modalities"], results["token_ids"]
+  assert names == ["text", "special", "image"]
+  chosen = NeuronSet.load(os.path.join(run_dir, "neurons", "llm.json"))
+  pages = {(p["layer"], p["index"]): p for p in
+           map(site.read_page_data, glob.glob(os.path.join(run_dir, "atlas", "n", "llm_*.html")))}
+  assert set(pages) == {(int(l), int(f)) for l, f in zip(*np.nonzero(chosen.mask.any(0)))}
+  for (l, f), p in pages.items():
+    assert p["group_names"] == names and p["member"] == [names[g] for g in np.flatnonzero(chosen.mask[:, l, f])]
+  samples, _, _ = miner_data.load(small_config(), miner_inputs.spec_for("qwen2_vl").takes)
+  rows = [s for v in samples.values() for s in v]
+  batch = model.prepare(inputs.batch(rows, "right"))
+  acts = np.asarray(model.apply(model.params, batch, capture=("llm",)).aux["llm"])  # [L, B, T, F]
+  tokens, valid = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"]) != 0
+  group = np.where(np.isin(tokens, ids["image"]), 2, np.where(np.isin(tokens, ids["special"]), 1, 0))
+  for (l, f), p in pages.items():
+    want = [float(acts[l, :, :, f][valid & (group == g)].max()) for g in range(3)]
+    np.testing.assert_allclose(p["max"], want, rtol=1e-4, atol=1e-4, err_msg=p["id"])
