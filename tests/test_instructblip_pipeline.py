@@ -196,7 +196,7 @@ def test_demo_config_runs_the_whole_pipeline(tmp_path):
   delta = np.mean([next(r["primary"] for r in fake_rows if r["domain"] == d and r["condition"] == "llm" and
                         r["control"] == "dape") - next(r["primary"] for r in fake_rows if r["domain"] == d and
                                                        r["condition"] == "none") for d in domains])
-  assert f"| fake/llava | llm | {delta:+.3f} |" in text
+  assert f"| fake/llava | llm | {delta:+.3f} |".replace("-0.000", "+0.000") in text  # no "-0.000" in reports
   for name in ("compare_neurons_per_layer.png", "compare_logit_lens.png", "logit_lens.png"):
     assert open(os.path.join(workdir, "plots", name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
