@@ -221,9 +221,11 @@ def test_killed_file_url_run_resumes_bit_identical(local_run, tmp_path):
 
 
 def miner_config():
-  """The random MINER demo at tiny sizes: 4 image_qa samples in batches of 2, a snapshot at 2 samples."""
+  """The random MINER demo at tiny sizes: 4 image_qa samples in batches of 2, a snapshot at 2 samples, and the
+  optional stages (a one-point sweep, last-token attention, semantics)."""
   c = miner_qwen2_vl_demo.random_demo(miner_qwen2_vl_demo.get_config())
-  c.stages = ("scores", "select", "deactivate")
+  c.stages = ("scores", "select", "deactivate", "sweep", "last_token", "semantics")  # + the optional stages
+  c.sweep.ratios, c.sweep.weights = (0.02,), ("mean",)
   c.data.datasets = ("image_qa",)
   c.data.n_per_dataset = 4
   c.scores.batch_size, c.scores.commit_every, c.scores.prefetch = 2, 1, 0
@@ -272,6 +274,10 @@ def test_miner_on_a_memory_workdir_resumes_and_matches_a_local_run(tmp_path, mon
   with paths.open(url + "/report.md") as f:
     assert f.read().startswith("# MINER run: demo/tiny-qwen2-vl")
   assert {"deactivation.json", "neurons", "plots", "scores.npz", "stats_snapshots"} <= set(paths.listdir(url))
+  for name in ("sweep.json", "last_token.json", "semantics.json"):  # the optional stages write through io/paths too
+    with open(os.path.join(local, name)) as f:
+      assert paths.read_json(url + "/" + name) == json.load(f), name
+  assert sorted(paths.listdir(url + "/plots")) == sorted(os.listdir(os.path.join(local, "plots")))
 
 
 def test_readouts_on_a_memory_workdir_match_a_local_run(tmp_path):
