@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.models import llama, qwen2_5_vit
+from mmneuron_jax.models import qwen2_5_vit
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.mllm import qwen2_vl
-from mmneuron_jax.models.mllm.qwen2_vl import IMAGE, MEDIA, TEXT, VIDEO
+from mmneuron_jax.models.mllm.qwen2_vl import IMAGE, VIDEO
 from mmneuron_jax.models.qwen2_5_vit import Qwen25VisionConfig, Qwen25VisionTransformer
 from mmneuron_jax.nn.policy import Policy
 
@@ -40,15 +40,12 @@ class Qwen25VLConfig:
     """From a HF Qwen2.5-VL config: hub layout (text fields at the top level, `rope_scaling`
     {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`); read as HF
     reads it, with HF's class defaults filled in; unknown non-default fields raise."""
-    c, decoder, vision = qwen2_vl.text_and_vision(c, where, text_types=TEXT_TYPES, vision_cls=Qwen25VisionConfig,
-                                                  out_field="out_hidden_size")
-    return cls(text=decoder, vision=vision, image_token_id=c["image_token_id"], video_token_id=c["video_token_id"],
-               vision_start_token_id=c["vision_start_token_id"], vision_end_token_id=c["vision_end_token_id"])
+    return qwen2_vl.config_from_hf(cls, c, where, text_types=TEXT_TYPES, vision_cls=Qwen25VisionConfig,
+                                   out_field="out_hidden_size")
 
   @property
   def probe_modules(self) -> dict[str, tuple[int, int]]:
-    return {"llm": (self.text.num_layers, self.text.intermediate_size),
-            "vision": (self.vision.depth, self.vision.intermediate_size)}
+    return qwen2_vl.vl_probe_modules(self)
 
 
 class Qwen25VL(nn.Module):
@@ -115,42 +112,20 @@ def rope_index(cfg: Qwen25VLConfig, input_ids, mm_types, image_grid_thw=None, vi
   As `qwen2_vl.rope_index`, except a video's temporal positions step by tokens_per_second *
   second_per_grid_ts[v] (videos in batch order; 1 s per temporal patch when not given).
   """
-  ids = np.asarray(input_ids)
-  types = np.asarray(mm_types)
-  am = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
   grids = {IMAGE: qwen2_vl._grid(image_grid_thw), VIDEO: qwen2_vl._grid(video_grid_thw)}
   seconds = np.ones(len(grids[VIDEO]), np.float32) if second_per_grid_ts is None else \
       np.asarray(second_per_grid_ts, np.float32).reshape(-1)
   if len(seconds) != len(grids[VIDEO]):
     raise ValueError(f"second_per_grid_ts has {len(seconds)} entries but video_grid_thw {len(grids[VIDEO])} videos")
   merge = cfg.vision.spatial_merge_size
-  pos = np.zeros((3,) + ids.shape, np.int64)
-  deltas, used = np.zeros(ids.shape[0], np.int64), {IMAGE: 0, VIDEO: 0}
-  for b in range(ids.shape[0]):
-    chunks, cur = [], 0
-    for key, start, end in qwen2_vl._runs(types[b][am[b]]):
-      if key == TEXT:
-        chunks.append(np.broadcast_to(np.arange(end - start) + cur, (3, end - start)))
-        cur += end - start
-        continue
-      name, field = MEDIA[key]
-      k, grid = used[key], grids[key]
-      if k >= len(grid):
-        raise ValueError(f"input_ids has more {name}-token spans than {field} has rows ({len(grid)})")
-      if key == VIDEO:
-        vis = video_position_ids(grid[k], cur, merge, np.float32(cfg.vision.tokens_per_second) * seconds[k])
-      else:
-        vis = qwen2_vl.image_position_ids(grid[k], cur, merge)
-      if vis.shape[1] != end - start:
-        raise ValueError(f"input_ids row {b}: a {name}-token span of {end - start} tokens does not match "
-                         f"{field}[{k}]={grid[k].tolist()} ({vis.shape[1]} tokens)")
-      chunks.append(vis)
-      used[key] += 1
-      cur += int(max(grid[k][1], grid[k][2])) // merge
-    if chunks:
-      llm = np.concatenate(chunks, axis=1)
-      pos[:, b, am[b]] = llm
-      deltas[b] = llm.max() + 1 - am[b].sum()
+
+  def place(key, k, start):
+    if key == VIDEO:
+      return video_position_ids(grids[VIDEO][k], start, merge, np.float32(cfg.vision.tokens_per_second) * seconds[k])
+    return qwen2_vl.image_position_ids(grids[key][k], start, merge)
+
+  pos, deltas, _ = qwen2_vl.media_rope_index(input_ids, mm_types, grids, attention_mask, merge, place,
+                                             adjacent_hint=False)
   return pos.astype(np.int32), deltas.astype(np.int32)
 
 
@@ -187,13 +162,7 @@ token_groups = qwen2_vl.token_groups  # the same token layout (`[B, T]` decoder,
 def hf_rules(cfg: Qwen25VLConfig):
   """Param path <- HF name, accepting both layouts (hub / v5-saved 'model.layers.*', 'visual.*'
   and v5 in-memory 'model.language_model.*', 'model.visual.*'); 'lm_head.weight' unless tied."""
-
-  def nest(prefix, rules):
-    return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
-
-  rules = nest("llm", llama.hf_rules(cfg.text, ("model.language_model.", "model."), ("lm_head.",)))
-  rules += nest("vision", qwen2_5_vit.hf_rules(cfg.vision, ("visual.", "model.visual.")))
-  return rules
+  return qwen2_vl.vl_hf_rules(cfg, qwen2_5_vit.hf_rules)
 
 
 # -- the family checklist (models/registry.py CHECKLIST, docs/ADDING_A_FAMILY.md) ----------------

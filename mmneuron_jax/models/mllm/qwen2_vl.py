@@ -23,6 +23,7 @@ from mmneuron_jax.nn.policy import Policy
 HF_FIELDS = ("model_type", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
              "tie_word_embeddings")
 HF_IGNORED = ("vision_token_id",)  # a tokenizer id the model never reads
+TOKEN_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 TEXT, IMAGE, VIDEO = 0, 1, 2  # HF mm_token_type_ids values
 MEDIA = {IMAGE: ("image", "image_grid_thw"), VIDEO: ("video", "video_grid_thw")}  # type -> (name, grid field)
 
@@ -46,15 +47,24 @@ class Qwen2VLConfig:
     """From a HF Qwen2-VL config: hub layout (text fields at the top level, `rope_scaling`
     {'type': 'mrope'}) or transformers-v5 layout (`text_config` with `rope_parameters`); read as HF
     reads it, with HF's class defaults filled in; unknown non-default fields raise."""
-    c, decoder, vision = text_and_vision(c, where, text_types=("qwen2_vl", "qwen2_vl_text"),
-                                         vision_cls=Qwen2VisionConfig, out_field="hidden_size")
-    return cls(text=decoder, vision=vision, image_token_id=c["image_token_id"], video_token_id=c["video_token_id"],
-               vision_start_token_id=c["vision_start_token_id"], vision_end_token_id=c["vision_end_token_id"])
+    return config_from_hf(cls, c, where, text_types=("qwen2_vl", "qwen2_vl_text"), vision_cls=Qwen2VisionConfig,
+                          out_field="hidden_size")
 
   @property
   def probe_modules(self) -> dict[str, tuple[int, int]]:
-    return {"llm": (self.text.num_layers, self.text.intermediate_size),
-            "vision": (self.vision.depth, self.vision.intermediate_size)}
+    return vl_probe_modules(self)
+
+
+def config_from_hf(cls, c: dict, where: str, *, text_types, vision_cls, out_field: str):
+  """`cls(text=..., vision=..., <TOKEN_FIELDS>)` from a Qwen VL config.json (`text_and_vision`)."""
+  c, decoder, vision = text_and_vision(c, where, text_types=text_types, vision_cls=vision_cls, out_field=out_field)
+  return cls(text=decoder, vision=vision, **{k: c[k] for k in TOKEN_FIELDS})
+
+
+def vl_probe_modules(cfg) -> dict[str, tuple[int, int]]:
+  """(layers, neurons) of the `llm` and `vision` probe modules of a Qwen VL config."""
+  return {"llm": (cfg.text.num_layers, cfg.text.intermediate_size),
+          "vision": (cfg.vision.depth, cfg.vision.intermediate_size)}
 
 
 def text_and_vision(c: dict, where: str, *, text_types, vision_cls, out_field: str):
@@ -177,11 +187,29 @@ def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, image_grid_thw=None, vid
   advances by max(h, w) / merge (not by t). Padded positions get 0.
   rope_deltas = max position + 1 - valid length (HF's decode offset).
   """
+  grids = {IMAGE: _grid(image_grid_thw), VIDEO: _grid(video_grid_thw)}
+  merge = cfg.vision.spatial_merge_size
+  pos, deltas, rows = media_rope_index(input_ids, mm_types, grids, attention_mask, merge,
+                                       lambda key, k, start: image_position_ids(grids[key][k], start, merge),
+                                       adjacent_hint=True)
+  for key, (name, field) in MEDIA.items():
+    if len(rows[key]) != len(grids[key]):
+      raise ValueError(f"{field} has {len(grids[key])} {name}s but input_ids holds {len(rows[key])} "
+                       f"{name}-token spans")
+  return pos.astype(np.int32), deltas.astype(np.int32), {k: np.asarray(v, np.int32) for k, v in rows.items()}
+
+
+def media_rope_index(input_ids, mm_types, grids: dict, attention_mask, merge: int, place, adjacent_hint: bool):
+  """The walk of HF `get_rope_index` shared by the Qwen VL families -> (position_ids int64[3, B, T],
+  rope_deltas int64[B], {IMAGE: [row, ...], VIDEO: [...]} the batch row of each medium used).
+
+  grids {IMAGE: int64[I, 3], VIDEO: int64[V, 3]}; place(key, k, start) -> int64[3, n]: the positions
+  of the k-th medium of type `key`, offset by `start`. adjacent_hint: a span-size error also says
+  that adjacent media need tokens between them. See `rope_index`.
+  """
   ids = np.asarray(input_ids)
   types = np.asarray(mm_types)
   am = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
-  grids = {IMAGE: _grid(image_grid_thw), VIDEO: _grid(video_grid_thw)}
-  merge = cfg.vision.spatial_merge_size
   pos = np.zeros((3,) + ids.shape, np.int64)
   deltas, rows = np.zeros(ids.shape[0], np.int64), {IMAGE: [], VIDEO: []}
   for b in range(ids.shape[0]):
@@ -195,11 +223,11 @@ def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, image_grid_thw=None, vid
       used, grid = len(rows[key]), grids[key]
       if used >= len(grid):
         raise ValueError(f"input_ids has more {name}-token spans than {field} has rows ({len(grid)})")
-      vis = image_position_ids(grid[used], cur, merge)
+      vis = place(key, used, cur)
       if vis.shape[1] != end - start:
+        hint = f"; adjacent {name}s need tokens between them (<|vision_end|><|vision_start|>)" if adjacent_hint else ""
         raise ValueError(f"input_ids row {b}: a {name}-token span of {end - start} tokens does not match "
-                         f"{field}[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens); adjacent {name}s "
-                         f"need tokens between them (<|vision_end|><|vision_start|>)")
+                         f"{field}[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens){hint}")
       chunks.append(vis)
       rows[key].append(b)
       cur += int(max(grid[used][1], grid[used][2])) // merge
@@ -207,11 +235,7 @@ def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, image_grid_thw=None, vid
       llm = np.concatenate(chunks, axis=1)
       pos[:, b, am[b]] = llm
       deltas[b] = llm.max() + 1 - am[b].sum()
-  for key, (name, field) in MEDIA.items():
-    if len(rows[key]) != len(grids[key]):
-      raise ValueError(f"{field} has {len(grids[key])} {name}s but input_ids holds {len(rows[key])} "
-                       f"{name}-token spans")
-  return pos.astype(np.int32), deltas.astype(np.int32), {k: np.asarray(v, np.int32) for k, v in rows.items()}
+  return pos, deltas, rows
 
 
 def _grid(grid_thw) -> np.ndarray:
@@ -310,12 +334,18 @@ def token_groups(cfg: Qwen2VLConfig, prepared: dict, sample_groups, media_only: 
 def hf_rules(cfg: Qwen2VLConfig):
   """Param path <- HF name, accepting both layouts (hub / v5-saved 'model.layers.*', 'visual.*'
   and v5 in-memory 'model.language_model.*', 'model.visual.*'); 'lm_head.weight' unless tied."""
+  return vl_hf_rules(cfg, qwen2_vit.hf_rules)
+
+
+def vl_hf_rules(cfg, vision_rules):
+  """`hf_rules` of a Qwen VL family: the Qwen2 decoder under 'llm', `vision_rules(cfg.vision,
+  prefixes)` (its ViT's map) under 'vision'."""
 
   def nest(prefix, rules):
     return [dataclasses.replace(r, path=(prefix,) + r.path) for r in rules]
 
   rules = nest("llm", llama.hf_rules(cfg.text, ("model.language_model.", "model."), ("lm_head.",)))
-  rules += nest("vision", qwen2_vit.hf_rules(cfg.vision, ("visual.", "model.visual.")))
+  rules += nest("vision", vision_rules(cfg.vision, ("visual.", "model.visual.")))
   return rules
 
 
