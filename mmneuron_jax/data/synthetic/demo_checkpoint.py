@@ -56,6 +56,33 @@ def write_word_tokenizer(path: str, tokens: list[str], special: list[str], token
   return vocab
 
 
+def write_qwen_tokenizer(path: str, tokens: list[str], special: list[str]) -> int:
+  """`write_word_tokenizer` with a Qwen2 chat demo's settings (eos <|im_end|>, pad <|endoftext|>,
+  unk <unk>, right padding); returns the vocab size."""
+  return len(write_word_tokenizer(
+      path, tokens, special,
+      {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>", "model_max_length": 2048,
+       "padding_side": "right"}))
+
+
+def build_checkpoint(path: str, texts, seed: int, edit_state, *, specials: list[str], word_vocab, write_tokenizer,
+                     demo_config, random_state, write_processor) -> str:
+  """A demo writer's `build_demo_checkpoint` from its parts: the vocabulary of `texts`
+  (`word_vocab(texts)` after `specials`) -> `write_tokenizer(path, words)` -> `demo_config(padded
+  vocab size)` -> `random_state(config, seed)`, edited in place by `edit_state(state, config, vocab)`
+  when given (vocab: token -> id) -> model.safetensors + config.json, then `write_processor(path)`.
+  Returns `path`."""
+  os.makedirs(path, exist_ok=True)
+  words = word_vocab(texts)
+  config = demo_config(padded_vocab_size(write_tokenizer(path, words)))
+  state = random_state(config, seed)
+  if edit_state is not None:
+    edit_state(state, config, {tok: i for i, tok in enumerate(specials + words)})
+  save_checkpoint(path, state, config)
+  write_processor(path)
+  return path
+
+
 def random_state(shapes: dict, seed: int, norm: str, gain: float = 1.0, rules=()) -> dict:
   """Deterministic random weights, drawn in sorted-name order from one numpy generator.
 

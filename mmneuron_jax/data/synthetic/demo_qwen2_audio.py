@@ -10,6 +10,7 @@ The special tokens keep their names but get small ids in Qwen2's order (`SPECIAL
 151644..151648), written consistently into config.json (`audio_token_index`, eos/pad ids), so
 `Qwen2AudioConfig.modality_token_ids` and the tokenizer agree on them.
 """
+import functools
 import os
 
 import numpy as np
@@ -87,10 +88,7 @@ def word_vocab(texts) -> list:
 
 def write_tokenizer(path: str, vocab_words: list) -> int:
   """A word-level fast tokenizer (lower-cased, no BOS, Qwen2-Audio special tokens); returns the vocab size."""
-  return len(ckpt.write_word_tokenizer(
-      path, SPECIAL + vocab_words, SPECIAL,
-      {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>", "model_max_length": 2048,
-       "padding_side": "right"}))
+  return ckpt.write_qwen_tokenizer(path, SPECIAL + vocab_words, SPECIAL)
 
 
 def write_feature_extractor(path: str):
@@ -107,12 +105,7 @@ def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None, **co
   `edit_state(state, config, vocab)` may plant weights before saving (vocab: token -> id);
   config_kwargs go to `demo_config` (layers, hidden, intermediate, audio_layers, audio_width,
   audio_ffn). Returns `path`."""
-  os.makedirs(path, exist_ok=True)
-  words = word_vocab(texts)
-  config = demo_config(ckpt.padded_vocab_size(write_tokenizer(path, words)), **config_kwargs)
-  state = random_state(config, seed)
-  if edit_state is not None:
-    edit_state(state, config, {tok: i for i, tok in enumerate(SPECIAL + words)})
-  ckpt.save_checkpoint(path, state, config)
-  write_feature_extractor(path)
-  return path
+  config = functools.partial(demo_config, **config_kwargs)
+  return ckpt.build_checkpoint(path, texts, seed, edit_state, specials=SPECIAL, word_vocab=word_vocab,
+                               write_tokenizer=write_tokenizer, demo_config=config, random_state=random_state,
+                               write_processor=write_feature_extractor)
