@@ -20,12 +20,10 @@ import numpy as np
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
-from mmneuron_jax.convert.mapping import Rule
-from mmneuron_jax.convert.transforms import transpose
-from mmneuron_jax.models.qwen2_vit import conv3d_to_dense, vision_cos_sin
+from mmneuron_jax.models.qwen2_vit import PatchGeometry, embed_patches, merge_patches, vision_cos_sin, vit_rules
 from mmneuron_jax.nn.attention import mask_to_bias
 from mmneuron_jax.nn.layers import ACTIVATIONS, RMSNorm
-from mmneuron_jax.nn.mlp import MLP, GatedMLP
+from mmneuron_jax.nn.mlp import GatedMLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
 from mmneuron_jax.nn.policy import Policy
 from mmneuron_jax.nn.qkv_attention import FusedQKVAttention
@@ -38,7 +36,7 @@ HF_FIELDS = ("model_type", "depth", "hidden_size", "hidden_act", "intermediate_s
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen25VisionConfig:
+class Qwen25VisionConfig(PatchGeometry):
   embed_dim: int  # HF `hidden_size`
   depth: int
   num_heads: int
@@ -53,15 +51,6 @@ class Qwen25VisionConfig:
   window_size: int = 112  # pixels
   fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
   tokens_per_second: float = 4  # M-RoPE temporal steps per second of video (the decoder's positions)
-
-  @property
-  def patch_dim(self) -> int:
-    """Width of one flattened patch: C * Tp * p * p."""
-    return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
-
-  @property
-  def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
 
   @property
   def merge_window(self) -> int:
@@ -172,9 +161,7 @@ class Qwen25VisionTransformer(nn.Module):
   @nn.compact
   def __call__(self, pixel_values, positions, segments, windows, mask=None, probe=None):
     c, p = self.cfg, self.policy
-    kernel = self.param("patch_embed", nn.initializers.normal(0.02), (c.patch_dim, c.embed_dim), p.param)
-    x = jnp.einsum("np,pd->nd", pixel_values.astype(p.compute), kernel.astype(p.compute), precision=p.precision)
-    x = x[None]
+    x = embed_patches(self, pixel_values)
     cos, sin = vision_cos_sin(positions, c.head_dim, c.rope_theta)
     xs = {"full": jnp.asarray(c.full_attention)}
     if mask is not None:
@@ -183,31 +170,11 @@ class Qwen25VisionTransformer(nn.Module):
                       in_axes=(0, nn.broadcast), length=c.depth)
     ctx = {"frames": segments, "windows": windows, "cos": cos, "sin": sin, "probe": probe}
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, ctx)
-    m2 = c.spatial_merge_size ** 2
-    h = RMSNorm(eps=NORM_EPS, policy=p, name="merger_norm")(x[0]).reshape(-1, m2 * c.embed_dim)
-    merger = MLP(hidden=m2 * c.embed_dim, act="gelu", out_features=c.out_size, use_bias=True, policy=p, name="merger")
-    merged, _ = merger(h)
-    return merged, aux
+    return merge_patches(self, RMSNorm(eps=NORM_EPS, policy=p, name="merger_norm"), x), aux
 
 
 def hf_rules(cfg: Qwen25VisionConfig, prefixes=("visual.", "model.visual.")):
   """Declarative map for the vision tower; prefixes: alternatives for HF's 'visual.' (hub and
   v5-saved checkpoints) / 'model.visual.' (v5 in-memory names)."""
-  L = cfg.depth
-
-  def alt(name):
-    return tuple(p + name for p in prefixes)
-
-  rules = [Rule(("patch_embed",), alt("patch_embed.proj.weight"), conv3d_to_dense)]
-  linears = {("attn", "qkv"): "attn.qkv", ("attn", "proj"): "attn.proj", ("mlp", "gate"): "mlp.gate_proj",
-             ("mlp", "up"): "mlp.up_proj", ("mlp", "down"): "mlp.down_proj"}
-  for path, name in linears.items():
-    rules.append(Rule(("layers",) + path + ("kernel",), alt(f"blocks.{{i}}.{name}.weight"), transpose, L))
-    rules.append(Rule(("layers",) + path + ("bias",), alt(f"blocks.{{i}}.{name}.bias"), None, L))
-  for norm in ("norm1", "norm2"):
-    rules.append(Rule(("layers", norm, "scale"), alt(f"blocks.{{i}}.{norm}.weight"), None, L))
-  rules.append(Rule(("merger_norm", "scale"), alt("merger.ln_q.weight")))
-  for ours, theirs in (("fc1", "0"), ("fc2", "2")):
-    rules.append(Rule(("merger", ours, "kernel"), alt(f"merger.mlp.{theirs}.weight"), transpose))
-    rules.append(Rule(("merger", ours, "bias"), alt(f"merger.mlp.{theirs}.bias")))
-  return rules
+  mlp = {("mlp", "gate"): "mlp.gate_proj", ("mlp", "up"): "mlp.up_proj", ("mlp", "down"): "mlp.down_proj"}
+  return vit_rules(cfg, prefixes, mlp, {"scale": "weight"})

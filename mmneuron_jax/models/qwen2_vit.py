@@ -35,8 +35,22 @@ HF_FIELDS = ("model_type", "depth", "embed_dim", "num_heads", "mlp_ratio", "hidd
              "hidden_act", "rope_parameters")
 
 
+class PatchGeometry:
+  """The derived sizes of a Qwen ViT config (`embed_dim`, `num_heads`, `in_channels`,
+  `temporal_patch_size`, `patch_size`); shared by Qwen2-VL's and Qwen2.5-VL's."""
+
+  @property
+  def patch_dim(self) -> int:
+    """Width of one flattened patch: C * Tp * p * p."""
+    return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
+
+  @property
+  def head_dim(self) -> int:
+    return self.embed_dim // self.num_heads
+
+
 @dataclasses.dataclass(frozen=True)
-class Qwen2VisionConfig:
+class Qwen2VisionConfig(PatchGeometry):
   embed_dim: int
   depth: int
   num_heads: int
@@ -48,15 +62,6 @@ class Qwen2VisionConfig:
   in_channels: int = 3
   hidden_act: str = "quick_gelu"
   rope_theta: float = 10000.0
-
-  @property
-  def patch_dim(self) -> int:
-    """Width of one flattened patch: C * Tp * p * p."""
-    return self.in_channels * self.temporal_patch_size * self.patch_size ** 2
-
-  @property
-  def head_dim(self) -> int:
-    return self.embed_dim // self.num_heads
 
   @classmethod
   def from_hf(cls, c: dict, where: str = "vision_config", defaults: dict | None = None) -> "Qwen2VisionConfig":
@@ -163,9 +168,7 @@ class Qwen2VisionTransformer(nn.Module):
   @nn.compact
   def __call__(self, pixel_values, positions, segments, mask=None, probe=None):
     c, p = self.cfg, self.policy
-    kernel = self.param("patch_embed", nn.initializers.normal(0.02), (c.patch_dim, c.embed_dim), p.param)
-    x = jnp.einsum("np,pd->nd", pixel_values.astype(p.compute), kernel.astype(p.compute), precision=p.precision)
-    x = x[None]
+    x = embed_patches(self, pixel_values)
     cos, sin = vision_cos_sin(positions, c.head_dim, c.rope_theta)
     bias = mask_to_bias(segments[:, None] == segments[None, :])[None]
     xs = {} if mask is None else {"mask": mask}
@@ -173,11 +176,27 @@ class Qwen2VisionTransformer(nn.Module):
                       in_axes=(0, nn.broadcast), length=c.depth)
     x, aux = scanned(c, p, self.capture, name="layers")(x, xs, {"bias": bias, "cos": cos, "sin": sin,
                                                                  "probe": probe})
-    m2 = c.spatial_merge_size ** 2
-    h = LayerNorm(eps=LN_EPS, policy=p, name="merger_norm")(x[0]).reshape(-1, m2 * c.embed_dim)
-    merger = MLP(hidden=m2 * c.embed_dim, act="gelu", out_features=c.out_size, use_bias=True, policy=p, name="merger")
-    merged, _ = merger(h)
-    return merged, aux
+    return merge_patches(self, LayerNorm(eps=LN_EPS, policy=p, name="merger_norm"), x), aux
+
+
+def embed_patches(tower: nn.Module, pixel_values):
+  """A Qwen ViT's patch embedding (param `patch_embed` [C*Tp*p*p, D] of `tower`, made inside its
+  compact call): pixel_values float[N, C*Tp*p*p] -> float[1, N, D]."""
+  c, p = tower.cfg, tower.policy
+  kernel = tower.param("patch_embed", nn.initializers.normal(0.02), (c.patch_dim, c.embed_dim), p.param)
+  x = jnp.einsum("np,pd->nd", pixel_values.astype(p.compute), kernel.astype(p.compute), precision=p.precision)
+  return x[None]
+
+
+def merge_patches(tower: nn.Module, norm: nn.Module, x):
+  """A Qwen ViT's PatchMerger (`norm`, then MLP `merger` of `tower` over spatial_merge_size**2
+  neighbours): x float[1, N, D] -> float[N / m**2, out_size]."""
+  c, p = tower.cfg, tower.policy
+  m2 = c.spatial_merge_size ** 2
+  h = norm(x[0]).reshape(-1, m2 * c.embed_dim)
+  merger = MLP(hidden=m2 * c.embed_dim, act="gelu", out_features=c.out_size, use_bias=True, policy=p, name="merger")
+  merged, _ = merger(h)
+  return merged
 
 
 def conv3d_to_dense(w):
@@ -188,22 +207,27 @@ def conv3d_to_dense(w):
 def hf_rules(cfg: Qwen2VisionConfig, prefixes=("visual.", "model.visual.")):
   """Declarative map for the vision tower; prefixes: alternatives for HF's 'visual.' (hub and
   v5-saved checkpoints) / 'model.visual.' (v5 in-memory names)."""
+  return vit_rules(cfg, prefixes, {("mlp", "fc1"): "mlp.fc1", ("mlp", "fc2"): "mlp.fc2"},
+                   {"scale": "weight", "bias": "bias"})
+
+
+def vit_rules(cfg, prefixes, mlp: dict, norm_params: dict):
+  """`hf_rules` of a Qwen ViT: patch embed, fused qkv + proj and the `mlp` linears {our path: HF
+  name} (kernels and biases), norm1 / norm2 / merger.ln_q params {ours: HF's}, the merger MLP."""
   L = cfg.depth
 
   def alt(name):
     return tuple(p + name for p in prefixes)
 
   rules = [Rule(("patch_embed",), alt("patch_embed.proj.weight"), conv3d_to_dense)]
-  linears = {("attn", "qkv"): "attn.qkv", ("attn", "proj"): "attn.proj", ("mlp", "fc1"): "mlp.fc1",
-             ("mlp", "fc2"): "mlp.fc2"}
+  linears = {("attn", "qkv"): "attn.qkv", ("attn", "proj"): "attn.proj", **mlp}
   for path, name in linears.items():
     rules.append(Rule(("layers",) + path + ("kernel",), alt(f"blocks.{{i}}.{name}.weight"), transpose, L))
     rules.append(Rule(("layers",) + path + ("bias",), alt(f"blocks.{{i}}.{name}.bias"), None, L))
   for norm in ("norm1", "norm2"):
-    rules.append(Rule(("layers", norm, "scale"), alt(f"blocks.{{i}}.{norm}.weight"), None, L))
-    rules.append(Rule(("layers", norm, "bias"), alt(f"blocks.{{i}}.{norm}.bias"), None, L))
-  rules += [Rule(("merger_norm", "scale"), alt("merger.ln_q.weight")),
-            Rule(("merger_norm", "bias"), alt("merger.ln_q.bias"))]
+    for ours, theirs in norm_params.items():
+      rules.append(Rule(("layers", norm, ours), alt(f"blocks.{{i}}.{norm}.{theirs}"), None, L))
+  rules += [Rule(("merger_norm", ours), alt(f"merger.ln_q.{theirs}")) for ours, theirs in norm_params.items()]
   for ours, theirs in (("fc1", "0"), ("fc2", "2")):
     rules.append(Rule(("merger", ours, "kernel"), alt(f"merger.mlp.{theirs}.weight"), transpose))
     rules.append(Rule(("merger", ours, "bias"), alt(f"merger.mlp.{theirs}.bias")))
