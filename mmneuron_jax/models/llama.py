@@ -201,6 +201,17 @@ class Decoder(nn.Module):
     return logits.astype(jnp.float32), aux
 
 
+def decode(model: nn.Module, input_ids, positions, attn_mask, *, features, feature_index, masks, probe, lens, cache,
+           cache_index):
+  """A full model's LLM: the `Decoder` 'llm' of `model` (its cfg.text, policy, capture of 'llm',
+  return_kv, remat; made inside the model's compact call) on these inputs, with the 'llm' entries
+  of `masks` / `probe`. Returns `Decoder`'s (logits float32[B, T, V], aux)."""
+  decoder = Decoder(cfg=model.cfg.text, policy=model.policy, capture="llm" in model.capture,
+                    return_kv=model.return_kv, remat=model.remat, name="llm")
+  return decoder(input_ids, positions, attn_mask, features=features, feature_index=feature_index,
+                 mask=masks.get("llm"), probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+
+
 def hf_rules(cfg: DecoderConfig, prefixes, head_prefixes):
   """Declarative map: our param path <- HF tensor name(s), per-layer names stacked to [L, ...].
 

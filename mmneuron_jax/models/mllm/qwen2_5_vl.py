@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mmneuron_jax.models import qwen2_5_vit
-from mmneuron_jax.models.llama import Decoder, DecoderConfig
+from mmneuron_jax.models import llama, qwen2_5_vit
+from mmneuron_jax.models.llama import DecoderConfig
 from mmneuron_jax.models.mllm import qwen2_vl
 from mmneuron_jax.models.mllm.qwen2_vl import IMAGE, VIDEO
 from mmneuron_jax.models.qwen2_5_vit import Qwen25VisionConfig, Qwen25VisionTransformer
@@ -77,11 +77,9 @@ class Qwen25VL(nn.Module):
       vision = Qwen25VisionTransformer(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")
       features, aux["vision"] = vision(pixel_values, vision_positions, vision_segments, vision_windows,
                                        masks.get("vision"), probe.get("vision"))
-    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
-                      name="llm")
-    logits, aux["llm"] = decoder(
-        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
-        probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+    logits, aux["llm"] = llama.decode(self, input_ids, positions, attn_mask, features=features,
+                                      feature_index=feature_index, masks=masks, probe=probe, lens=lens, cache=cache,
+                                      cache_index=cache_index)
     return logits, aux
 
 

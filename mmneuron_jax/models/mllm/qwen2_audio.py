@@ -20,7 +20,7 @@ from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
 from mmneuron_jax.convert.transforms import transpose
 from mmneuron_jax.models import llama, whisper_audio
-from mmneuron_jax.models.llama import Decoder, DecoderConfig
+from mmneuron_jax.models.llama import DecoderConfig
 from mmneuron_jax.models.whisper_audio import AudioEncoder, AudioEncoderConfig, encoder_lengths
 from mmneuron_jax.nn.layers import Dense
 from mmneuron_jax.nn.policy import Policy
@@ -125,11 +125,9 @@ class Qwen2Audio(nn.Module):
       features = proj.reshape(-1, proj.shape[-1])
       _, n_features = encoder_lengths(frames)
       feature_index = splice_index(input_ids, c.audio_token_id, n_features, proj.shape[1])
-    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
-                      name="llm")
-    logits, aux["llm"] = decoder(
-        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
-        probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+    logits, aux["llm"] = llama.decode(self, input_ids, positions, attn_mask, features=features,
+                                      feature_index=feature_index, masks=masks, probe=probe, lens=lens, cache=cache,
+                                      cache_index=cache_index)
     return logits, aux
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.models import llama, qwen2_vit
-from mmneuron_jax.models.llama import Decoder, DecoderConfig
+from mmneuron_jax.models.llama import DecoderConfig
 from mmneuron_jax.models.qwen2_vit import Qwen2VisionConfig, Qwen2VisionTransformer
 from mmneuron_jax.nn.policy import Policy
 
@@ -127,11 +127,9 @@ class Qwen2VL(nn.Module):
       vision = Qwen2VisionTransformer(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")
       features, aux["vision"] = vision(
           pixel_values, vision_positions, vision_segments, masks.get("vision"), probe.get("vision"))
-    decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
-                      name="llm")
-    logits, aux["llm"] = decoder(
-        input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
-        probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
+    logits, aux["llm"] = llama.decode(self, input_ids, positions, attn_mask, features=features,
+                                      feature_index=feature_index, masks=masks, probe=probe, lens=lens, cache=cache,
+                                      cache_index=cache_index)
     return logits, aux
 
 
