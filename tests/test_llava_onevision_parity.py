@@ -7,7 +7,6 @@ top-k ids and greedy tokens exactly equal.
 """
 import numpy as np
 import pytest
-import torch
 import transformers
 
 import hf_hooks
@@ -47,17 +46,10 @@ def tiny_config(aspect, kv_heads, feature_layer=-1, tie=False):
 
 
 def build(path, seed=0, **kwargs):
-  """Save a random tiny LLaVA-OneVision to `path`; returns the HF model (fp32, eval, eager attention)."""
-  torch.manual_seed(seed)
-  config = tiny_config(**kwargs)
-  config._attn_implementation = "eager"
-  model = transformers.LlavaOnevisionForConditionalGeneration(config).eval()
-  with torch.no_grad():  # make norms and biases non-trivial
-    for name, p in model.named_parameters():
-      if ("norm" in name or name.endswith("bias")) and p.ndim == 1:
-        p.add_(0.1 * torch.randn_like(p))
-  model.save_pretrained(path)
-  return model
+  """Save a random tiny LLaVA-OneVision to `path` (norms and biases moved off their init); returns the
+  HF model (fp32, eval, eager attention)."""
+  return hf_tiny.save_random(path, transformers.LlavaOnevisionForConditionalGeneration, tiny_config(**kwargs), seed,
+                             biases=True)
 
 
 def image_processor():
