@@ -53,6 +53,22 @@ class VisionConfig:
                hidden_act=c.get("hidden_act", "quick_gelu"))
 
 
+def patch_embed(pixel_values, kernel, image_size: int, policy: Policy):
+  """The patch convolution (stride = patch size, no bias; pixels past the last whole patch dropped, as
+  the conv does) of square images of `image_size`, refused at any other size (the towers here do no
+  position interpolation): pixel_values float[N, C, S, S] (NCHW, as HF), kernel float[p, p, C, D]
+  -> float[N, (S // p) ** 2, D]."""
+  patch, ch = kernel.shape[0], kernel.shape[2]
+  if tuple(pixel_values.shape[1:]) != (ch, image_size, image_size):
+    raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}; the vision tower takes "
+                     f"[N, {ch}, {image_size}, {image_size}] (no position interpolation)")
+  n, side = pixel_values.shape[0], image_size // patch
+  x = jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(policy.compute)[:, :side * patch, :side * patch]
+  x = jnp.einsum("nhpwqc,pqcd->nhwd", x.reshape(n, side, patch, side, patch, ch), kernel.astype(policy.compute),
+                 precision=policy.precision)
+  return x.reshape(n, side * side, kernel.shape[-1])
+
+
 class EncoderLayer(nn.Module):
   """x + attn(ln1(x)); x + mlp(ln2(x)). Returns (x, aux) with the layer output and probes."""
   cfg: VisionConfig
@@ -88,14 +104,9 @@ class VisionTower(nn.Module):
   @nn.compact
   def __call__(self, pixel_values, mask=None, probe=None):
     c, p = self.cfg, self.policy
-    x = jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(p.compute)
     kernel = self.param("patch_embed", nn.initializers.normal(0.02),
                         (c.patch_size, c.patch_size, c.num_channels, c.hidden_size), p.param)
-    x = jnp.einsum("nhpwqc,pqcd->nhwd",
-                   x.reshape(x.shape[0], x.shape[1] // c.patch_size, c.patch_size,
-                             x.shape[2] // c.patch_size, c.patch_size, c.num_channels),
-                   kernel.astype(p.compute), precision=p.precision)
-    x = x.reshape(x.shape[0], -1, c.hidden_size)
+    x = patch_embed(pixel_values, kernel, c.image_size, p)
     cls = self.param("class_embedding", nn.initializers.normal(0.02), (c.hidden_size,), p.param)
     pos = self.param("position_embedding", nn.initializers.normal(0.02), (c.num_patches + 1, c.hidden_size),
                      p.param)
@@ -127,13 +138,21 @@ def hf_rules(cfg: VisionConfig, prefixes):
       Rule(("post_norm", "scale"), alt("post_layernorm.weight")),
       Rule(("post_norm", "bias"), alt("post_layernorm.bias")),
   ]
+  return rules + encoder_layer_rules(L, alt)
+
+
+def encoder_layer_rules(num_layers: int, alt) -> list:
+  """Rules of the stacked `EncoderLayer`s (CLIP's and SigLIP's HF encoders name them alike);
+  alt(name) -> the alternative HF names of `name` under the tower's prefixes."""
+  rules = []
   linears = {("attn", "q"): "self_attn.q_proj", ("attn", "k"): "self_attn.k_proj",
              ("attn", "v"): "self_attn.v_proj", ("attn", "o"): "self_attn.out_proj",
              ("mlp", "fc1"): "mlp.fc1", ("mlp", "fc2"): "mlp.fc2"}
   for path, name in linears.items():
-    rules.append(Rule(("layers",) + path + ("kernel",), alt(f"encoder.layers.{{i}}.{name}.weight"), transpose, L))
-    rules.append(Rule(("layers",) + path + ("bias",), alt(f"encoder.layers.{{i}}.{name}.bias"), None, L))
+    rules.append(Rule(("layers",) + path + ("kernel",), alt(f"encoder.layers.{{i}}.{name}.weight"), transpose,
+                      num_layers))
+    rules.append(Rule(("layers",) + path + ("bias",), alt(f"encoder.layers.{{i}}.{name}.bias"), None, num_layers))
   for ours, theirs in (("ln1", "layer_norm1"), ("ln2", "layer_norm2")):
-    rules.append(Rule(("layers", ours, "scale"), alt(f"encoder.layers.{{i}}.{theirs}.weight"), None, L))
-    rules.append(Rule(("layers", ours, "bias"), alt(f"encoder.layers.{{i}}.{theirs}.bias"), None, L))
+    rules.append(Rule(("layers", ours, "scale"), alt(f"encoder.layers.{{i}}.{theirs}.weight"), None, num_layers))
+    rules.append(Rule(("layers", ours, "bias"), alt(f"encoder.layers.{{i}}.{theirs}.bias"), None, num_layers))
   return rules

@@ -15,6 +15,7 @@ from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
 from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
+from mmneuron_jax.models.clip import patch_embed
 from mmneuron_jax.nn.layers import ACTIVATIONS, LayerNorm
 from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.neuron_aux import neuron_aux
@@ -105,17 +106,12 @@ class EvaVisionTower(nn.Module):
   @nn.compact
   def __call__(self, pixel_values, mask=None, probe=None):
     c, p = self.cfg, self.policy
-    if tuple(pixel_values.shape[1:]) != (c.num_channels, c.image_size, c.image_size):
-      raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}; the vision tower takes "
-                       f"[N, {c.num_channels}, {c.image_size}, {c.image_size}] (no position interpolation)")
-    n, s = pixel_values.shape[0], c.image_size // c.patch_size
-    x = jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(p.compute)
-    x = x.reshape(n, s, c.patch_size, s, c.patch_size, c.num_channels)
+    n = pixel_values.shape[0]
     kernel = self.param("patch_embed", nn.initializers.normal(0.02),
                         (c.patch_size, c.patch_size, c.num_channels, c.hidden_size), p.param)
     patch_bias = self.param("patch_bias", nn.initializers.zeros, (c.hidden_size,), p.param)
-    x = jnp.einsum("nhpwqc,pqcd->nhwd", x, kernel.astype(p.compute), precision=p.precision)
-    x = x.reshape(n, s * s, c.hidden_size) + patch_bias.astype(x.dtype)
+    x = patch_embed(pixel_values, kernel, c.image_size, p)
+    x = x + patch_bias.astype(x.dtype)
     cls = self.param("class_embedding", nn.initializers.normal(0.02), (c.hidden_size,), p.param)
     pos = self.param("position_embedding", nn.initializers.normal(0.02), (c.num_patches + 1, c.hidden_size),
                      p.param)

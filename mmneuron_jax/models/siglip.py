@@ -3,13 +3,12 @@ outputs come back. The encoder layer is CLIP's (`clip.EncoderLayer`): the same b
 import dataclasses
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mmneuron_jax.convert import hf_config
 from mmneuron_jax.convert.checks import reject_unsupported
 from mmneuron_jax.convert.mapping import Rule
-from mmneuron_jax.convert.transforms import conv_to_hwio, transpose
-from mmneuron_jax.models.clip import EncoderLayer
+from mmneuron_jax.convert.transforms import conv_to_hwio
+from mmneuron_jax.models.clip import EncoderLayer, encoder_layer_rules, patch_embed
 from mmneuron_jax.nn.layers import LayerNorm
 from mmneuron_jax.nn.policy import Policy
 
@@ -66,16 +65,10 @@ class SiglipTower(nn.Module):
   @nn.compact
   def __call__(self, pixel_values, mask=None, probe=None):
     c, p = self.cfg, self.policy
-    x = jnp.transpose(pixel_values, (0, 2, 3, 1)).astype(p.compute)
     kernel = self.param("patch_embed", nn.initializers.normal(0.02),
                         (c.patch_size, c.patch_size, c.num_channels, c.hidden_size), p.param)
     bias = self.param("patch_bias", nn.initializers.zeros, (c.hidden_size,), p.param)
-    side = c.image_size // c.patch_size
-    x = jnp.einsum("nhpwqc,pqcd->nhwd",
-                   x[:, :side * c.patch_size, :side * c.patch_size].reshape(
-                       x.shape[0], side, c.patch_size, side, c.patch_size, c.num_channels),
-                   kernel.astype(p.compute), precision=p.precision) + bias.astype(p.compute)
-    x = x.reshape(x.shape[0], -1, c.hidden_size)
+    x = patch_embed(pixel_values, kernel, c.image_size, p) + bias.astype(p.compute)
     pos = self.param("position_embedding", nn.initializers.normal(0.02), (c.num_patches, c.hidden_size), p.param)
     x = x + pos.astype(x.dtype)[None]
     xs = {} if mask is None else {"mask": mask}
@@ -102,13 +95,4 @@ def hf_rules(cfg: SiglipConfig, prefixes):
       Rule(("post_norm", "scale"), alt("post_layernorm.weight")),
       Rule(("post_norm", "bias"), alt("post_layernorm.bias")),
   ]
-  linears = {("attn", "q"): "self_attn.q_proj", ("attn", "k"): "self_attn.k_proj",
-             ("attn", "v"): "self_attn.v_proj", ("attn", "o"): "self_attn.out_proj",
-             ("mlp", "fc1"): "mlp.fc1", ("mlp", "fc2"): "mlp.fc2"}
-  for path, name in linears.items():
-    rules.append(Rule(("layers",) + path + ("kernel",), alt(f"encoder.layers.{{i}}.{name}.weight"), transpose, L))
-    rules.append(Rule(("layers",) + path + ("bias",), alt(f"encoder.layers.{{i}}.{name}.bias"), None, L))
-  for ours, theirs in (("ln1", "layer_norm1"), ("ln2", "layer_norm2")):
-    rules.append(Rule(("layers", ours, "scale"), alt(f"encoder.layers.{{i}}.{theirs}.weight"), None, L))
-    rules.append(Rule(("layers", ours, "bias"), alt(f"encoder.layers.{{i}}.{theirs}.bias"), None, L))
-  return rules
+  return rules + encoder_layer_rules(L, alt)
