@@ -30,18 +30,24 @@ def llava_next_config(text="llama", kv_heads=2, pinpoints=PINPOINTS_WIDE, featur
                                       vision_feature_layer=feature_layer, tie_word_embeddings=tie)
 
 
-def build_llava_next(path, seed=0, **kwargs):
-  """Save a random tiny LLaVA-NeXT to `path`; returns the HF model (fp32, eval, eager attention)."""
+def save_random(path, model_cls, config, seed=0, biases=False):
+  """Save `model_cls(config)`, random under torch seed `seed`, to `path` with its 1-D norm weights
+  (and, with `biases`, its 1-D biases) moved off their init by N(0, 0.1); returns the HF model
+  (fp32, eval, eager attention)."""
   torch.manual_seed(seed)
-  config = llava_next_config(**kwargs)
   config._attn_implementation = "eager"
-  model = transformers.LlavaNextForConditionalGeneration(config).eval()
-  with torch.no_grad():  # make image_newline and norms non-trivial
+  model = model_cls(config).eval()
+  with torch.no_grad():  # make norms (and biases) non-trivial
     for name, p in model.named_parameters():
-      if "norm" in name and p.ndim == 1:
+      if ("norm" in name or (biases and name.endswith("bias"))) and p.ndim == 1:
         p.add_(0.1 * torch.randn_like(p))
   model.save_pretrained(path)
   return model
+
+
+def build_llava_next(path, seed=0, **kwargs):
+  """Save a random tiny LLaVA-NeXT to `path`; returns the HF model (fp32, eval, eager attention)."""
+  return save_random(path, transformers.LlavaNextForConditionalGeneration, llava_next_config(**kwargs), seed)
 
 
 def image_processor(pinpoints=PINPOINTS_WIDE):

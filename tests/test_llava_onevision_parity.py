@@ -7,17 +7,18 @@ top-k ids and greedy tokens exactly equal.
 """
 import numpy as np
 import pytest
-import torch
 import transformers
 
 import hf_hooks
 import hf_tiny
+import llava_parity as lp
 import mmneuron_jax
-from mmneuron_jax.analysis.logit_lens import Lens, positions_where
+# the HF-parity tests shared with the other LLaVA family: collected here, on this file's `pair` fixture
+from llava_parity import (test_captured_activations_match, test_logit_lens_matches_hf_hidden_states,  # noqa: F401
+                          test_logits_match, test_masked_forward_matches_hook_zeroing)
 from mmneuron_jax.data.inputs.batching import pad_rows
 from mmneuron_jax.models.mllm import llava_onevision as ov
 
-TOL = 1e-4
 IMAGE_TOKEN = 300
 PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56], [28, 84], [84, 84]]
 VARIANTS = {
@@ -45,17 +46,10 @@ def tiny_config(aspect, kv_heads, feature_layer=-1, tie=False):
 
 
 def build(path, seed=0, **kwargs):
-  """Save a random tiny LLaVA-OneVision to `path`; returns the HF model (fp32, eval, eager attention)."""
-  torch.manual_seed(seed)
-  config = tiny_config(**kwargs)
-  config._attn_implementation = "eager"
-  model = transformers.LlavaOnevisionForConditionalGeneration(config).eval()
-  with torch.no_grad():  # make norms and biases non-trivial
-    for name, p in model.named_parameters():
-      if ("norm" in name or name.endswith("bias")) and p.ndim == 1:
-        p.add_(0.1 * torch.randn_like(p))
-  model.save_pretrained(path)
-  return model
+  """Save a random tiny LLaVA-OneVision to `path` (norms and biases moved off their init); returns the
+  HF model (fp32, eval, eager attention)."""
+  return hf_tiny.save_random(path, transformers.LlavaOnevisionForConditionalGeneration, tiny_config(**kwargs), seed,
+                             biases=True)
 
 
 def image_processor():
@@ -87,20 +81,6 @@ def pair(request, tmp_path_factory):
   return hf, model, batch, sizes, text_lens, VARIANTS[request.param][3]
 
 
-def act_modules(hf):
-  """HF modules whose forward output is each probe module's neuron activation, per layer."""
-  inner = hf.model
-  return {
-      "llm": [layer.mlp.act_fn for layer in inner.language_model.layers],
-      "vision": [layer.mlp.activation_fn for layer in inner.vision_tower.encoder.layers],
-      "projector": [inner.multi_modal_projector.act],
-  }
-
-
-def run_hf(hf, batch, masks=None, output_hidden_states=False):
-  return hf_hooks.run_hf(hf, act_modules(hf), batch, masks, output_hidden_states=output_hidden_states)
-
-
 def test_token_count_equals_hf_processor():
   """Our image-token count per image size equals HF's processor (`_get_number_of_features`)."""
   count = transformers.LlavaOnevisionProcessor._get_number_of_features
@@ -118,71 +98,9 @@ def test_shrink_path_is_exercised(pair):
   assert (model.prepare(batch)["feature_weights"] % 1 != 0).any()
 
 
-def test_logits_match(pair):
-  hf, model, batch, *_ = pair
-  out = model.apply(model.params, batch)
-  ref, _ = run_hf(hf, batch)
-  valid = batch["attention_mask"].astype(bool)
-  assert out.logits.shape == ref.logits.shape
-  assert np.abs(np.asarray(out.logits)[valid] - ref.logits.numpy()[valid]).max() <= TOL
-
-
-def test_captured_activations_match(pair):
-  hf, model, batch, *_ = pair
-  out = model.apply(model.params, batch, capture=("llm", "vision", "projector"))
-  _, rec = run_hf(hf, batch)
-  valid = batch["attention_mask"].astype(bool)
-  ours = np.asarray(out.aux["llm"])
-  assert ours.shape[:3] == (model.probe_modules["llm"][0],) + valid.shape
-  assert np.abs(ours[:, valid] - rec["llm"][:, valid]).max() <= TOL
-  tiles = model.prepare(batch)["tile_valid"]
-  for name in ("vision", "projector"):
-    mine = np.asarray(out.aux[name])[:, tiles]
-    assert mine.shape == rec[name].shape, name
-    assert mine.shape[-1] == model.probe_modules[name][1]
-    assert np.abs(mine - rec[name]).max() <= TOL, name
-
-
-def test_masked_forward_matches_hook_zeroing(pair):
-  hf, model, batch, *_ = pair
-  masks = hf_hooks.random_masks(model.probe_modules)
-  out = model.apply(model.params, batch, masks=masks)
-  ref, _ = run_hf(hf, batch, masks=masks)
-  plain = model.apply(model.params, batch)
-  valid = batch["attention_mask"].astype(bool)
-  assert np.abs(np.asarray(out.logits)[valid] - ref.logits.numpy()[valid]).max() <= TOL
-  assert np.abs(np.asarray(out.logits) - np.asarray(plain.logits))[valid].max() > 1e-3  # the mask did something
-
-
-def test_logit_lens_matches_hf_hidden_states(pair):
-  hf, model, batch, *_ = pair
-  positions = positions_where(batch["input_ids"] == IMAGE_TOKEN)
-  targets = np.where(positions >= 0, 7, 0).astype(np.int32)
-  out = model.apply(model.params, batch, lens=Lens(positions, targets, top_k=5))
-  ref, _ = run_hf(hf, batch, output_hidden_states=True)
-  lm = hf.model.language_model
-  hs = ref.hidden_states  # embeddings, layers 1..L-1, final (already normed)
-  n_layers = len(lm.layers)
-  rows, cols = np.nonzero(positions >= 0)
-  for layer in range(n_layers):
-    h = hs[layer + 1]
-    with torch.no_grad():
-      logits = hf.lm_head(h if layer == n_layers - 1 else lm.norm(h)).numpy()
-    sel = logits[rows, positions[rows, cols]].astype(np.float64)
-    logp = sel - np.log(np.exp(sel - sel.max(-1, keepdims=True)).sum(-1, keepdims=True)) - sel.max(-1, keepdims=True)
-    entropy = -(np.exp(logp) * logp).sum(-1)
-    assert np.abs(np.asarray(out.lens["entropy"][layer])[rows, cols] - entropy).max() <= TOL, layer
-    top = np.argsort(-logp, axis=-1, kind="stable")[:, :5]
-    np.testing.assert_array_equal(np.asarray(out.lens["top_ids"][layer])[rows, cols], top)
-    assert np.abs(np.asarray(out.lens["target_logprob"][layer])[rows, cols] - logp[:, 7]).max() <= TOL
-
-
 def test_greedy_generation_matches_hf(pair):
   """Left-padded greedy decoding, plain in one config and under random masks in the other."""
   hf, model, _, sizes, text_lens, masked = pair
   batch = batch_for(hf.config, sizes, text_lens, pad_side="left")
   masks = hf_hooks.random_masks(model.probe_modules, seed=3) if masked else None
-  new = 6
-  ours = model.generate(model.params, batch, max_new_tokens=new, masks=masks, eos_token_id=-1)
-  ref = hf_hooks.generate(hf, act_modules(hf), batch, new, masks, pad_token_id=0)
-  np.testing.assert_array_equal(ours, ref[:, batch["input_ids"].shape[1]:])
+  lp.check_greedy_generation(hf, model, batch, 6, masks)

@@ -27,30 +27,41 @@ def demo_config(vocab_size: int, image_token_id: int, text_layers=4, vision_laye
   }
 
 
-def hf_state_shapes(config: dict) -> dict:
-  """HF tensor name -> shape for a LLaVA-NeXT config (hub layout)."""
+VISION_PREFIX = "vision_tower.vision_model."  # the vision tower's HF names (hub layout)
+
+
+def llava_state_shapes(config: dict, qkv_bias: bool = False) -> dict:
+  """HF tensor name -> shape of what the LLaVA demos share (hub layout): image_newline, the decoder
+  (`qkv_bias`: q/k/v biases) and lm_head, the projector, and the vision tower's encoder layers (CLIP
+  and SigLIP name them alike); the tower's embeddings and norms are the family's."""
   t, v = config["text_config"], config["vision_config"]
   d, vd, vf = t["hidden_size"], v["hidden_size"], v["intermediate_size"]
   s = {"image_newline": (d,), "language_model.lm_head.weight": (t["vocab_size"], d),
        "language_model.model.embed_tokens.weight": (t["vocab_size"], d), "language_model.model.norm.weight": (d,),
        "multi_modal_projector.linear_1.weight": (d, vd), "multi_modal_projector.linear_1.bias": (d,),
        "multi_modal_projector.linear_2.weight": (d, d), "multi_modal_projector.linear_2.bias": (d,),
-       **ckpt.decoder_layer_shapes("language_model.model.layers.", t)}
-  vp = "vision_tower.vision_model."
-  n_pos = (v["image_size"] // v["patch_size"]) ** 2 + 1
-  s.update({vp + "embeddings.class_embedding": (vd,),
-            vp + "embeddings.patch_embedding.weight": (vd, 3, v["patch_size"], v["patch_size"]),
-            vp + "embeddings.position_embedding.weight": (n_pos, vd),
-            vp + "pre_layrnorm.weight": (vd,), vp + "pre_layrnorm.bias": (vd,),
-            vp + "post_layernorm.weight": (vd,), vp + "post_layernorm.bias": (vd,)})
+       **ckpt.decoder_layer_shapes("language_model.model.layers.", t, qkv_bias=qkv_bias)}
   for i in range(v["num_hidden_layers"]):
-    p = f"{vp}encoder.layers.{i}."
+    p = f"{VISION_PREFIX}encoder.layers.{i}."
     for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
       s[p + f"self_attn.{name}.weight"], s[p + f"self_attn.{name}.bias"] = (vd, vd), (vd,)
     s.update({p + "mlp.fc1.weight": (vf, vd), p + "mlp.fc1.bias": (vf,), p + "mlp.fc2.weight": (vd, vf),
               p + "mlp.fc2.bias": (vd,), p + "layer_norm1.weight": (vd,), p + "layer_norm1.bias": (vd,),
               p + "layer_norm2.weight": (vd,), p + "layer_norm2.bias": (vd,)})
   return s
+
+
+def hf_state_shapes(config: dict) -> dict:
+  """HF tensor name -> shape for a LLaVA-NeXT config (hub layout)."""
+  v, vp = config["vision_config"], VISION_PREFIX
+  vd = v["hidden_size"]
+  n_pos = (v["image_size"] // v["patch_size"]) ** 2 + 1
+  return {**llava_state_shapes(config),
+          vp + "embeddings.class_embedding": (vd,),
+          vp + "embeddings.patch_embedding.weight": (vd, 3, v["patch_size"], v["patch_size"]),
+          vp + "embeddings.position_embedding.weight": (n_pos, vd),
+          vp + "pre_layrnorm.weight": (vd,), vp + "pre_layrnorm.bias": (vd,),
+          vp + "post_layernorm.weight": (vd,), vp + "post_layernorm.bias": (vd,)}
 
 
 def random_state(config: dict, seed: int = 0) -> dict:
@@ -87,14 +98,22 @@ def write_image_processor(path: str):
 def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None) -> str:
   """Write the tiny demo checkpoint for the vocabulary of `texts`; `edit_state(state, config,
   tokenizer_vocab)` may plant weights before saving. Returns `path`."""
+  return write_llava_demo(path, texts, seed, edit_state, demo_config, random_state, write_image_processor)
+
+
+def write_llava_demo(path: str, texts, seed, edit_state, make_config, make_state, write_processor,
+                     media_tokens: int = 1) -> str:
+  """`build_demo_checkpoint` of a LLaVA family from its pieces: this tokenizer (`write_tokenizer`),
+  `make_config(vocab_size, image_token_id)` with embedding rows for the `media_tokens` ids from
+  <image> on, `make_state(config, seed)`, `edit_state`, then `write_processor(path)`. Returns `path`."""
   os.makedirs(path, exist_ok=True)
   words = word_vocab(texts)
   image_id = write_tokenizer(path, words)
-  config = demo_config(ckpt.padded_vocab_size(image_id + 1), image_id)
-  state = random_state(config, seed)
+  config = make_config(ckpt.padded_vocab_size(image_id + media_tokens), image_id)
+  state = make_state(config, seed)
   if edit_state is not None:
     vocab = {tok: i for i, tok in enumerate(SPECIAL + words)}
     edit_state(state, config, vocab)
   ckpt.save_checkpoint(path, state, config)
-  write_image_processor(path)
+  write_processor(path)
   return path

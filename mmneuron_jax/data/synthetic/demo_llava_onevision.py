@@ -31,26 +31,13 @@ def demo_config(vocab_size: int, image_token_id: int, text_layers=4, vision_laye
 
 def hf_state_shapes(config: dict) -> dict:
   """HF tensor name -> shape for a LLaVA-OneVision config (hub layout)."""
-  t, v = config["text_config"], config["vision_config"]
-  d, vd, vf = t["hidden_size"], v["hidden_size"], v["intermediate_size"]
-  s = {"image_newline": (d,), "language_model.lm_head.weight": (t["vocab_size"], d),
-       "language_model.model.embed_tokens.weight": (t["vocab_size"], d), "language_model.model.norm.weight": (d,),
-       "multi_modal_projector.linear_1.weight": (d, vd), "multi_modal_projector.linear_1.bias": (d,),
-       "multi_modal_projector.linear_2.weight": (d, d), "multi_modal_projector.linear_2.bias": (d,),
-       **ckpt.decoder_layer_shapes("language_model.model.layers.", t, qkv_bias=True)}
-  vp = "vision_tower.vision_model."
-  s.update({vp + "embeddings.patch_embedding.weight": (vd, 3, v["patch_size"], v["patch_size"]),
-            vp + "embeddings.patch_embedding.bias": (vd,),
-            vp + "embeddings.position_embedding.weight": ((v["image_size"] // v["patch_size"]) ** 2, vd),
-            vp + "post_layernorm.weight": (vd,), vp + "post_layernorm.bias": (vd,)})
-  for i in range(v["num_hidden_layers"]):
-    p = f"{vp}encoder.layers.{i}."
-    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-      s[p + f"self_attn.{name}.weight"], s[p + f"self_attn.{name}.bias"] = (vd, vd), (vd,)
-    s.update({p + "mlp.fc1.weight": (vf, vd), p + "mlp.fc1.bias": (vf,), p + "mlp.fc2.weight": (vd, vf),
-              p + "mlp.fc2.bias": (vd,), p + "layer_norm1.weight": (vd,), p + "layer_norm1.bias": (vd,),
-              p + "layer_norm2.weight": (vd,), p + "layer_norm2.bias": (vd,)})
-  return s
+  v, vp = config["vision_config"], demo_llava_next.VISION_PREFIX
+  vd = v["hidden_size"]
+  return {**demo_llava_next.llava_state_shapes(config, qkv_bias=True),
+          vp + "embeddings.patch_embedding.weight": (vd, 3, v["patch_size"], v["patch_size"]),
+          vp + "embeddings.patch_embedding.bias": (vd,),
+          vp + "embeddings.position_embedding.weight": ((v["image_size"] // v["patch_size"]) ** 2, vd),
+          vp + "post_layernorm.weight": (vd,), vp + "post_layernorm.bias": (vd,)}
 
 
 def random_state(config: dict, seed: int = 0) -> dict:
@@ -67,16 +54,8 @@ def write_image_processor(path: str):
 
 
 def build_demo_checkpoint(path: str, texts, seed: int = 0, edit_state=None) -> str:
-  """Write the tiny demo checkpoint for the vocabulary of `texts`; `edit_state(state, config,
-  tokenizer_vocab)` may plant weights before saving. Returns `path`."""
-  os.makedirs(path, exist_ok=True)
-  words = demo_llava_next.word_vocab(texts)
-  image_id = demo_llava_next.write_tokenizer(path, words)
-  config = demo_config(ckpt.padded_vocab_size(image_id + 2), image_id)
-  state = random_state(config, seed)
-  if edit_state is not None:
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + words)}
-    edit_state(state, config, vocab)
-  ckpt.save_checkpoint(path, state, config)
-  write_image_processor(path)
-  return path
+  """Write the tiny demo checkpoint for the vocabulary of `texts` (LLaVA-NeXT's tokenizer; the
+  embedding also holds <video>, the id after <image>); `edit_state(state, config, tokenizer_vocab)`
+  may plant weights before saving. Returns `path`."""
+  return demo_llava_next.write_llava_demo(path, texts, seed, edit_state, demo_config, random_state,
+                                          write_image_processor, media_tokens=2)

@@ -26,6 +26,28 @@ HF_FIELDS = ("model_type", "image_token_index", "image_grid_pinpoints", "project
 HF_IGNORED = ("use_image_newline_parameter", "image_seq_length", "vocab_size")
 
 
+def tiled_probe_modules(cfg) -> dict[str, tuple[int, int]]:
+  """(layers, width) of each probe module of a LLaVA config (`llm` decoder MLPs, `vision` tower
+  MLPs, `projector` linear_1 -> act); shared by the LLaVA families."""
+  return {"llm": (cfg.text.num_layers, cfg.text.intermediate_size),
+          "vision": (cfg.vision.num_layers, cfg.vision.intermediate_size),
+          "projector": (1, cfg.text.hidden_size)}
+
+
+def vision_and_layers(c: dict, defaults: dict, where: str, vision_cls):
+  """(vision config, feature layers) of a filled LLaVA config.json: `vision_cls.from_hf` of its
+  vision_config and `vision_feature_layer` as a tuple, each a layer of that tower (1-based, or
+  negative from the end) or refused; shared by the LLaVA families."""
+  layers = c["vision_feature_layer"]
+  layers = (layers,) if isinstance(layers, int) else tuple(layers)
+  vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
+  vision = vision_cls.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
+  for k in layers:
+    if not (1 <= (k if k >= 0 else vision.num_layers + 1 + k) <= vision.num_layers):
+      reject_unsupported(where, {"vision_feature_layer": (k, set(range(1, vision.num_layers + 1)))})
+  return vision, layers
+
+
 @dataclasses.dataclass(frozen=True)
 class LlavaNextConfig:
   text: DecoderConfig
@@ -51,13 +73,7 @@ class LlavaNextConfig:
             bool(c.get("tie_word_embeddings", text.get("tie_word_embeddings"))) ==
             bool(text.get("tie_word_embeddings")), {True}),
     })
-    layers = c["vision_feature_layer"]
-    layers = (layers,) if isinstance(layers, int) else tuple(layers)
-    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
-    vision = VisionConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
-    for k in layers:
-      if not (1 <= (k if k >= 0 else vision.num_layers + 1 + k) <= vision.num_layers):
-        reject_unsupported(where, {"vision_feature_layer": (k, set(range(1, vision.num_layers + 1)))})
+    vision, layers = vision_and_layers(c, defaults, where, VisionConfig)
     decoder = DecoderConfig.from_hf(text, f"{where}: text_config", defaults=text_defaults)
     return cls(text=decoder, vision=vision,
                image_token_id=c.get("image_token_index", c.get("image_token_id", 32000)),
@@ -65,11 +81,7 @@ class LlavaNextConfig:
                projector_act=c.get("projector_hidden_act", "gelu"),
                projector_bias=c.get("multimodal_projector_bias", True))
 
-  @property
-  def probe_modules(self) -> dict[str, tuple[int, int]]:
-    return {"llm": (self.text.num_layers, self.text.intermediate_size),
-            "vision": (self.vision.num_layers, self.vision.intermediate_size),
-            "projector": (1, self.text.hidden_size)}
+  probe_modules = property(tiled_probe_modules)
 
 
 class LlavaNext(nn.Module):
@@ -95,28 +107,39 @@ class LlavaNext(nn.Module):
     features = None
     newline = self.param("image_newline", nn.initializers.normal(0.02), (c.text.hidden_size,), p.param)
     if pixel_values is not None:
-      _, vaux = VisionTower(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")(
-          pixel_values, masks.get("vision"), probe.get("vision"))
-      hidden = vaux.pop("hidden")
-      picks = [k - 1 if k > 0 else c.vision.num_layers + k for k in c.feature_layers]
-      selected = jnp.concatenate([hidden[i][:, 1:] for i in picks], axis=-1)
-      pmask = masks.get("projector")
-      projector = MLP(hidden=c.text.hidden_size, act=c.projector_act, out_features=c.text.hidden_size,
-                      use_bias=c.projector_bias, policy=p, name="projector")
-      feats, neurons = projector(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
-      paux = {}
-      if "projector" in self.capture:
-        paux["neurons"] = neurons[None]
-      if probe.get("projector") is not None:
-        paux["probe"] = jax.tree_util.tree_map(lambda a: a[None], probe["projector"](neurons))  # 1 layer
-      aux["vision"], aux["projector"] = vaux, paux
-      features = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
+      features, tower_aux = feature_table(self, VisionTower, pixel_values, newline, masks, probe, class_tokens=1)
+      aux.update(tower_aux)
     decoder = Decoder(cfg=c.text, policy=p, capture="llm" in self.capture, return_kv=self.return_kv, remat=self.remat,
                       name="llm")
     logits, aux["llm"] = decoder(
         input_ids, positions, attn_mask, features=features, feature_index=feature_index, mask=masks.get("llm"),
         probe=probe.get("llm"), lens=lens, cache=cache, cache_index=cache_index)
     return logits, aux
+
+
+def feature_table(module, tower, pixel_values, newline, masks: dict, probe: dict, *, class_tokens: int):
+  """The image half of a LLaVA forward, called inside `module`'s compact `__call__` (its 'vision'
+  and 'projector' submodules are made here): `tower` on every tile slot, the chosen layers' hidden
+  states less the first `class_tokens` tokens concatenated, the projector -> (table
+  float[N * P + 1, D]: the projected patch features of all tiles, then `newline`; aux {'vision',
+  'projector'}); shared by the LLaVA families."""
+  c, p = module.cfg, module.policy
+  _, vaux = tower(cfg=c.vision, policy=p, capture="vision" in module.capture, name="vision")(
+      pixel_values, masks.get("vision"), probe.get("vision"))
+  hidden = vaux.pop("hidden")
+  picks = [k - 1 if k > 0 else c.vision.num_layers + k for k in c.feature_layers]
+  selected = jnp.concatenate([hidden[i][:, class_tokens:] for i in picks], axis=-1)
+  pmask = masks.get("projector")
+  projector = MLP(hidden=c.text.hidden_size, act=c.projector_act, out_features=c.text.hidden_size,
+                  use_bias=c.projector_bias, policy=p, name="projector")
+  feats, neurons = projector(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
+  paux = {}
+  if "projector" in module.capture:
+    paux["neurons"] = neurons[None]
+  if probe.get("projector") is not None:
+    paux["probe"] = jax.tree_util.tree_map(lambda a: a[None], probe["projector"](neurons))  # 1 layer
+  table = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
+  return table, {"vision": vaux, "projector": paux}
 
 
 def flat_tiles(pixel_values, sizes, pinpoints, tile_size: int):
@@ -140,6 +163,20 @@ def flat_tiles(pixel_values, sizes, pinpoints, tile_size: int):
   return pixel_values, slots, valid
 
 
+def tile_batch(cfg, batch: dict, family: str, drop: tuple[str, ...] = ()) -> tuple:
+  """The start of a tiled LLaVA `prepare` (`batch` has pixel_values): (out: the batch less
+  image_sizes and `drop`, its pixel_values float32[N, C, H, W] by `flat_tiles`; sizes int[I, 2];
+  slots int[I]; valid bool[N]); shared by the LLaVA families. No image_sizes raises, naming `family`."""
+  out = {k: v for k, v in batch.items() if k not in ("image_sizes", "pixel_values") + drop}
+  pixel_values = np.asarray(batch["pixel_values"])
+  if "image_sizes" not in batch:
+    raise ValueError(f"batch has pixel_values but no image_sizes ({family} needs both)")
+  sizes = np.asarray(batch["image_sizes"]).reshape(-1, 2)
+  pixel_values, slots, valid = flat_tiles(pixel_values, sizes, cfg.pinpoints, cfg.vision.image_size)
+  out["pixel_values"] = pixel_values.astype(np.float32)
+  return out, sizes, slots, valid
+
+
 def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   """Host-side: HF processor outputs -> arrays for the jitted forward.
 
@@ -148,15 +185,9 @@ def prepare(cfg: LlavaNextConfig, batch: dict) -> dict:
   """
   if "feature_index" in batch or batch.get("pixel_values") is None:  # prepared already / text only
     return dict(batch)
-  out = {k: v for k, v in batch.items() if k not in ("image_sizes", "pixel_values")}
-  pixel_values = np.asarray(batch["pixel_values"])
-  if "image_sizes" not in batch:
-    raise ValueError("batch has pixel_values but no image_sizes (LLaVA-NeXT needs both)")
-  sizes = np.asarray(batch["image_sizes"]).reshape(-1, 2)
+  out, sizes, slots, valid = tile_batch(cfg, batch, "LLaVA-NeXT")
   v = cfg.vision
-  pixel_values, slots, valid = flat_tiles(pixel_values, sizes, cfg.pinpoints, v.image_size)
   side = v.image_size // v.patch_size
-  out["pixel_values"] = pixel_values.astype(np.float32)
   out["feature_index"] = anyres.feature_index(batch["input_ids"], cfg.image_token_id, sizes, list(cfg.pinpoints),
                                               v.image_size, side, slots)
   out["tile_valid"] = valid

@@ -12,7 +12,6 @@ import dataclasses
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,15 +21,12 @@ from mmneuron_jax.models import anyres, siglip
 from mmneuron_jax.models.mllm import llava_next
 from mmneuron_jax.models.llama import Decoder, DecoderConfig
 from mmneuron_jax.models.siglip import SiglipConfig, SiglipTower
-from mmneuron_jax.nn.mlp import MLP
 from mmneuron_jax.nn.policy import Policy
 
 HF_FIELDS = ("model_type", "image_token_index", "video_token_index", "image_grid_pinpoints", "projector_hidden_act",
              "vision_feature_layer", "vision_feature_select_strategy", "multimodal_projector_bias",
              "tie_word_embeddings", "vision_aspect_ratio")
-# use_image_newline_parameter: HF's model always has image_newline; image_seq_length: the processor's;
-# vocab_size: a legacy top-level copy (the text config's is read).
-HF_IGNORED = ("use_image_newline_parameter", "image_seq_length", "vocab_size")
+HF_IGNORED = llava_next.HF_IGNORED  # the same processor / legacy fields
 TAPS = 4  # bilinear: every packed feature mixes at most four projected features
 
 
@@ -64,13 +60,7 @@ class LlavaOnevisionConfig:
         "tie_word_embeddings == text_config.tie_word_embeddings": (
             bool(c.get("tie_word_embeddings")) == bool(text.get("tie_word_embeddings")), {True}),
     })
-    layers = c["vision_feature_layer"]
-    layers = (layers,) if isinstance(layers, int) else tuple(layers)
-    vision_c, vision_defaults = hf_config.sub_config(c, defaults, "vision_config")
-    vision = SiglipConfig.from_hf(vision_c, f"{where}: vision_config", defaults=vision_defaults)
-    for k in layers:
-      if not (1 <= (k if k >= 0 else vision.num_layers + 1 + k) <= vision.num_layers):
-        reject_unsupported(where, {"vision_feature_layer": (k, set(range(1, vision.num_layers + 1)))})
+    vision, layers = llava_next.vision_and_layers(c, defaults, where, SiglipConfig)
     decoder = DecoderConfig.from_hf(text, f"{where}: text_config", defaults=text_defaults)
     return cls(text=decoder, vision=vision, image_token_id=c["image_token_index"],
                video_token_id=c["video_token_index"], feature_layers=layers,
@@ -79,11 +69,7 @@ class LlavaOnevisionConfig:
                projector_act=c.get("projector_hidden_act", "gelu"),
                projector_bias=c.get("multimodal_projector_bias", True))
 
-  @property
-  def probe_modules(self) -> dict[str, tuple[int, int]]:
-    return {"llm": (self.text.num_layers, self.text.intermediate_size),
-            "vision": (self.vision.num_layers, self.vision.intermediate_size),
-            "projector": (1, self.text.hidden_size)}
+  probe_modules = property(llava_next.tiled_probe_modules)
 
 
 # -- packing: host-side taps and weights ------------------------------------------------------------
@@ -182,23 +168,10 @@ class LlavaOnevision(nn.Module):
     aux = {}
     features = index = None
     newline = self.param("image_newline", nn.initializers.normal(0.02), (c.text.hidden_size,), p.param)
-    if pixel_values is not None:
-      _, vaux = SiglipTower(cfg=c.vision, policy=p, capture="vision" in self.capture, name="vision")(
-          pixel_values, masks.get("vision"), probe.get("vision"))
-      hidden = vaux.pop("hidden")
-      picks = [k - 1 if k > 0 else c.vision.num_layers + k for k in c.feature_layers]
-      selected = jnp.concatenate([hidden[i] for i in picks], axis=-1)
-      pmask = masks.get("projector")
-      projector = MLP(hidden=c.text.hidden_size, act=c.projector_act, out_features=c.text.hidden_size,
-                      use_bias=c.projector_bias, policy=p, name="projector")
-      feats, neurons = projector(selected, None if pmask is None else jax.tree_util.tree_map(lambda m: m[0], pmask))
-      paux = {}
-      if "projector" in self.capture:
-        paux["neurons"] = neurons[None]
-      if probe.get("projector") is not None:
-        paux["probe"] = jax.tree_util.tree_map(lambda a: a[None], probe["projector"](neurons))  # 1 layer
-      aux["vision"], aux["projector"] = vaux, paux
-      table = jnp.concatenate([feats.reshape(-1, feats.shape[-1]), newline[None].astype(feats.dtype)], 0)
+    if pixel_values is not None:  # SigLIP has no class token
+      table, tower_aux = llava_next.feature_table(self, SiglipTower, pixel_values, newline, masks, probe,
+                                                  class_tokens=0)
+      aux.update(tower_aux)
       taps = jnp.clip(feature_taps, 0, table.shape[0] - 1)
       mixed = sum(feature_weights[..., k, None].astype(table.dtype) * table[taps[..., k]] for k in range(TAPS))
       b, t = input_ids.shape
@@ -224,13 +197,8 @@ def prepare(cfg: LlavaOnevisionConfig, batch: dict) -> dict:
     return dict(batch)
   if "batch_num_images" in batch and np.any(np.asarray(batch["batch_num_images"]) != 1):
     raise ValueError("batch_num_images != 1: LLaVA-OneVision's multi-image prompts are not implemented")
-  out = {k: v for k, v in batch.items() if k not in ("image_sizes", "pixel_values", "batch_num_images")}
-  pixel_values = np.asarray(batch["pixel_values"])
-  if "image_sizes" not in batch:
-    raise ValueError("batch has pixel_values but no image_sizes (LLaVA-OneVision needs both)")
-  sizes = np.asarray(batch["image_sizes"]).reshape(-1, 2)
+  out, sizes, slots, valid = llava_next.tile_batch(cfg, batch, "LLaVA-OneVision", drop=("batch_num_images",))
   v = cfg.vision
-  pixel_values, slots, valid = llava_next.flat_tiles(pixel_values, sizes, cfg.pinpoints, v.image_size)
   side = v.image_size // v.patch_size
   starts = np.concatenate([[0], np.cumsum(slots)[:-1]]).astype(int)
   newline = int(slots.sum()) * side * side
@@ -247,7 +215,6 @@ def prepare(cfg: LlavaOnevisionConfig, batch: dict) -> dict:
   if per_image:
     taps[is_image] = np.concatenate([t for t, _ in per_image])
     weights[is_image] = np.concatenate([w for _, w in per_image])
-  out["pixel_values"] = pixel_values.astype(np.float32)
   out["feature_index"] = np.where(is_image, taps[..., 0], -1).astype(np.int32)
   out["feature_taps"], out["feature_weights"] = taps, weights
   out["tile_valid"] = valid
@@ -287,11 +254,9 @@ TOKEN_IDS = {"special_ids": (), "image_ids": (151646,), "video_ids": (151647,), 
 
 
 def init_inputs(cfg: LlavaOnevisionConfig, tokens: int = 8) -> tuple[tuple, dict]:
-  """Dummy (args, kwargs) for `LlavaOnevision.init` (e.g. under jax.eval_shape): one tile, no image token."""
-  v = cfg.vision
-  ids = jnp.zeros((1, tokens), jnp.int32)
-  kwargs = dict(pixel_values=jnp.zeros((1, v.num_channels, v.image_size, v.image_size), jnp.float32),
-                feature_index=jnp.full((1, tokens), -1, jnp.int32),
-                feature_taps=jnp.zeros((1, tokens, TAPS), jnp.int32),
+  """Dummy (args, kwargs) for `LlavaOnevision.init` (e.g. under jax.eval_shape): one tile, no image
+  token (LLaVA-NeXT's, plus all-zero taps and weights)."""
+  args, kwargs = llava_next.init_inputs(cfg, tokens)
+  kwargs.update(feature_taps=jnp.zeros((1, tokens, TAPS), jnp.int32),
                 feature_weights=jnp.zeros((1, tokens, TAPS), jnp.float32))
-  return (ids, jnp.zeros((1, tokens), jnp.int32), jnp.zeros((1, tokens, tokens), jnp.float32)), kwargs
+  return args, kwargs
