@@ -245,3 +245,26 @@ def test_bad_config_and_inputs_raise(pair):
     model.prepare(dict(batch, second_per_grid_ts=np.ones(3, np.float32)))
   with pytest.raises(ValueError, match="video_grid_thw"):
     model.prepare({k: v for k, v in batch.items() if k != "video_grid_thw"})
+
+
+def test_rope_index_refuses_spans_that_do_not_match_their_grids():
+  """The M-RoPE walk Qwen2-VL and Qwen2.5-VL share refuses, naming the row, the span and the grid row:
+  two adjacent images read as one span; more spans than grid rows. Qwen2-VL also refuses grid rows
+  that no span uses."""
+  import test_qwen2_vl_parity
+  from mmneuron_jax.models.mllm import qwen2_vl
+  cfg = qwen2_5_vl.Qwen25VLConfig.from_hf(tiny_config().to_dict())
+  cfg2 = qwen2_vl.Qwen2VLConfig.from_hf(test_qwen2_vl_parity.tiny_config().to_dict())
+  assert (cfg2.image_token_id, cfg2.vision_start_token_id, cfg2.vision_end_token_id) == (IMAGE, START, END)
+  adjacent = np.array([[1, START] + [IMAGE] * 8 + [END]])  # two 1x4x4 images (4 tokens each), no tokens between
+  for family, c in (("qwen2_5_vl", cfg), ("qwen2_vl", cfg2)):
+    rope = qwen2_5_vl.rope_index if family == "qwen2_5_vl" else qwen2_vl.rope_index
+    types = qwen2_vl.token_types(c, adjacent)
+    with pytest.raises(ValueError, match=r"input_ids row 0: a image-token span of 8 tokens does not match "
+                                         r"image_grid_thw\[0\]=\[1, 4, 4\] \(4 tokens\); adjacent images need tokens"):
+      rope(c, adjacent, types, [[1, 4, 4], [1, 4, 4]], None)
+    with pytest.raises(ValueError, match=r"more image-token spans than image_grid_thw has rows \(0\)"):
+      rope(c, adjacent, types, None, None)
+  one = np.array([[1, START] + [IMAGE] * 4 + [END]])
+  with pytest.raises(ValueError, match=r"image_grid_thw has 2 images but input_ids holds 1 image-token spans"):
+    qwen2_vl.rope_index(cfg2, one, qwen2_vl.token_types(cfg2, one), [[1, 4, 4], [1, 4, 4]], None)

@@ -122,8 +122,7 @@ def rope_index(cfg: Qwen25VLConfig, input_ids, mm_types, image_grid_thw=None, vi
       return video_position_ids(grids[VIDEO][k], start, merge, np.float32(cfg.vision.tokens_per_second) * seconds[k])
     return qwen2_vl.image_position_ids(grids[key][k], start, merge)
 
-  pos, deltas, _ = qwen2_vl.media_rope_index(input_ids, mm_types, grids, attention_mask, merge, place,
-                                             adjacent_hint=False)
+  pos, deltas, _ = qwen2_vl.media_rope_index(input_ids, mm_types, grids, attention_mask, merge, place)
   return pos.astype(np.int32), deltas.astype(np.int32)
 
 

@@ -188,8 +188,7 @@ def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, image_grid_thw=None, vid
   grids = {IMAGE: _grid(image_grid_thw), VIDEO: _grid(video_grid_thw)}
   merge = cfg.vision.spatial_merge_size
   pos, deltas, rows = media_rope_index(input_ids, mm_types, grids, attention_mask, merge,
-                                       lambda key, k, start: image_position_ids(grids[key][k], start, merge),
-                                       adjacent_hint=True)
+                                       lambda key, k, start: image_position_ids(grids[key][k], start, merge))
   for key, (name, field) in MEDIA.items():
     if len(rows[key]) != len(grids[key]):
       raise ValueError(f"{field} has {len(grids[key])} {name}s but input_ids holds {len(rows[key])} "
@@ -197,13 +196,12 @@ def rope_index(cfg: Qwen2VLConfig, input_ids, mm_types, image_grid_thw=None, vid
   return pos.astype(np.int32), deltas.astype(np.int32), {k: np.asarray(v, np.int32) for k, v in rows.items()}
 
 
-def media_rope_index(input_ids, mm_types, grids: dict, attention_mask, merge: int, place, adjacent_hint: bool):
+def media_rope_index(input_ids, mm_types, grids: dict, attention_mask, merge: int, place):
   """The walk of HF `get_rope_index` shared by the Qwen VL families -> (position_ids int64[3, B, T],
   rope_deltas int64[B], {IMAGE: [row, ...], VIDEO: [...]} the batch row of each medium used).
 
   grids {IMAGE: int64[I, 3], VIDEO: int64[V, 3]}; place(key, k, start) -> int64[3, n]: the positions
-  of the k-th medium of type `key`, offset by `start`. adjacent_hint: a span-size error also says
-  that adjacent media need tokens between them. See `rope_index`.
+  of the k-th medium of type `key`, offset by `start`. See `rope_index`.
   """
   ids = np.asarray(input_ids)
   types = np.asarray(mm_types)
@@ -223,9 +221,9 @@ def media_rope_index(input_ids, mm_types, grids: dict, attention_mask, merge: in
         raise ValueError(f"input_ids has more {name}-token spans than {field} has rows ({len(grid)})")
       vis = place(key, used, cur)
       if vis.shape[1] != end - start:
-        hint = f"; adjacent {name}s need tokens between them (<|vision_end|><|vision_start|>)" if adjacent_hint else ""
         raise ValueError(f"input_ids row {b}: a {name}-token span of {end - start} tokens does not match "
-                         f"{field}[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens){hint}")
+                         f"{field}[{used}]={grid[used].tolist()} ({vis.shape[1]} tokens); adjacent {name}s "
+                         f"need tokens between them (<|vision_end|><|vision_start|>)")
       chunks.append(vis)
       rows[key].append(b)
       cur += int(max(grid[used][1], grid[used][2])) // merge
