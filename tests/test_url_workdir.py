@@ -142,6 +142,23 @@ class Interrupt(Exception):
   pass
 
 
+def interrupting(make_step_fn, at: int):
+  """`make_step_fn` whose steps raise Interrupt at the `at`-th batch run (1-based, counted over every
+  step it makes): the batches before it are committed."""
+  calls = []
+
+  def make(*args, **kwargs):
+    step = make_step_fn(*args, **kwargs)
+
+    def run(batch):
+      calls.append(1)
+      if len(calls) == at:
+        raise Interrupt()
+      return step.run(batch)
+    return type(step)(prepare=step.prepare, run=run)
+  return make
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
   """An uninterrupted run of stats_config in a local directory -> (workdir, its StatsStore)."""
@@ -154,20 +171,9 @@ def local_run(tmp_path_factory):
 def test_memory_workdir_resumes_in_process_like_a_local_run(local_run, monkeypatch):
   local, clean = local_run
 
-  make_step_fn, calls = domain_stats.make_step_fn, []
-
-  def interrupted(*args, **kwargs):  # the 4th batch raises: 3 batches are committed
-    step = make_step_fn(*args, **kwargs)
-
-    def run(batch):
-      calls.append(1)
-      if len(calls) == 4:
-        raise Interrupt()
-      return step.run(batch)
-    return type(step)(prepare=step.prepare, run=run)
-
+  make_step_fn = domain_stats.make_step_fn
   url = "memory://resume_test/run"
-  monkeypatch.setattr(domain_stats, "make_step_fn", interrupted)
+  monkeypatch.setattr(domain_stats, "make_step_fn", interrupting(make_step_fn, 4))  # 3 batches committed
   with pytest.raises(Interrupt):
     tasks.run(stats_config(), url)
   assert url_store(url + "/stats").cursor == 3
@@ -240,20 +246,9 @@ def test_miner_on_a_memory_workdir_resumes_and_matches_a_local_run(tmp_path, mon
   local = str(tmp_path / "local")
   tasks.run(miner_config(), local)
 
-  make_step_fn, calls = miner_scores.make_step_fn, []
-
-  def interrupted(*args, **kwargs):  # the 2nd scores batch raises: the first is committed
-    step = make_step_fn(*args, **kwargs)
-
-    def run(batch):
-      calls.append(1)
-      if len(calls) == 2:
-        raise Interrupt()
-      return step.run(batch)
-    return type(step)(prepare=step.prepare, run=run)
-
+  make_step_fn = miner_scores.make_step_fn
   url = "memory://miner_resume_test/run"
-  monkeypatch.setattr(miner_scores, "make_step_fn", interrupted)
+  monkeypatch.setattr(miner_scores, "make_step_fn", interrupting(make_step_fn, 2))  # the first batch committed
   with pytest.raises(Interrupt):
     tasks.run(miner_config(), url)
   assert url_store(url + "/stats/image_qa").cursor == 1
