@@ -121,3 +121,19 @@ def test_signed_changes_never_print_minus_zero():
               "all": 0.25, "all_drop": 0.0, "random": 0.25, "random_drop": 0.0}]
   table = "\n".join(miner_report.effects_section(effects))
   assert "(+0.000)" in table and "-0.000" not in table
+
+
+def test_miner_deactivation_legend_is_beside_the_bars(figures, tmp_path):
+  """One legend (every condition) outside the panels, so it never hides a bar of 1.0."""
+  from mmneuron_jax.tasks.miner import report as miner_report
+  rows = [{"dataset": d, "condition": c, "primary": 1.0, "changed_vs_none": 1.0}
+          for d in ("image_qa", "video_qa") for c in ("none", "all", "image", "video", "text", "complement", "random")]
+  miner_report.plot_deactivation(rows, str(tmp_path / "d.png"))
+  (fig,) = figures
+  legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+  assert len(legends) == 1 and [t.get_text() for t in legends[0].get_texts()] == [
+      "none", "all", "image", "video", "text", "complement", "random"]
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  renderer = FigureCanvasAgg(fig).get_renderer()  # the layout as saved (tight_layout ran in finish)
+  box = legends[0].get_window_extent(renderer)
+  assert all(not box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)

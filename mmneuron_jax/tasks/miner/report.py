@@ -69,7 +69,8 @@ def plot_deactivation(rows, path=None, metrics=("primary", "changed_vs_none")):
     ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, datasets, rotation=15)
     values = [r[metric] for r in rows if metric in r]
     ax.set(ylabel=metric, ylim=(0, 1.05), title=plot_style.flat_title(f"Deactivation: {metric}", values))
-    ax.legend(fontsize=7, ncol=2)
+  # one legend for all panels (the same conditions and colours), beside the last one: never over a bar
+  axes[-1].legend(fontsize=7, title="condition", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   return finish(fig, path, dpi=100)
 
 
